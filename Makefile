@@ -1,0 +1,37 @@
+# Dispo: the two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SHARED_DATA ?= ../shared/data
+
+.PHONY: demo test lint install es-start es-stop clean
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/.installed
+
+# Imports the samples into the embedded index and serves the API.
+demo: install
+	bash scripts/demo.sh
+
+# Starts a throwaway Elasticsearch (unless DISPO_ES_URL is set), runs the whole suite on both backends.
+test: install
+	$(BIN)/ruff check .
+	bash scripts/elasticsearch.sh run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+es-start:
+	bash scripts/elasticsearch.sh start
+
+es-stop:
+	bash scripts/elasticsearch.sh stop
+
+clean:
+	rm -rf $(VENV) .dispo .pytest_cache .ruff_cache

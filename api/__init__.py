@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI): directory search and lookups, health checks; problem+json errors; bearer roles."""

@@ -1,0 +1,52 @@
+"""The FastAPI application: routes, error format, and the objects shared by requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from api import directory, problems
+from api.auth import TokenRegistry
+from dispo import __version__
+from dispo.settings import Settings, get_settings
+from indexer.backend import Backend
+from indexer.factory import make_backend
+
+
+def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Dispo",
+        version=__version__,
+        description="National directory and availability index for the SAS. Every /v1 route needs a bearer "
+        "token with a role (regulator, maintainer, analyst, vendor). Errors are RFC 9457 problem+json.",
+    )
+    app.state.settings = settings
+    app.state.backend = backend or make_backend(settings)
+    app.state.tokens = TokenRegistry.from_settings(settings)
+    problems.install(app)
+    app.include_router(directory.router)
+
+    @app.get("/healthz", tags=["health"], summary="The process is up")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="The backend answers and the live indices exist")
+    def readyz() -> JSONResponse:
+        health = app.state.backend.health()
+        body: dict[str, Any] = {
+            "backend": health.backend,
+            "version": health.version,
+            "live": health.live,
+            "detail": health.detail,
+        }
+        missing = [kind for kind, index in health.live.items() if index is None]
+        ready = health.reachable and "practice_sites" not in missing
+        body["status"] = "ready" if ready else "not ready"
+        if health.reachable and missing:
+            body["missing"] = missing
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    return app

@@ -1,0 +1,336 @@
+"""The `dispo` command line: imports, searches, lookups, the API server, tokens."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dispo.settings import Settings, get_settings
+
+app = typer.Typer(help="Dispo: national directory and availability index for the SAS.", no_args_is_help=True)
+import_app = typer.Typer(
+    help="Import a national file into a new index version, then switch to it.", no_args_is_help=True
+)
+show_app = typer.Typer(help="Show one record of the live directory.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
+index_app = typer.Typer(help="Index versions and aliases.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(show_app, name="show")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(index_app, name="index")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _backend(settings: Settings):
+    from indexer.factory import make_backend
+
+    try:
+        return make_backend(settings)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _count_lines(path: Path) -> int:
+    n = 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            n += block.count(b"\n")
+    return max(n - 1, 0)
+
+
+def _run_import(kind: str, path: Path, force: bool) -> None:
+    from indexer.backend import BackendUnavailable
+    from indexer.lifecycle import ImportRefused
+    from indexer.report import FileRejected
+    from rpps_import.pipeline import import_finess, import_rpps
+
+    settings = get_settings()
+    backend = _backend(settings)
+    if not path.exists():
+        err.print(f"[red]error:[/] {path}: no such file")
+        raise typer.Exit(2)
+    total = _count_lines(path)
+    with Progress(
+        TextColumn(f"[bold]{kind}[/] {path.name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("lines"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("import", total=total)
+
+        def advance(lines: int) -> None:
+            progress.update(task, completed=lines)
+
+        try:
+            if kind == "rpps":
+                summary = import_rpps(path, backend, settings, force=force, progress=advance)
+            else:
+                summary = import_finess(path, backend, settings, force=force, progress=advance)
+            progress.update(task, completed=summary.lines_read)
+        except ImportRefused as exc:
+            _print_summary(exc.summary)
+            err.print(f"[red]import refused:[/] {exc.summary.message}")
+            raise typer.Exit(3) from exc
+        except FileRejected as exc:
+            err.print(f"[red]file rejected:[/] {exc}")
+            err.print("the live index is unchanged")
+            raise typer.Exit(2) from exc
+        except BackendUnavailable as exc:
+            err.print(f"[red]backend unavailable:[/] {exc}")
+            err.print("the live index is unchanged; check DISPO_ES_URL / DISPO_BACKEND and retry")
+            raise typer.Exit(4) from exc
+    _print_summary(summary)
+
+
+def _print_summary(summary) -> None:
+    table = Table(title=f"Import report: {summary.kind} ({summary.format or 'unknown format'})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("source", summary.source)
+    table.add_row("lines read", f"{summary.lines_read:,}")
+    table.add_row("accepted", f"{summary.lines_accepted:,}")
+    table.add_row("rejected", f"{summary.lines_rejected:,}")
+    for reason, n in summary.rejected_by_reason.items():
+        table.add_row("  rejected: " + reason, f"{n:,}")
+    for reason, n in summary.warnings_by_reason.items():
+        table.add_row("  warning: " + reason, f"{n:,}")
+    table.add_row("records written", f"{summary.records_written:,}")
+    for precision, n in summary.positions_by_precision.items():
+        table.add_row("  position: " + precision, f"{n:,}")
+    if summary.live_records_before is not None:
+        table.add_row("live records before", f"{summary.live_records_before:,}")
+    table.add_row("duration", f"{summary.duration_s:.2f} s ({summary.rows_per_second:,.0f} lines/s)")
+    table.add_row("outcome", f"{summary.outcome}: {summary.message or ''}")
+    if summary.report_file:
+        table.add_row("line-level report", summary.report_file)
+    console.print(table)
+
+
+@import_app.command("rpps")
+def import_rpps_cmd(
+    file: Annotated[Path, typer.Argument(help="PS_LibreAcces_Personne_activite_*.txt")],
+    force: Annotated[bool, typer.Option(help="switch even if far fewer records than the live index")] = False,
+) -> None:
+    """Import the RPPS/ADELI Personne_activite file (import FINESS first for establishment positions)."""
+    _run_import("rpps", file, force)
+
+
+@import_app.command("finess")
+def import_finess_cmd(
+    file: Annotated[Path, typer.Argument(help="etalab-cs1100507-stock-*.csv (raw or flat)")],
+    force: Annotated[bool, typer.Option(help="switch even if far fewer records than the live index")] = False,
+) -> None:
+    """Import the FINESS establishments file."""
+    _run_import("finess", file, force)
+
+
+@app.command()
+def search(
+    lat: Annotated[float | None, typer.Option()] = None,
+    lon: Annotated[float | None, typer.Option()] = None,
+    postcode: Annotated[str | None, typer.Option()] = None,
+    insee: Annotated[str | None, typer.Option()] = None,
+    radius: Annotated[float, typer.Option(help="km")] = 10.0,
+    specialty: Annotated[list[str] | None, typer.Option(help="savoir-faire code, e.g. SM54")] = None,
+    profession: Annotated[list[str] | None, typer.Option(help="profession code, e.g. 10")] = None,
+    q: Annotated[str | None, typer.Option(help="name (accents and case ignored)")] = None,
+    limit: Annotated[int, typer.Option()] = 20,
+    cursor: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Practice sites nearest first, around a point, a postcode or an INSEE code."""
+    from api.directory import site_search
+    from api.problems import Problem
+
+    settings = get_settings()
+    try:
+        answer = site_search(
+            _backend(settings),
+            settings,
+            lat=lat,
+            lon=lon,
+            postcode=postcode,
+            insee=insee,
+            radius_km=radius,
+            specialty=specialty,
+            profession=profession,
+            q=q,
+            limit=limit,
+            cursor=cursor,
+        )
+    except Problem as exc:
+        err.print(f"[red]{exc.title}:[/] {exc.detail}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        sys.stdout.write(answer.model_dump_json(indent=2) + "\n")
+        return
+    table = Table(
+        title=f"{answer.total} practice site(s)" + (f" within {answer.radius_km} km" if answer.radius_km else "")
+    )
+    for col in ("km", "practitioner", "profession", "specialty", "site", "address", "phone", "position"):
+        table.add_column(col)
+    for r in answer.results:
+        s, p = r.site, r.site.practitioner
+        table.add_row(
+            f"{r.distance_km:.1f}" if r.distance_km is not None else "",
+            p.display_name(),
+            p.profession_label or p.profession_code,
+            ", ".join(sp.code for sp in p.specialties),
+            s.name or "",
+            s.address.label() if s.address else "",
+            s.phone or "",
+            s.position.precision.value if s.position else "none",
+        )
+    console.print(table)
+    if answer.next_cursor:
+        console.print(f"more: --cursor {answer.next_cursor}")
+
+
+@show_app.command("practitioner")
+def show_practitioner(idnps: str, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """A practitioner (by IDNPS) and all their practice sites."""
+    from api.directory import practitioner_answer
+    from api.problems import Problem
+
+    try:
+        answer = practitioner_answer(_backend(get_settings()), idnps)
+    except Problem as exc:
+        err.print(f"[red]{exc.title}:[/] {exc.detail}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        sys.stdout.write(answer.model_dump_json(indent=2) + "\n")
+        return
+    p = answer.practitioner
+    console.print(
+        f"[bold]{p.display_name()}[/]  IDNPS {p.idnps} ({p.id_type})  {p.profession_label or p.profession_code}"
+    )
+    for sp in p.specialties:
+        console.print(f"  specialty {sp.code} {sp.label or ''}")
+    for s in answer.sites:
+        where = s.address.label() if s.address else "no practice site"
+        pos = (
+            f"{s.position.lat:.5f},{s.position.lon:.5f} ({s.position.precision.value})" if s.position else "no position"
+        )
+        console.print(f"  - {s.name or ''} {where} [{s.mode_label or s.mode_code or ''}] {pos}")
+
+
+@show_app.command("structure")
+def show_structure(finess: str, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """A FINESS establishment."""
+    from api.directory import structure_answer
+    from api.problems import Problem
+
+    try:
+        s = structure_answer(_backend(get_settings()), finess)
+    except Problem as exc:
+        err.print(f"[red]{exc.title}:[/] {exc.detail}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        sys.stdout.write(s.model_dump_json(indent=2) + "\n")
+        return
+    console.print(f"[bold]{s.name}[/]  FINESS {s.finess}  {s.category_label or ''}")
+    console.print(f"  {s.address.label()}  {s.phone or ''}")
+    if s.position:
+        console.print(f"  {s.position.lat:.5f},{s.position.lon:.5f} ({s.position.precision.value})")
+
+
+@index_app.command("status")
+def index_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Live version and document count of each index."""
+    from mappings import KINDS
+
+    backend = _backend(get_settings())
+    health = backend.health()
+    rows = (
+        {
+            kind: {
+                "live": health.live.get(kind),
+                "documents": backend.count(kind) if health.live.get(kind) else 0,
+                "versions": backend.versions(kind),
+            }
+            for kind in KINDS
+        }
+        if health.reachable
+        else {}
+    )
+    if as_json:
+        sys.stdout.write(
+            orjson.dumps(
+                {
+                    "backend": health.backend,
+                    "version": health.version,
+                    "reachable": health.reachable,
+                    "indices": rows,
+                }
+            ).decode()
+            + "\n"
+        )
+        return
+    console.print(f"{health.backend} {health.version or ''} reachable={health.reachable} {health.detail or ''}")
+    for kind, row in rows.items():
+        console.print(f"  {kind}: live={row['live']} documents={row['documents']:,} versions={len(row['versions'])}")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    role: Annotated[str, typer.Option(help="regulator | maintainer | analyst | vendor")],
+    label: Annotated[str, typer.Option(help="who holds it")] = "",
+    file: Annotated[Path | None, typer.Option(help="append the entry to this tokens file")] = None,
+) -> None:
+    """Make a token: prints the token once, and the hashed entry to configure."""
+    from api.auth import Role, new_token
+
+    if role not in Role.__members__:
+        err.print(f"[red]error:[/] unknown role {role!r}; roles: {', '.join(Role)}")
+        raise typer.Exit(2)
+    token, entry = new_token(Role(role), label or role)
+    target = file or get_settings().tokens_file
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("a", encoding="utf-8") as fh:
+            fh.write(entry + "\n")
+        err.print(f"entry appended to {target}")
+    else:
+        err.print(f"add to DISPO_TOKENS or a tokens file: {entry}")
+    sys.stdout.write(token + "\n")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="info",
+        access_log=False,
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Canonical records: the one definition of each concept, shared by the readers, the backends and the API.
+
+Index documents are these records dumped to JSON plus a few derived search fields (see
+`indexer.documents`); `mappings/` declares how each field is indexed.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PositionPrecision(StrEnum):
+    """How precisely a position places an address, from best to worst."""
+
+    housenumber = "housenumber"  # the building, from an address geocoder
+    establishment = "establishment"  # the FINESS establishment's own coordinates
+    street = "street"  # the street, from an address geocoder
+    locality = "locality"  # a hamlet or named place, from an address geocoder
+    municipality = "municipality"  # the commune's centroid (INSEE code known)
+    postcode = "postcode"  # the centroid of the communes sharing a postcode
+
+
+class Position(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    lat: float
+    lon: float
+    precision: PositionPrecision
+    # Where the position comes from: "finess", "ban", "laposte-commune", ...
+    source: str
+
+
+class Address(BaseModel):
+    number: str | None = None
+    repetition: str | None = None  # indice de répétition: B (bis), T (ter), ...
+    street_type: str | None = None  # label: "Rue", "Avenue", or the FINESS code "AV" when no label is given
+    street: str | None = None
+    complement: str | None = None  # recipient complement or geographic complement
+    distribution: str | None = None  # mention de distribution, lieu-dit, BP
+    cedex_office: str | None = None  # bureau distributeur / ligne d'acheminement
+    postcode: str | None = None
+    insee_code: str | None = None
+    commune: str | None = None
+    country_code: str | None = None
+    country: str | None = None
+
+    def street_line(self) -> str:
+        parts = [self.number, self.repetition, self.street_type, self.street]
+        return " ".join(p for p in parts if p)
+
+    def label(self) -> str:
+        """One-line postal label, as a regulator reads it out."""
+        town = " ".join(p for p in (self.postcode, self.commune or self._office_town()) if p)
+        return ", ".join(p for p in (self.street_line(), self.distribution, town) if p)
+
+    def _office_town(self) -> str | None:
+        # "01440 VIRIAT" -> "VIRIAT" when the commune label itself is missing.
+        if not self.cedex_office:
+            return None
+        head, _, tail = self.cedex_office.partition(" ")
+        return tail if head.isdigit() and tail else self.cedex_office
+
+
+class Specialty(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: str  # savoir-faire code, e.g. SM54 (médecine générale)
+    label: str | None = None
+    kind: str | None = None  # code type savoir-faire: S (spécialité ordinale), CEX, ...
+
+
+class Practitioner(BaseModel):
+    """A health professional of the RPPS or ADELI register."""
+
+    idnps: str  # national id: "8" + RPPS (11 digits) or "0" + ADELI (9 digits)
+    id_type: str  # "RPPS" or "ADELI"
+    id: str  # the register's own identifier (Identifiant PP)
+    civility: str | None = None  # Madame, Monsieur
+    title: str | None = None  # civilité d'exercice: Docteur, Professeur
+    last_name: str
+    first_name: str | None = None
+    profession_code: str
+    profession_label: str | None = None
+    profession_category: str | None = None  # C civil, M militaire, E étudiant
+    specialties: list[Specialty] = Field(default_factory=list)
+
+    def display_name(self) -> str:
+        return " ".join(p for p in (self.title, self.first_name, self.last_name) if p)
+
+
+class PracticeSite(BaseModel):
+    """One activity of a practitioner: the practitioner at a practice structure (or at none).
+
+    Activities without a structure stay in the directory but have no address and no position.
+    """
+
+    site_id: str  # stable: IDNPS + structure key (+ mode of practice)
+    practitioner: Practitioner
+    mode_code: str | None = None  # L libéral, S salarié, B bénévole
+    mode_label: str | None = None
+    siret: str | None = None
+    siren: str | None = None
+    finess_site: str | None = None
+    finess_legal: str | None = None
+    structure_technical_id: str | None = None  # e.g. F010010288, C49940088500020
+    name: str | None = None  # raison sociale du site
+    brand: str | None = None  # enseigne commerciale
+    address: Address | None = None
+    department_code: str | None = None
+    department_label: str | None = None
+    phone: str | None = None
+    phone2: str | None = None
+    fax: str | None = None
+    email: str | None = None
+    sector_code: str | None = None  # secteur d'activité
+    registration_authority: str | None = None
+    position: Position | None = None
+
+    @property
+    def has_structure(self) -> bool:
+        return bool(self.structure_technical_id or self.siret or self.finess_site)
+
+
+class Structure(BaseModel):
+    """A FINESS establishment (établissement géographique)."""
+
+    finess: str  # nofinesset, 9 characters
+    finess_legal: str | None = None  # nofinessej
+    name: str
+    long_name: str | None = None
+    address: Address
+    department_code: str | None = None
+    department_label: str | None = None
+    phone: str | None = None
+    fax: str | None = None
+    category_code: str | None = None
+    category_label: str | None = None
+    category_group_code: str | None = None
+    category_group_label: str | None = None
+    siret: str | None = None
+    ape_code: str | None = None
+    opened_on: str | None = None
+    authorised_on: str | None = None
+    updated_on: str | None = None
+    position: Position | None = None

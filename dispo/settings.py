@@ -1,0 +1,62 @@
+"""The one settings object: every knob of Dispo, read from the environment (`DISPO_*`).
+
+Each field says why it exists; `DISPO_<FIELD NAME>` overrides it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISPO_", extra="ignore")
+
+    # Which search backend serves and stores everything: the embedded SQLite index needs no server.
+    backend: Literal["sqlite", "elasticsearch"] = "sqlite"
+    # Where the embedded index, import reports and local state live.
+    data_dir: Path = Path(".dispo")
+    # Elasticsearch cluster URL, used when backend=elasticsearch (and by the test suite).
+    es_url: str | None = None
+    # Prefix of every Elasticsearch index and alias, so several deployments can share a cluster.
+    index_prefix: str = "dispo"
+    # Elasticsearch request timeout in seconds.
+    es_timeout_s: float = 30.0
+
+    # Import safety: refuse to switch the live index when accepted records drop by more than this.
+    max_drop_ratio: float = 0.10
+    # Lines handled per chunk by the readers: bounds memory whatever the file size.
+    import_chunk_lines: int = 20_000
+    # Documents per bulk request.
+    bulk_size: int = 2_000
+
+    # Address geocoder (BAN/addok `/search/csv/`); off unless a base URL is given.
+    geocoder_url: str | None = None
+    # Minimum addok score for an address result to be trusted over the commune centroid.
+    geocoder_min_score: float = 0.5
+    # Requests per second allowed against the geocoder (the public service allows 50 per IP).
+    geocoder_rps: float = 10.0
+    # Rows per batch CSV upload to the geocoder.
+    geocoder_batch_rows: int = 1_000
+    # Retries of a failed geocoder batch before falling back to commune centroids.
+    geocoder_retries: int = 3
+
+    # API bearer tokens: a file of `role:sha256(token):label` lines ...
+    tokens_file: Path | None = None
+    # ... and/or the same entries comma-separated in the environment.
+    tokens: str = ""
+    # HTTP bind address of `dispo serve`.
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Largest page the search API returns.
+    max_page_size: int = Field(default=200, ge=1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,141 @@
+"""The one interface every search backend implements, and the query/answer types it speaks.
+
+A backend stores documents of a few kinds (see `mappings.KINDS`) in *versioned* indices behind one
+live alias per kind: an import writes a new version, then `switch` makes it live atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot be reached or answered with a server error; the caller may retry later."""
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class GeoQuery:
+    """Documents of one kind, optionally inside a circle, filtered, optionally matching folded text.
+
+    Sorted by distance then id when a centre is given, by id otherwise. `after` is the sort key of the
+    last hit of the previous page (see `encode_cursor`).
+    """
+
+    lat: float | None = None
+    lon: float | None = None
+    radius_km: float | None = None
+    filters: dict[str, list[str]] = field(default_factory=dict)
+    text: str | None = None  # already folded (dispo.text.fold)
+    limit: int = 20
+    after: tuple[Any, ...] | None = None
+
+    @property
+    def has_centre(self) -> bool:
+        return self.lat is not None and self.lon is not None
+
+
+@dataclass(frozen=True)
+class Hit:
+    doc: dict[str, Any]
+    distance_km: float | None
+    sort: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    hits: list[Hit]
+    total: int
+
+    @property
+    def next_after(self) -> tuple[Any, ...] | None:
+        return self.hits[-1].sort if self.hits else None
+
+
+@dataclass(frozen=True)
+class Health:
+    reachable: bool
+    backend: str
+    version: str | None = None
+    live: dict[str, str | None] = field(default_factory=dict)
+    detail: str | None = None
+
+
+def encode_cursor(sort: tuple[Any, ...] | None) -> str | None:
+    if sort is None:
+        return None
+    return base64.urlsafe_b64encode(orjson.dumps(list(sort))).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> tuple[Any, ...] | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = orjson.loads(raw)
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise InvalidCursor("the cursor is not one this API returned") from exc
+    if not isinstance(value, list) or not value or not all(isinstance(v, str | int | float) for v in value):
+        raise InvalidCursor("the cursor is not one this API returned")
+    return tuple(value)
+
+
+class Backend(ABC):
+    """Storage and search of index documents; identical semantics on every implementation."""
+
+    name: str
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    @abstractmethod
+    def create_version(self, kind: str) -> str:
+        """Create an empty new version of `kind`'s index and return its name."""
+
+    @abstractmethod
+    def write(self, index: str, docs: Iterable[dict[str, Any]]) -> int:
+        """Insert or replace documents (by their id field) in a version; returns how many were written."""
+
+    @abstractmethod
+    def seal(self, index: str) -> None:
+        """Make everything written to a version visible to searches."""
+
+    @abstractmethod
+    def live_index(self, kind: str) -> str | None:
+        """The version the alias points to, or None before the first import."""
+
+    @abstractmethod
+    def switch(self, kind: str, index: str) -> str | None:
+        """Point the alias at `index` atomically; returns the previous version. Older ones are dropped."""
+
+    @abstractmethod
+    def drop(self, index: str) -> None:
+        """Delete a version that never went live (a refused or failed import)."""
+
+    @abstractmethod
+    def versions(self, kind: str) -> list[str]:
+        """Existing versions of a kind, oldest first."""
+
+    # -- reads -------------------------------------------------------------------------------------
+    @abstractmethod
+    def count(self, kind: str, filters: dict[str, list[str]] | None = None, index: str | None = None) -> int:
+        """Documents of the live index (or of `index`) matching the filters."""
+
+    @abstractmethod
+    def get(self, kind: str, doc_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def search(self, kind: str, query: GeoQuery) -> SearchPage: ...
+
+    @abstractmethod
+    def health(self) -> Health: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,218 @@
+"""The Elasticsearch backend: versioned indices `<prefix>-<kind>-v<timestamp>` behind the alias `<prefix>-<kind>`.
+
+Written for the server-core distribution (no analysis-common, painless, reindex or join): text is
+folded in Python, switching is an atomic `_aliases` call, and nothing relies on scripts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError, helpers
+from elasticsearch.serializer import OrjsonSerializer
+
+from indexer.backend import Backend, BackendUnavailable, GeoQuery, Health, Hit, SearchPage
+from mappings import KINDS, definition
+
+
+class ElasticsearchBackend(Backend):
+    name = "elasticsearch"
+
+    def __init__(self, url: str, prefix: str = "dispo", timeout_s: float = 30.0, bulk_size: int = 2000) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.bulk_size = bulk_size
+        self.es = Elasticsearch(
+            url,
+            request_timeout=timeout_s,
+            retry_on_timeout=True,
+            max_retries=2,
+            serializers={"application/json": OrjsonSerializer()},
+        )
+
+    def alias(self, kind: str) -> str:
+        return f"{self.prefix}-{kind}"
+
+    def _kind_of(self, index: str) -> str:
+        return index[len(self.prefix) + 1 :].rsplit("-v", 1)[0]
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NotFoundError:
+            raise
+        except (TransportError, ConnectionError) as exc:
+            raise BackendUnavailable(f"Elasticsearch at {self.url} is unreachable: {exc}") from exc
+        except ApiError as exc:
+            if exc.meta.status >= 500:
+                raise BackendUnavailable(f"Elasticsearch error {exc.meta.status}: {exc}") from exc
+            raise
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def create_version(self, kind: str) -> str:
+        spec = definition(kind)
+        index = f"{self.alias(kind)}-v{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
+        settings = dict(spec.settings)
+        # Bulk loading: no refresh until the version is sealed.
+        settings["refresh_interval"] = "-1"
+        self._call(self.es.indices.create, index=index, settings=settings, mappings=spec.mappings)
+        return index
+
+    def write(self, index: str, docs: Iterable[dict[str, Any]]) -> int:
+        id_field = definition(self._kind_of(index)).id_field
+        actions = ({"_index": index, "_id": doc[id_field], "_source": doc} for doc in docs)
+        n = 0
+        errors: list[Any] = []
+        try:
+            for ok, item in helpers.streaming_bulk(
+                self.es, actions, chunk_size=self.bulk_size, raise_on_error=False, max_retries=3
+            ):
+                if ok:
+                    n += 1
+                elif len(errors) < 5:
+                    errors.append(item)
+        except (TransportError, ConnectionError) as exc:
+            raise BackendUnavailable(f"Elasticsearch at {self.url} is unreachable: {exc}") from exc
+        if errors:
+            raise ValueError(f"Elasticsearch refused documents, first: {errors[0]}")
+        return n
+
+    def seal(self, index: str) -> None:
+        spec = definition(self._kind_of(index))
+        self._call(
+            self.es.indices.put_settings,
+            index=index,
+            settings={"index": {"refresh_interval": spec.settings.get("refresh_interval", "1s")}},
+        )
+        self._call(self.es.indices.refresh, index=index)
+
+    def live_index(self, kind: str) -> str | None:
+        try:
+            found = self._call(self.es.indices.get_alias, name=self.alias(kind))
+        except NotFoundError:
+            return None
+        names = sorted(found.body)
+        return names[-1] if names else None
+
+    def switch(self, kind: str, index: str) -> str | None:
+        previous = self.live_index(kind)
+        actions: list[dict[str, Any]] = [{"add": {"index": index, "alias": self.alias(kind)}}]
+        if previous is not None and previous != index:
+            actions.insert(0, {"remove": {"index": previous, "alias": self.alias(kind)}})
+        self._call(self.es.indices.update_aliases, actions=actions)
+        # Keep the previous version (searches may still be reading it); drop anything older.
+        for old in self.versions(kind):
+            if old not in (index, previous):
+                self.drop(old)
+        return previous
+
+    def drop(self, index: str) -> None:
+        with contextlib.suppress(NotFoundError):
+            self._call(self.es.indices.delete, index=index)
+
+    def versions(self, kind: str) -> list[str]:
+        try:
+            found = self._call(self.es.indices.get, index=f"{self.alias(kind)}-v*", expand_wildcards="open")
+        except NotFoundError:
+            return []
+        return sorted(found.body)
+
+    # -- reads -------------------------------------------------------------------------------------
+    def _filter_clauses(self, kind: str, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        known = definition(kind).filters
+        clauses = []
+        for name, values in sorted(filters.items()):
+            if name not in known:
+                raise KeyError(f"unknown filter {name!r}")
+            if values:
+                clauses.append({"terms": {known[name]: list(values)}})
+        return clauses
+
+    def count(self, kind: str, filters: dict[str, list[str]] | None = None, index: str | None = None) -> int:
+        target = index or self.alias(kind)
+        query = {"bool": {"filter": self._filter_clauses(kind, filters or {})}}
+        try:
+            return self._call(self.es.count, index=target, query=query)["count"]
+        except NotFoundError:
+            return 0
+
+    def get(self, kind: str, doc_id: str) -> dict[str, Any] | None:
+        try:
+            return self._call(self.es.get, index=self.alias(kind), id=doc_id)["_source"]
+        except NotFoundError:
+            return None
+
+    def search(self, kind: str, query: GeoQuery) -> SearchPage:
+        spec = definition(kind)
+        filters = self._filter_clauses(kind, query.filters)
+        must: list[dict[str, Any]] = []
+        if query.text:
+            must.append({"match_bool_prefix": {spec.text_field: {"query": query.text, "operator": "and"}}})
+        sort: list[Any]
+        if query.has_centre:
+            centre = {"lat": query.lat, "lon": query.lon}
+            if query.radius_km is not None:
+                filters.append({"geo_distance": {"distance": f"{query.radius_km}km", spec.location_field: centre}})
+            else:
+                filters.append({"exists": {"field": spec.location_field}})
+            sort = [
+                {
+                    "_geo_distance": {
+                        spec.location_field: centre,
+                        "unit": "km",
+                        "order": "asc",
+                        "distance_type": "arc",
+                    }
+                },
+                {spec.id_field: "asc"},
+            ]
+        else:
+            sort = [{spec.id_field: "asc"}]
+        body: dict[str, Any] = {
+            "query": {"bool": {"filter": filters, "must": must}},
+            "sort": sort,
+            "size": query.limit,
+            "track_total_hits": True,
+        }
+        if query.after is not None:
+            body["search_after"] = list(query.after)
+        try:
+            answer = self._call(self.es.search, index=self.alias(kind), **body)
+        except NotFoundError:
+            return SearchPage(hits=[], total=0)
+        hits = []
+        for h in answer["hits"]["hits"]:
+            key = tuple(h["sort"])
+            hits.append(Hit(h["_source"], key[0] if query.has_centre else None, key))
+        return SearchPage(hits=hits, total=answer["hits"]["total"]["value"])
+
+    def health(self) -> Health:
+        try:
+            health = self.es.cluster.health(timeout="2s")
+            nodes = self.es.nodes.info(node_id="_local", filter_path="nodes.*.version")
+            version = next(iter(nodes["nodes"].values()))["version"]
+            live = {kind: self.live_index(kind) for kind in KINDS}
+        except Exception as exc:
+            return Health(reachable=False, backend=self.name, detail=f"{type(exc).__name__}: {exc}")
+        return Health(
+            reachable=health["status"] in ("green", "yellow"),
+            backend=self.name,
+            version=f"Elasticsearch {version}",
+            live=live,
+            detail=f"cluster {health['status']}",
+        )
+
+    def delete_all(self) -> None:
+        """Remove every index of this prefix (tests and `dispo index reset`), naming each one."""
+        try:
+            found = self._call(self.es.indices.get, index=f"{self.prefix}-*", expand_wildcards="all")
+        except NotFoundError:
+            return
+        for name in found.body:
+            self.drop(name)
+
+    def close(self) -> None:
+        self.es.close()

@@ -1,0 +1,23 @@
+"""Builds the configured backend from the settings."""
+
+from __future__ import annotations
+
+from dispo.settings import Settings
+from indexer.backend import Backend
+
+
+def make_backend(settings: Settings) -> Backend:
+    if settings.backend == "elasticsearch":
+        from indexer.es_backend import ElasticsearchBackend
+
+        if not settings.es_url:
+            raise ValueError("DISPO_BACKEND=elasticsearch needs DISPO_ES_URL (e.g. http://127.0.0.1:9200)")
+        return ElasticsearchBackend(
+            settings.es_url,
+            prefix=settings.index_prefix,
+            timeout_s=settings.es_timeout_s,
+            bulk_size=settings.bulk_size,
+        )
+    from indexer.sqlite_backend import SqliteBackend
+
+    return SqliteBackend(settings.data_dir / "index")

@@ -1,0 +1,100 @@
+"""Index lifecycle: write a new version, validate it against the live one, switch the alias or refuse.
+
+A failed or refused import drops its own version and never touches the live index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from indexer.backend import Backend, GeoQuery
+from indexer.report import ImportReport, ImportSummary
+
+
+class ImportRefused(Exception):
+    def __init__(self, summary: ImportSummary) -> None:
+        super().__init__(summary.message)
+        self.summary = summary
+
+
+def publish(
+    backend: Backend,
+    kind: str,
+    batches: Iterable[list[dict[str, Any]]],
+    report: ImportReport,
+    max_drop_ratio: float = 0.10,
+    force: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> ImportSummary:
+    """Load `batches` into a new version of `kind` and make it live if it passes validation.
+
+    Raises ImportRefused (after dropping the new version) when validation fails; any other error is
+    re-raised after dropping it. Reading the first batch happens before anything is created, so a file
+    rejected as a whole leaves no trace.
+    """
+    iterator: Iterator[list[dict[str, Any]]] = iter(batches)
+    try:
+        first = next(iterator, None)
+    except Exception as exc:
+        report.finish("failed", str(exc))
+        raise
+    live = backend.live_index(kind)
+    live_count = backend.count(kind) if live else 0
+    report.summary.live_records_before = live_count if live else None
+    index = backend.create_version(kind)
+    report.summary.index = index
+    try:
+        written = 0
+        pending = [first] if first is not None else []
+        for docs in _chain(pending, iterator):
+            written += backend.write(index, docs)
+            if on_batch is not None:
+                on_batch(written)
+        backend.seal(index)
+        count = backend.count(kind, index=index)
+        report.summary.records_written = count
+    except BaseException as exc:
+        backend.drop(index)
+        report.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    problem = _validate(count, live_count if live else None, max_drop_ratio, force)
+    if problem is not None:
+        backend.drop(index)
+        summary = report.finish("refused", problem)
+        raise ImportRefused(summary)
+    previous = backend.switch(kind, index)
+    note = f"live index is now {index}" + (f" (was {previous})" if previous else "")
+    return report.finish("switched", note)
+
+
+def _chain(first: list[list[dict[str, Any]]], rest: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    yield from first
+    yield from rest
+
+
+def _validate(count: int, live_count: int | None, max_drop_ratio: float, force: bool) -> str | None:
+    if count == 0:
+        return "no record was accepted: the live index is kept"
+    if live_count and not force:
+        drop = (live_count - count) / live_count
+        if drop > max_drop_ratio:
+            return (
+                f"the new index has {count} records against {live_count} live ({drop:.0%} fewer, more than "
+                f"the {max_drop_ratio:.0%} allowed): the live index is kept; re-run with --force if the drop "
+                "is expected"
+            )
+    return None
+
+
+def iterate_all(
+    backend: Backend, kind: str, filters: dict[str, list[str]] | None = None, page: int = 5000
+) -> Iterator[dict[str, Any]]:
+    """Every live document of a kind, in id order, a page at a time."""
+    after = None
+    while True:
+        result = backend.search(kind, GeoQuery(filters=filters or {}, limit=page, after=after))
+        yield from (hit.doc for hit in result.hits)
+        if len(result.hits) < page:
+            return
+        after = result.next_after

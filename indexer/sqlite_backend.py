@@ -1,0 +1,312 @@
+"""The embedded backend: one SQLite file per index version (R*Tree for positions, FTS5 for folded text).
+
+A small catalog database maps each kind to its live version; switching is one transaction on the
+catalog, so readers see either the old version or the new one, never a half-written index. Filter
+fields come from `mappings/` (`_meta.filters`), so the embedded index filters on exactly what
+Elasticsearch filters on.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from dispo.geo import EARTH_RADIUS_KM, bounding_box
+from indexer.backend import Backend, GeoQuery, Health, Hit, SearchPage
+from indexer.documents import field_values
+from mappings import KINDS, definition
+
+# Lucene stores geo points as 32-bit integers: quantise the same way so distances match Elasticsearch's.
+_LAT_STEP = 180.0 / 2**32
+_LON_STEP = 360.0 / 2**32
+
+
+def _quantise(lat: float, lon: float) -> tuple[float, float]:
+    return math.floor(lat / _LAT_STEP) * _LAT_STEP, math.floor(lon / _LON_STEP) * _LON_STEP
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS docs (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    body BLOB NOT NULL,
+    lat REAL,
+    lon REAL
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS geo USING rtree(rowid, min_lat, max_lat, min_lon, max_lon);
+CREATE TABLE IF NOT EXISTS terms (
+    field TEXT NOT NULL,
+    value TEXT NOT NULL,
+    doc INTEGER NOT NULL,
+    PRIMARY KEY (field, value, doc)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS terms_by_doc ON terms (doc);
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(text, tokenize = 'unicode61 remove_diacritics 2');
+"""
+
+# Great-circle distance in km between (lat, lon) columns and a bound centre (radians), as Elasticsearch.
+_DISTANCE_SQL = (
+    f"2 * {EARTH_RADIUS_KM} * asin(min(1.0, sqrt("
+    "pow(sin((radians(d.lat) - :plat) / 2), 2) + "
+    "cos(:plat) * cos(radians(d.lat)) * pow(sin((radians(d.lon) - :plon) / 2), 2))))"
+)
+
+
+class SqliteBackend(Backend):
+    name = "sqlite"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        with self._catalog() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS aliases (kind TEXT PRIMARY KEY, target TEXT NOT NULL)")
+
+    # -- connections -------------------------------------------------------------------------------
+    def _connect(self, path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        return db
+
+    def _catalog(self) -> sqlite3.Connection:
+        conns = self._conns()
+        key = "__catalog__"
+        if key not in conns:
+            conns[key] = self._connect(self.root / "catalog.db")
+        return conns[key]
+
+    def _conns(self) -> dict[str, sqlite3.Connection]:
+        if not hasattr(self._local, "conns"):
+            self._local.conns = {}
+        return self._local.conns
+
+    def _db(self, index: str) -> sqlite3.Connection:
+        conns = self._conns()
+        db = conns.get(index)
+        if db is None:
+            path = self._path(index)
+            if not path.exists():
+                raise KeyError(f"no index version {index!r}")
+            db = self._connect(path)
+            conns[index] = db
+        return db
+
+    def _path(self, index: str) -> Path:
+        return self.root / f"{index}.db"
+
+    @staticmethod
+    def _kind_of(index: str) -> str:
+        return index.rsplit("-v", 1)[0]
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def create_version(self, kind: str) -> str:
+        definition(kind)
+        index = f"{kind}-v{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
+        db = self._connect(self._path(index))
+        db.executescript(_SCHEMA)
+        self._conns()[index] = db
+        return index
+
+    def write(self, index: str, docs: Iterable[dict[str, Any]]) -> int:
+        spec = definition(self._kind_of(index))
+        filters = spec.filters
+        db = self._db(index)
+        n = 0
+        with self._write_lock:
+            db.execute("BEGIN")
+            try:
+                for doc in docs:
+                    self._upsert(db, spec.id_field, spec.location_field, spec.text_field, filters, doc)
+                    n += 1
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return n
+
+    @staticmethod
+    def _upsert(
+        db: sqlite3.Connection,
+        id_field: str,
+        location_field: str,
+        text_field: str,
+        filters: dict[str, str],
+        doc: dict[str, Any],
+    ) -> None:
+        doc_id = doc[id_field]
+        old = db.execute("SELECT rowid FROM docs WHERE id = ?", (doc_id,)).fetchone()
+        if old is not None:
+            rowid = old[0]
+            db.execute("DELETE FROM geo WHERE rowid = ?", (rowid,))
+            db.execute("DELETE FROM terms WHERE doc = ?", (rowid,))
+            db.execute("DELETE FROM fts WHERE rowid = ?", (rowid,))
+        location = doc.get(location_field)
+        lat = lon = None
+        if location:
+            lat, lon = _quantise(location["lat"], location["lon"])
+        body = orjson.dumps(doc)
+        if old is None:
+            rowid = db.execute(
+                "INSERT INTO docs (id, body, lat, lon) VALUES (?, ?, ?, ?)", (doc_id, body, lat, lon)
+            ).lastrowid
+        else:
+            db.execute("UPDATE docs SET body = ?, lat = ?, lon = ? WHERE rowid = ?", (body, lat, lon, rowid))
+        if lat is not None:
+            db.execute("INSERT INTO geo VALUES (?, ?, ?, ?, ?)", (rowid, lat, lat, lon, lon))
+        rows = {(name, value, rowid) for name, path in filters.items() for value in field_values(doc, path)}
+        db.executemany("INSERT OR IGNORE INTO terms (field, value, doc) VALUES (?, ?, ?)", rows)
+        text = doc.get(text_field)
+        if text:
+            db.execute("INSERT INTO fts (rowid, text) VALUES (?, ?)", (rowid, text))
+
+    def seal(self, index: str) -> None:
+        db = self._db(index)
+        db.execute("ANALYZE")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def live_index(self, kind: str) -> str | None:
+        row = self._catalog().execute("SELECT target FROM aliases WHERE kind = ?", (kind,)).fetchone()
+        return row[0] if row else None
+
+    def switch(self, kind: str, index: str) -> str | None:
+        if not self._path(index).exists():
+            raise KeyError(f"no index version {index!r}")
+        db = self._catalog()
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            previous = self.live_index(kind)
+            db.execute("INSERT OR REPLACE INTO aliases (kind, target) VALUES (?, ?)", (kind, index))
+            db.execute("COMMIT")
+        # Keep the previous version (searches may still be reading it); drop anything older.
+        for old in self.versions(kind):
+            if old not in (index, previous):
+                self.drop(old)
+        return previous
+
+    def drop(self, index: str) -> None:
+        conns = self._conns()
+        db = conns.pop(index, None)
+        if db is not None:
+            db.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(self._path(index)) + suffix).unlink(missing_ok=True)
+
+    def versions(self, kind: str) -> list[str]:
+        return sorted(p.stem for p in self.root.glob(f"{kind}-v*.db"))
+
+    # -- reads -------------------------------------------------------------------------------------
+    def _live_db(self, kind: str, index: str | None = None) -> sqlite3.Connection | None:
+        target = index or self.live_index(kind)
+        if target is None:
+            return None
+        conns = self._conns()
+        # A connection to a version that is no longer live is closed once the alias has moved on.
+        for name in [n for n in conns if n != "__catalog__" and self._kind_of(n) == kind and n != target]:
+            if not self._path(name).exists():
+                conns.pop(name).close()
+        return self._db(target)
+
+    def count(self, kind: str, filters: dict[str, list[str]] | None = None, index: str | None = None) -> int:
+        db = self._live_db(kind, index)
+        if db is None:
+            return 0
+        where, params = self._filter_sql(kind, filters or {})
+        sql = "SELECT count(*) FROM docs d" + (f" WHERE {' AND '.join(where)}" if where else "")
+        return db.execute(sql, params).fetchone()[0]
+
+    def get(self, kind: str, doc_id: str) -> dict[str, Any] | None:
+        db = self._live_db(kind)
+        if db is None:
+            return None
+        row = db.execute("SELECT body FROM docs WHERE id = ?", (doc_id,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    @staticmethod
+    def _filter_sql(kind: str, filters: dict[str, list[str]]) -> tuple[list[str], dict[str, Any]]:
+        known = definition(kind).filters
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        for i, (name, values) in enumerate(sorted(filters.items())):
+            if name not in known:
+                raise KeyError(f"unknown filter {name!r}")
+            if not values:
+                continue
+            holders = []
+            for j, value in enumerate(values):
+                params[f"f{i}_{j}"] = value
+                holders.append(f":f{i}_{j}")
+            params[f"fn{i}"] = name
+            where.append(f"d.rowid IN (SELECT doc FROM terms WHERE field = :fn{i} AND value IN ({', '.join(holders)}))")
+        return where, params
+
+    def search(self, kind: str, query: GeoQuery) -> SearchPage:
+        db = self._live_db(kind)
+        if db is None:
+            return SearchPage(hits=[], total=0)
+        where, params = self._filter_sql(kind, query.filters)
+        if query.text:
+            tokens = query.text.split()
+            if tokens:
+                # Every word must match; the last one as a prefix (typing "lefe" finds "lefevre").
+                params["match"] = " AND ".join([f'"{t}"' for t in tokens[:-1]] + [f'"{tokens[-1]}"*'])
+                where.append("d.rowid IN (SELECT rowid FROM fts WHERE fts MATCH :match)")
+        if query.has_centre:
+            assert query.lat is not None and query.lon is not None
+            params["plat"], params["plon"] = math.radians(query.lat), math.radians(query.lon)
+            source = "docs d"
+            if query.radius_km is not None:
+                lat0, lat1, lon0, lon1 = bounding_box(query.lat, query.lon, query.radius_km)
+                params.update(lat0=lat0, lat1=lat1, lon0=lon0, lon1=lon1, radius=query.radius_km)
+                source = "geo g JOIN docs d ON d.rowid = g.rowid"
+                where.append("g.min_lat >= :lat0 AND g.max_lat <= :lat1 AND g.min_lon >= :lon0 AND g.max_lon <= :lon1")
+            else:
+                where.append("d.lat IS NOT NULL")
+            inner = f"SELECT d.id AS id, d.body AS body, {_DISTANCE_SQL} AS dist FROM {source}"
+            if where:
+                inner += " WHERE " + " AND ".join(where)
+            outer = ["dist <= :radius"] if query.radius_km is not None else []
+            total = db.execute(
+                f"SELECT count(*) FROM ({inner})" + (f" WHERE {' AND '.join(outer)}" if outer else ""), params
+            ).fetchone()[0]
+            if query.after is not None:
+                params["a_dist"], params["a_id"] = float(query.after[0]), str(query.after[1])
+                outer.append("(dist > :a_dist OR (dist = :a_dist AND id > :a_id))")
+            params["limit"] = query.limit
+            sql = (
+                f"SELECT id, body, dist FROM ({inner})"
+                + (f" WHERE {' AND '.join(outer)}" if outer else "")
+                + " ORDER BY dist, id LIMIT :limit"
+            )
+            rows = db.execute(sql, params).fetchall()
+            hits = [Hit(orjson.loads(body), dist, (dist, doc_id)) for doc_id, body, dist in rows]
+            return SearchPage(hits=hits, total=total)
+        cond = " AND ".join(where)
+        total = db.execute("SELECT count(*) FROM docs d" + (f" WHERE {cond}" if cond else ""), params).fetchone()[0]
+        if query.after is not None:
+            params["a_id"] = str(query.after[0])
+            where.append("d.id > :a_id")
+        params["limit"] = query.limit
+        sql = "SELECT d.id, d.body FROM docs d" + (f" WHERE {' AND '.join(where)}" if where else "")
+        rows = db.execute(sql + " ORDER BY d.id LIMIT :limit", params).fetchall()
+        return SearchPage(hits=[Hit(orjson.loads(body), None, (doc_id,)) for doc_id, body in rows], total=total)
+
+    def health(self) -> Health:
+        try:
+            live = {kind: self.live_index(kind) for kind in KINDS}
+        except sqlite3.Error as exc:
+            return Health(reachable=False, backend=self.name, detail=str(exc))
+        return Health(reachable=True, backend=self.name, version=f"SQLite {sqlite3.sqlite_version}", live=live)
+
+    def close(self) -> None:
+        for db in self._conns().values():
+            db.close()
+        self._conns().clear()

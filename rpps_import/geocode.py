@@ -1,0 +1,258 @@
+"""Positions for addresses, each with its precision and source.
+
+Order of preference for a practice site:
+1. the FINESS establishment's own coordinates, when the site is a known establishment;
+2. an address geocoder (BAN/addok `/search/csv/`), when one is configured;
+3. offline, the commune centroid from the INSEE code, else from the postcode (CEDEX resolved).
+Sites without an address keep no position.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from dispo.geo import Gazetteer, gazetteer, in_france
+from dispo.records import Address, Position, PositionPrecision, PracticeSite
+
+
+@dataclass(frozen=True)
+class GeocodeQuery:
+    street: str
+    postcode: str | None
+    insee_code: str | None
+    commune: str | None
+
+
+class Geocoder(Protocol):
+    """Turns addresses into positions; None where it finds nothing trustworthy."""
+
+    def geocode(self, queries: Sequence[GeocodeQuery]) -> list[Position | None]: ...
+
+
+class CommuneGeocoder:
+    """Offline: the commune centroid from the INSEE code, else the postcode's (CEDEX codes resolved)."""
+
+    def __init__(self, gaz: Gazetteer | None = None) -> None:
+        self.gaz = gaz or gazetteer()
+
+    def locate(self, insee_code: str | None, postcode: str | None) -> Position | None:
+        commune = self.gaz.commune(insee_code)
+        if commune is not None:
+            return Position(
+                lat=commune.lat,
+                lon=commune.lon,
+                precision=PositionPrecision.municipality,
+                source="laposte-commune",
+            )
+        area = self.gaz.postcode_area(postcode)
+        if area is not None:
+            precision = PositionPrecision.municipality if len(area.communes) == 1 else PositionPrecision.postcode
+            return Position(lat=area.lat, lon=area.lon, precision=precision, source="laposte-postcode")
+        return None
+
+    def geocode(self, queries: Sequence[GeocodeQuery]) -> list[Position | None]:
+        return [self.locate(q.insee_code, q.postcode) for q in queries]
+
+
+_BAN_TYPES = {
+    "housenumber": PositionPrecision.housenumber,
+    "street": PositionPrecision.street,
+    "locality": PositionPrecision.locality,
+    "municipality": PositionPrecision.municipality,
+}
+
+
+class AddokGeocoder:
+    """BAN/addok batch geocoder (`POST /search/csv/`), with an on-disk cache, a rate limit and retries.
+
+    Any batch that still fails after its retries yields None for its rows, so the caller falls back to
+    commune centroids and the import goes on.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        cache_path: Path | None = None,
+        min_score: float = 0.5,
+        requests_per_second: float = 10.0,
+        batch_rows: int = 1000,
+        retries: int = 3,
+        timeout_s: float = 60.0,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.min_score = min_score
+        self.interval = 1.0 / requests_per_second if requests_per_second > 0 else 0.0
+        self.batch_rows = batch_rows
+        self.retries = retries
+        self.client = client or httpx.Client(timeout=timeout_s)
+        self._last = 0.0
+        self._lock = threading.Lock()
+        self.failures = 0
+        self._db: sqlite3.Connection | None = None
+        if cache_path is not None:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(cache_path, check_same_thread=False)
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS geocode (key TEXT PRIMARY KEY, lat REAL, lon REAL, precision TEXT)"
+            )
+
+    @staticmethod
+    def _key(q: GeocodeQuery) -> str:
+        raw = "|".join((q.street, q.postcode or "", q.insee_code or "", q.commune or ""))
+        return hashlib.sha1(raw.encode()).hexdigest()
+
+    def geocode(self, queries: Sequence[GeocodeQuery]) -> list[Position | None]:
+        results: list[Position | None] = [None] * len(queries)
+        todo: list[int] = []
+        for i, q in enumerate(queries):
+            cached = self._cached(q)
+            if cached is False:
+                todo.append(i)
+            else:
+                results[i] = cached
+        for start in range(0, len(todo), self.batch_rows):
+            batch = todo[start : start + self.batch_rows]
+            answers = self._batch([queries[i] for i in batch])
+            for i, pos in zip(batch, answers, strict=True):
+                results[i] = pos
+        return results
+
+    def _cached(self, q: GeocodeQuery) -> Position | bool | None:
+        """The cached answer (a Position, or None for 'known not found'), or False when not cached."""
+        if self._db is None:
+            return False
+        row = self._db.execute("SELECT lat, lon, precision FROM geocode WHERE key = ?", (self._key(q),)).fetchone()
+        if row is None:
+            return False
+        if row[2] is None:
+            return None
+        return Position(lat=row[0], lon=row[1], precision=PositionPrecision(row[2]), source="ban")
+
+    def _store(self, pairs: Iterable[tuple[GeocodeQuery, Position | None]]) -> None:
+        if self._db is None:
+            return
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO geocode VALUES (?, ?, ?, ?)",
+                [
+                    (
+                        self._key(q),
+                        p.lat if p else None,
+                        p.lon if p else None,
+                        p.precision.value if p else None,
+                    )
+                    for q, p in pairs
+                ],
+            )
+
+    def _throttle(self) -> None:
+        with self._lock:
+            wait = self._last + self.interval - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._last = time.monotonic()
+
+    def _batch(self, queries: list[GeocodeQuery]) -> list[Position | None]:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["id", "street", "postcode", "citycode", "city"])
+        for i, q in enumerate(queries):
+            writer.writerow([i, q.street, q.postcode or "", q.insee_code or "", q.commune or ""])
+        payload = buf.getvalue().encode("utf-8")
+        for attempt in range(self.retries + 1):
+            self._throttle()
+            try:
+                response = self.client.post(
+                    f"{self.base_url}/search/csv/",
+                    files={"data": ("addresses.csv", payload, "text/csv")},
+                    data=[
+                        ("columns", "street"),
+                        ("columns", "city"),
+                        ("postcode", "postcode"),
+                        ("citycode", "citycode"),
+                    ],
+                )
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise httpx.HTTPStatusError("retryable", request=response.request, response=response)
+                response.raise_for_status()
+                positions = self._parse(response.text, len(queries))
+                self._store(zip(queries, positions, strict=True))
+                return positions
+            except (httpx.HTTPError, ValueError, KeyError):
+                if attempt == self.retries:
+                    break
+                time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+        self.failures += 1
+        return [None] * len(queries)
+
+    def _parse(self, text: str, n: int) -> list[Position | None]:
+        out: list[Position | None] = [None] * n
+        for row in csv.DictReader(io.StringIO(text)):
+            i = int(row["id"])
+            try:
+                lat, lon = float(row["latitude"]), float(row["longitude"])
+                score = float(row.get("result_score") or 0)
+            except ValueError:
+                continue
+            precision = _BAN_TYPES.get(row.get("result_type") or "")
+            if precision is None or score < self.min_score or not in_france(lat, lon):
+                continue
+            out[i] = Position(lat=lat, lon=lon, precision=precision, source="ban")
+        return out
+
+
+class Positioner:
+    """Places practice sites: establishment coordinates, then the address geocoder, then the commune."""
+
+    def __init__(
+        self,
+        establishments: dict[str, Position] | None = None,
+        geocoder: Geocoder | None = None,
+        communes: CommuneGeocoder | None = None,
+    ) -> None:
+        self.establishments = establishments or {}
+        self.geocoder = geocoder
+        self.communes = communes or CommuneGeocoder()
+
+    def place(self, sites: Sequence[PracticeSite]) -> None:
+        to_geocode: list[PracticeSite] = []
+        for site in sites:
+            if site.address is None:
+                continue
+            if site.finess_site and site.finess_site in self.establishments:
+                site.position = self.establishments[site.finess_site]
+            elif self.geocoder is not None and site.address.street:
+                to_geocode.append(site)
+            else:
+                site.position = self._commune(site.address)
+        if to_geocode and self.geocoder is not None:
+            answers = self.geocoder.geocode([_query(s.address) for s in to_geocode if s.address])
+            for site, pos in zip(to_geocode, answers, strict=True):
+                site.position = pos if pos is not None else self._commune(site.address)
+
+    def _commune(self, address: Address | None) -> Position | None:
+        if address is None:
+            return None
+        return self.communes.locate(address.insee_code, address.postcode)
+
+
+def _query(address: Address) -> GeocodeQuery:
+    return GeocodeQuery(
+        street=address.street_line(),
+        postcode=address.postcode,
+        insee_code=address.insee_code,
+        commune=address.commune,
+    )

@@ -1,0 +1,212 @@
+"""One conformance suite for every backend: same data in, same answers out.
+
+Answers are checked against a brute-force oracle computed here in Python, so each backend is held
+to the same truth; `test_backends_agree` also compares the two backends directly.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import BACKENDS, make_backend
+
+from dispo.geo import haversine_km
+from dispo.records import Address, Position, PracticeSite, Practitioner, Specialty
+from dispo.text import fold
+from indexer.backend import Backend, GeoQuery, decode_cursor, encode_cursor
+from indexer.documents import site_document
+
+CENTRE = (45.7640, 4.8357)  # Lyon
+NAMES = ["LEFÈVRE", "Lefebvre", "MÜLLER", "Dupont", "Ñúñez", "Œuvrard", "Lebrun-Carpentier", "Martin", "Petit"]
+FIRST = ["Anaïs", "Éloïse", "Jean", "Zoé", "Hélène"]
+PROFESSIONS = [("10", "Médecin"), ("40", "Chirurgien-Dentiste"), ("70", "Masseur-Kinésithérapeute")]
+SPECIALTIES = ["SM54", "SM20", "SM26"]
+
+
+def make_sites(n: int = 240, seed: int = 7) -> list[PracticeSite]:
+    rng = random.Random(seed)
+    sites = []
+    for i in range(n):
+        code, label = rng.choice(PROFESSIONS)
+        specialties = [Specialty(code=c) for c in rng.sample(SPECIALTIES, rng.randint(0, 2))] if code == "10" else []
+        practitioner = Practitioner(
+            idnps=f"8{10000000000 + i}", id_type="RPPS", id=str(10000000000 + i),
+            last_name=rng.choice(NAMES), first_name=rng.choice(FIRST),
+            profession_code=code, profession_label=label, specialties=specialties,
+        )
+        if i % 17 == 0:
+            position = None  # no structure, no position
+        elif i % 11 == 0:
+            position = CENTRE  # identical positions: ties broken by id
+        else:
+            position = (CENTRE[0] + rng.uniform(-0.5, 0.5), CENTRE[1] + rng.uniform(-0.7, 0.7))
+        department = rng.choice(["69", "01", "38"])
+        site = PracticeSite(
+            site_id=f"{practitioner.idnps}:S{i:05d}:L",
+            practitioner=practitioner,
+            mode_code=rng.choice(["L", "S"]),
+            name=f"Cabinet {i}",
+            department_code=department,
+            address=Address(postcode=f"{department}000", commune="X") if position else None,
+        )
+        if position is not None:
+            site.position = Position(lat=position[0], lon=position[1], precision="municipality", source="test")
+        sites.append(site)
+    return sites
+
+
+SITES = make_sites()
+DOCS = [site_document(s) for s in SITES]
+
+
+def oracle(query: GeoQuery) -> list[tuple[str, float | None]]:
+    """Ids (and distances) a correct backend returns for `query` on DOCS, all pages."""
+    rows: list[tuple[Any, ...]] = []
+    for doc in DOCS:
+        if not _matches(doc, query):
+            continue
+        if query.has_centre:
+            loc = doc.get("location")
+            if loc is None:
+                continue
+            d = haversine_km(query.lat, query.lon, loc["lat"], loc["lon"])
+            if query.radius_km is not None and d > query.radius_km:
+                continue
+            rows.append((d, doc["site_id"]))
+        else:
+            rows.append((None, doc["site_id"]))
+    rows.sort(key=lambda r: (r[0] if r[0] is not None else 0, r[1]))
+    return [(r[1], r[0]) for r in rows]
+
+
+def _matches(doc: dict[str, Any], query: GeoQuery) -> bool:
+    p = doc["practitioner"]
+    values = {
+        "profession": [p["profession_code"]],
+        "specialty": [s["code"] for s in p.get("specialties", [])],
+        "department": [doc.get("department_code")],
+        "mode": [doc.get("mode_code")],
+        "idnps": [p["idnps"]],
+    }
+    for name, wanted in query.filters.items():
+        if not set(wanted) & set(values[name]):
+            return False
+    if query.text:
+        words = doc["search_text"].split()
+        tokens = query.text.split()
+        if not all(t in words for t in tokens[:-1]) or not any(w.startswith(tokens[-1]) for w in words):
+            return False
+    return True
+
+
+def load(backend: Backend) -> str:
+    index = backend.create_version("practice_sites")
+    assert backend.write(index, DOCS[:100]) == 100
+    assert backend.write(index, DOCS[100:]) == len(DOCS) - 100
+    backend.seal(index)
+    backend.switch("practice_sites", index)
+    return index
+
+
+def all_pages(backend: Backend, query: GeoQuery) -> list[tuple[str, float | None]]:
+    out: list[tuple[str, float | None]] = []
+    after = None
+    while True:
+        page = backend.search("practice_sites", GeoQuery(**{**query.__dict__, "after": after}))
+        out.extend((h.doc["site_id"], h.distance_km) for h in page.hits)
+        if len(page.hits) < query.limit:
+            return out
+        after = decode_cursor(encode_cursor(page.next_after))  # through the wire format
+
+
+QUERIES = {
+    "circle": GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=25, limit=500),
+    "circle-paged": GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=40, limit=7),
+    "profession": GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=60, filters={"profession": ["10"]}, limit=500),
+    "specialty": GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=60, filters={"specialty": ["SM54", "SM20"]},
+                          limit=500),
+    "department-mode": GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=60,
+                                filters={"department": ["69"], "mode": ["L"]}, limit=500),
+    "name-folded": GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=80, text=fold("lefevre"), limit=500),
+    "name-prefix": GeoQuery(text=fold("LEBRUN-CARP"), limit=9),
+    "name-two-words": GeoQuery(text=fold("lefèvre ANAIS"), limit=500),
+    "no-centre": GeoQuery(filters={"profession": ["40"]}, limit=11),
+    "everywhere": GeoQuery(lat=CENTRE[0], lon=CENTRE[1], limit=50),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUERIES))
+def test_search_matches_the_oracle(backend: Backend, name: str) -> None:
+    load(backend)
+    query = QUERIES[name]
+    got = all_pages(backend, query)
+    expected = oracle(query)
+    if query.radius_km is None and query.has_centre:
+        expected = expected[: len(got)] if len(got) < len(expected) else expected
+    assert [g[0] for g in got] == [e[0] for e in expected]
+    for (_, gd), (_, ed) in zip(got, expected, strict=True):
+        if ed is not None:
+            assert gd == pytest.approx(ed, abs=1e-3)
+    assert backend.search("practice_sites", query).total == len(oracle(query))
+    assert got, "every conformance query must match something"
+
+
+def test_folding_finds_accented_uppercase_names(backend: Backend) -> None:
+    load(backend)
+    page = backend.search("practice_sites", GeoQuery(text="lefevre", limit=500))
+    names = {h.doc["practitioner"]["last_name"] for h in page.hits}
+    assert names == {"LEFÈVRE"}
+    page = backend.search("practice_sites", GeoQuery(text=fold("NUNEZ"), limit=500))
+    assert {h.doc["practitioner"]["last_name"] for h in page.hits} == {"Ñúñez"}
+    page = backend.search("practice_sites", GeoQuery(text=fold("oeuvrard"), limit=500))
+    assert {h.doc["practitioner"]["last_name"] for h in page.hits} == {"Œuvrard"}
+
+
+def test_get_by_id_and_counts(backend: Backend) -> None:
+    load(backend)
+    doc = backend.get("practice_sites", DOCS[5]["site_id"])
+    assert doc == DOCS[5]
+    assert backend.get("practice_sites", "nope") is None
+    assert backend.count("practice_sites") == len(DOCS)
+    expected = sum(1 for d in DOCS if d["practitioner"]["profession_code"] == "10")
+    assert backend.count("practice_sites", {"profession": ["10"]}) == expected
+
+
+def test_rewriting_a_document_replaces_it(backend: Backend) -> None:
+    index = load(backend)
+    changed = dict(DOCS[3], department_code="75")
+    backend.write(index, [changed])
+    backend.seal(index)
+    assert backend.get("practice_sites", changed["site_id"])["department_code"] == "75"
+    assert backend.count("practice_sites") == len(DOCS)
+    assert backend.count("practice_sites", {"department": ["75"]}) == 1
+
+
+def test_empty_before_first_import(backend: Backend) -> None:
+    assert backend.live_index("practice_sites") is None
+    assert backend.count("practice_sites") == 0
+    assert backend.search("practice_sites", GeoQuery(lat=45.0, lon=5.0, radius_km=10)).hits == []
+
+
+def test_unknown_filter_is_an_error(backend: Backend) -> None:
+    load(backend)
+    with pytest.raises(KeyError):
+        backend.search("practice_sites", GeoQuery(filters={"vendor": ["x"]}))
+
+
+def test_backends_agree(tmp_path: Path) -> None:
+    answers = []
+    backends = [make_backend(kind, tmp_path / kind) for kind in BACKENDS]
+    try:
+        for b in backends:
+            load(b)
+            answers.append([[h for h, _ in all_pages(b, q)] for q in QUERIES.values()])
+    finally:
+        for b in backends:
+            if b.name == "elasticsearch":
+                b.delete_all()  # type: ignore[attr-defined]
+            b.close()
+    assert answers[0] == answers[1]
