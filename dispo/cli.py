@@ -54,7 +54,7 @@ def _run_import(kind: str, path: Path, force: bool) -> None:
     from indexer.report import FileRejected
     from rpps_import.pipeline import import_finess, import_rpps
 
-    settings = get_settings()
+    settings = Settings()
     backend = _backend(settings)
     if not path.exists():
         err.print(f"[red]error:[/] {path}: no such file")
@@ -155,7 +155,7 @@ def search(
     from api.directory import site_search
     from api.problems import Problem
 
-    settings = get_settings()
+    settings = Settings()
     try:
         answer = site_search(
             _backend(settings),
@@ -206,7 +206,7 @@ def show_practitioner(idnps: str, as_json: Annotated[bool, typer.Option("--json"
     from api.problems import Problem
 
     try:
-        answer = practitioner_answer(_backend(get_settings()), idnps)
+        answer = practitioner_answer(_backend(Settings()), idnps)
     except Problem as exc:
         err.print(f"[red]{exc.title}:[/] {exc.detail}")
         raise typer.Exit(1) from exc
@@ -234,7 +234,7 @@ def show_structure(finess: str, as_json: Annotated[bool, typer.Option("--json", 
     from api.problems import Problem
 
     try:
-        s = structure_answer(_backend(get_settings()), finess)
+        s = structure_answer(_backend(Settings()), finess)
     except Problem as exc:
         err.print(f"[red]{exc.title}:[/] {exc.detail}")
         raise typer.Exit(1) from exc
@@ -252,7 +252,7 @@ def index_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     """Live version and document count of each index."""
     from mappings import KINDS
 
-    backend = _backend(get_settings())
+    backend = _backend(Settings())
     health = backend.health()
     rows = (
         {
@@ -297,7 +297,7 @@ def tokens_create(
         err.print(f"[red]error:[/] unknown role {role!r}; roles: {', '.join(Role)}")
         raise typer.Exit(2)
     token, entry = new_token(Role(role), label or role)
-    target = file or get_settings().tokens_file
+    target = file or Settings().tokens_file
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("a", encoding="utf-8") as fh:
@@ -318,7 +318,7 @@ def serve(
 
     from api.app import create_app
 
-    settings = get_settings()
+    settings = Settings()
     uvicorn.run(
         create_app(settings),
         host=host or settings.host,

@@ -29,7 +29,7 @@ class FileRejected(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return f"{self.message}. {self.hint}" if self.hint else self.message
+        return f"{self.message}. {self.hint[:1].upper()}{self.hint[1:]}" if self.hint else self.message
 
 
 class ImportSummary(BaseModel):

@@ -205,7 +205,14 @@ class FinessReader:
                 self.report.summary.format = "finess-etalab-flat"
                 yield from self._flat(fh, head)
             else:
-                sep = guess_separator(text, ";")
+                sep = next(
+                    (
+                        other
+                        for other in (",", "\t", "|")
+                        if text.split(other)[:2] == ["finess", "etalab"] or text.split(other)[0] == "nofinesset"
+                    ),
+                    None,
+                ) or guess_separator(text, ";")
                 if sep is not None:
                     raise FileRejected(
                         f"{self.path.name}: wrong separator: the first line is split by '{sep}', expected ';'",

@@ -178,12 +178,7 @@ class AddokGeocoder:
                 response = self.client.post(
                     f"{self.base_url}/search/csv/",
                     files={"data": ("addresses.csv", payload, "text/csv")},
-                    data=[
-                        ("columns", "street"),
-                        ("columns", "city"),
-                        ("postcode", "postcode"),
-                        ("citycode", "citycode"),
-                    ],
+                    data={"columns": ["street", "city"], "postcode": "postcode", "citycode": "citycode"},
                 )
                 if response.status_code == 429 or response.status_code >= 500:
                     raise httpx.HTTPStatusError("retryable", request=response.request, response=response)

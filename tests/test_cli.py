@@ -1,0 +1,94 @@
+"""The `dispo` command line: imports with reports and exit codes, search, lookups, tokens."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import BACKENDS, FINESS_FLAT, RPPS_SAMPLE, es_url
+from typer.testing import CliRunner
+
+from dispo.cli import app
+
+runner = CliRunner(env={"COLUMNS": "250"})  # no line wrapping in what the tests read
+
+
+@pytest.fixture(params=BACKENDS)
+def env(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DISPO_DATA_DIR", str(tmp_path / "dispo"))
+    monkeypatch.setenv("DISPO_BACKEND", request.param)
+    if request.param == "elasticsearch":
+        monkeypatch.setenv("DISPO_ES_URL", es_url() or "")
+        prefix = f"dispotest-{uuid.uuid4().hex[:10]}"
+        monkeypatch.setenv("DISPO_INDEX_PREFIX", prefix)
+        yield tmp_path
+        from indexer.es_backend import ElasticsearchBackend
+
+        ElasticsearchBackend(es_url() or "", prefix=prefix).delete_all()
+    else:
+        yield tmp_path
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_import_prints_a_report_and_search_finds_the_sites(env: Path) -> None:
+    r = run("import", "finess", str(FINESS_FLAT))
+    assert r.exit_code == 0, r.output
+    r = run("import", "rpps", str(RPPS_SAMPLE))
+    assert r.exit_code == 0, r.output
+    for text in ("lines read", "22", "accepted", "position: establishment", "switched", "line-level report"):
+        assert text in r.output
+    r = run("search", "--postcode", "01300", "--radius", "5", "--json")
+    assert r.exit_code == 0, r.output
+    answer = json.loads(r.stdout)
+    assert {x["site"]["practitioner"]["last_name"] for x in answer["results"]} == {"PITHOUD", "CHEPY"}
+    r = run("search", "--lat", "46.2", "--lon", "5.2", "--radius", "50")
+    assert r.exit_code == 0 and "practice site(s)" in r.output
+    r = run("show", "practitioner", "810106476764", "--json")
+    assert json.loads(r.stdout)["practitioner"]["last_name"] == "BENHOUCHAME"
+    r = run("show", "structure", "010000032")
+    assert "CH HAUT BUGEY" in r.output
+    r = run("index", "status", "--json")
+    status = json.loads(r.stdout)
+    assert status["indices"]["practice_sites"]["documents"] == 22
+
+
+def test_refused_import_exits_non_zero_and_keeps_the_live_index(env: Path) -> None:
+    assert run("import", "rpps", str(RPPS_SAMPLE)).exit_code == 0
+    lines = RPPS_SAMPLE.read_text(encoding="utf-8").splitlines()
+    small = env / "small.txt"
+    small.write_text("\n".join(lines[:10]) + "\n", encoding="utf-8")
+    r = run("import", "rpps", str(small))
+    assert r.exit_code == 3
+    assert "import refused" in r.output and "--force" in r.output
+    r = run("index", "status", "--json")
+    assert json.loads(r.stdout)["indices"]["practice_sites"]["documents"] == 22
+    assert run("import", "rpps", str(small), "--force").exit_code == 0
+
+
+def test_rejected_file_and_missing_file_say_what_to_do(env: Path) -> None:
+    bad = env / "bad.txt"
+    bad.write_text("a;b;c;d;e\n1;2;3;4;5\n", encoding="utf-8")
+    r = run("import", "rpps", str(bad))
+    assert r.exit_code == 2 and "wrong separator" in r.output and "live index is unchanged" in r.output
+    r = run("import", "finess", str(env / "missing.csv"))
+    assert r.exit_code == 2 and "no such file" in r.output
+
+
+def test_bad_search_input_is_explained(env: Path) -> None:
+    r = run("search", "--postcode", "00000")
+    assert r.exit_code == 2 and "Unknown postcode" in r.output
+
+
+def test_tokens_create_appends_a_hashed_entry(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    r = run("tokens", "create", "--role", "analyst", "--label", "ars-ara", "--file", str(tokens))
+    assert r.exit_code == 0
+    token = r.stdout.strip()
+    entry = tokens.read_text(encoding="utf-8").strip()
+    assert entry.startswith("analyst:") and entry.endswith(":ars-ara") and token not in entry
+    assert run("tokens", "create", "--role", "king").exit_code == 2

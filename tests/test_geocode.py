@@ -1,0 +1,142 @@
+"""Positions: the offline commune fallback, and the BAN/addok batch client against a CSV endpoint on loopback.
+
+The endpoint below speaks addok's `/search/csv/` protocol (multipart `data`, `columns`, `postcode`,
+`citycode`; answer = the input CSV plus latitude, longitude, result_score, result_type) so the client's
+request, parsing, cache, rate limit and retries are exercised over real HTTP.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+from collections.abc import Iterator
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from dispo.geo import gazetteer
+from dispo.records import Address, PositionPrecision, PracticeSite, Practitioner
+from rpps_import.geocode import AddokGeocoder, CommuneGeocoder, GeocodeQuery, Positioner
+
+
+class AddokLike(BaseHTTPRequestHandler):
+    calls: list[dict] = []
+    fail_next = 0
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        length = int(self.headers["Content-Length"])
+        body = self.rfile.read(length)
+        msg = BytesParser(policy=HTTP).parsebytes(
+            b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body
+        )
+        fields: dict[str, list[str]] = {}
+        data = ""
+        for part in msg.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name == "data":
+                data = part.get_payload(decode=True).decode("utf-8")
+            else:
+                fields.setdefault(name, []).append(part.get_content().strip())
+        type(self).calls.append({"path": self.path, "fields": fields, "rows": data.count("\n") - 1})
+        if type(self).fail_next > 0:
+            type(self).fail_next -= 1
+            self.send_response(503)
+            self.end_headers()
+            return
+        out = io.StringIO()
+        rows = list(csv.DictReader(io.StringIO(data)))
+        writer = csv.DictWriter(out, fieldnames=[*rows[0].keys(), "latitude", "longitude", "result_score",
+                                                 "result_type"])
+        writer.writeheader()
+        for row in rows:
+            commune = gazetteer().commune(row["citycode"])
+            if commune is None:
+                writer.writerow({**row, "latitude": "", "longitude": "", "result_score": "", "result_type": ""})
+            elif row["street"].startswith("?"):
+                writer.writerow({**row, "latitude": commune.lat, "longitude": commune.lon, "result_score": "0.2",
+                                 "result_type": "street"})
+            else:
+                writer.writerow({**row, "latitude": commune.lat + 0.001, "longitude": commune.lon,
+                                 "result_score": "0.93", "result_type": "housenumber"})
+        payload = out.getvalue().encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/csv")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def addok() -> Iterator[str]:
+    AddokLike.calls = []
+    AddokLike.fail_next = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AddokLike)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+QUERIES = [
+    GeocodeQuery("900 Route DE PARIS", "01440", "01451", "Viriat"),
+    GeocodeQuery("? vague", "01300", "01034", "Belley"),  # low score: not trusted
+    GeocodeQuery("1 rue nulle part", "99999", "99999", "Nowhere"),  # not found
+]
+
+
+def test_batch_request_and_answers(addok: str, tmp_path: Path) -> None:
+    geocoder = AddokGeocoder(addok, cache_path=tmp_path / "cache.db", requests_per_second=100)
+    got = geocoder.geocode(QUERIES)
+    assert got[0] is not None and got[0].precision == PositionPrecision.housenumber and got[0].source == "ban"
+    assert got[1] is None and got[2] is None
+    (call,) = AddokLike.calls
+    assert call["path"] == "/search/csv/"
+    assert call["fields"] == {"columns": ["street", "city"], "postcode": ["postcode"], "citycode": ["citycode"]}
+    assert call["rows"] == 3
+
+
+def test_cache_answers_repeated_addresses_without_a_request(addok: str, tmp_path: Path) -> None:
+    AddokGeocoder(addok, cache_path=tmp_path / "cache.db", requests_per_second=100).geocode(QUERIES)
+    again = AddokGeocoder(addok, cache_path=tmp_path / "cache.db", requests_per_second=100).geocode(QUERIES)
+    assert len(AddokLike.calls) == 1
+    assert again[0] is not None and again[1] is None
+
+
+def test_server_errors_are_retried_then_given_up(addok: str) -> None:
+    AddokLike.fail_next = 1
+    geocoder = AddokGeocoder(addok, requests_per_second=100, retries=2)
+    assert geocoder.geocode(QUERIES[:1])[0] is not None
+    assert len(AddokLike.calls) == 2
+    AddokLike.fail_next = 10
+    geocoder = AddokGeocoder(addok, requests_per_second=100, retries=1)
+    assert geocoder.geocode(QUERIES[:1]) == [None]
+    assert geocoder.failures == 1
+
+
+def test_positioner_falls_back_to_the_commune_when_the_geocoder_fails(tmp_path: Path) -> None:
+    unreachable = AddokGeocoder("http://127.0.0.1:9", requests_per_second=100, retries=0, timeout_s=1)
+    site = PracticeSite(
+        site_id="x",
+        practitioner=Practitioner(idnps="81", id_type="RPPS", id="1", last_name="X", profession_code="10"),
+        address=Address(street="DE PARIS", number="900", postcode="01440", insee_code="01451"),
+    )
+    Positioner(geocoder=unreachable).place([site])
+    assert site.position is not None and site.position.precision == PositionPrecision.municipality
+
+
+def test_commune_fallback_resolves_insee_postcode_and_cedex() -> None:
+    communes = CommuneGeocoder()
+    assert communes.locate("01053", None).precision == PositionPrecision.municipality
+    shared = communes.locate(None, "01000")  # Bourg-en-Bresse and Saint-Denis-lès-Bourg
+    assert shared is not None and shared.precision == PositionPrecision.postcode
+    cedex = communes.locate(None, "87015")  # LIMOGES CEDEX 1
+    limoges = gazetteer().commune("87085")
+    assert cedex is not None and (cedex.lat, cedex.lon) == (limoges.lat, limoges.lon)
+    assert communes.locate(None, None) is None
