@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dispo.settings import Settings, get_settings
+from dispo.settings import Settings
 
 app = typer.Typer(help="Dispo: national directory and availability index for the SAS.", no_args_is_help=True)
 import_app = typer.Typer(

@@ -48,8 +48,11 @@ def test_health_checks_need_no_credential(client: TestClient) -> None:
 
 
 def test_v1_routes_need_a_token(client: TestClient) -> None:
-    for path in ("/v1/practice-sites/search?lat=46.2&lon=5.2", "/v1/practitioners/810106476764",
-                 "/v1/structures/010000024"):
+    for path in (
+        "/v1/practice-sites/search?lat=46.2&lon=5.2",
+        "/v1/practitioners/810106476764",
+        "/v1/structures/010000024",
+    ):
         body = assert_problem(client.get(path), 401)
         assert "Bearer" in body["detail"]
         assert_problem(client.get(path, headers={"Authorization": "Bearer not-a-token"}), 401)
@@ -63,8 +66,7 @@ def test_the_vendor_role_cannot_read_the_directory(client: TestClient) -> None:
 
 
 def test_search_around_a_point_is_nearest_first_with_distances(client: TestClient) -> None:
-    r = client.get("/v1/practice-sites/search", params={"lat": 46.2051, "lon": 5.2460, "radius_km": 30},
-                   headers=REG)
+    r = client.get("/v1/practice-sites/search", params={"lat": 46.2051, "lon": 5.2460, "radius_km": 30}, headers=REG)
     assert r.status_code == 200, r.text
     body = r.json()
     distances = [x["distance_km"] for x in body["results"]]
@@ -99,8 +101,9 @@ def test_pagination_by_cursor_covers_everything_once(client: TestClient) -> None
     params = {"lat": 46.2, "lon": 5.2, "radius_km": 200, "limit": 3}
     cursor = None
     for _ in range(10):
-        r = client.get("/v1/practice-sites/search", params={**params, **({"cursor": cursor} if cursor else {})},
-                       headers=REG).json()
+        r = client.get(
+            "/v1/practice-sites/search", params={**params, **({"cursor": cursor} if cursor else {})}, headers=REG
+        ).json()
         seen += [x["site"]["site_id"] for x in r["results"]]
         cursor = r["next_cursor"]
         if not cursor:

@@ -33,9 +33,14 @@ def make_sites(n: int = 240, seed: int = 7) -> list[PracticeSite]:
         code, label = rng.choice(PROFESSIONS)
         specialties = [Specialty(code=c) for c in rng.sample(SPECIALTIES, rng.randint(0, 2))] if code == "10" else []
         practitioner = Practitioner(
-            idnps=f"8{10000000000 + i}", id_type="RPPS", id=str(10000000000 + i),
-            last_name=rng.choice(NAMES), first_name=rng.choice(FIRST),
-            profession_code=code, profession_label=label, specialties=specialties,
+            idnps=f"8{10000000000 + i}",
+            id_type="RPPS",
+            id=str(10000000000 + i),
+            last_name=rng.choice(NAMES),
+            first_name=rng.choice(FIRST),
+            profession_code=code,
+            profession_label=label,
+            specialties=specialties,
         )
         if i % 17 == 0:
             position = None  # no structure, no position
@@ -126,10 +131,12 @@ QUERIES = {
     "circle": GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=25, limit=500),
     "circle-paged": GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=40, limit=7),
     "profession": GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=60, filters={"profession": ["10"]}, limit=500),
-    "specialty": GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=60, filters={"specialty": ["SM54", "SM20"]},
-                          limit=500),
-    "department-mode": GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=60,
-                                filters={"department": ["69"], "mode": ["L"]}, limit=500),
+    "specialty": GeoQuery(
+        lat=CENTRE[0], lon=CENTRE[1], radius_km=60, filters={"specialty": ["SM54", "SM20"]}, limit=500
+    ),
+    "department-mode": GeoQuery(
+        lat=CENTRE[0], lon=CENTRE[1], radius_km=60, filters={"department": ["69"], "mode": ["L"]}, limit=500
+    ),
     "name-folded": GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=80, text=fold("lefevre"), limit=500),
     "name-prefix": GeoQuery(text=fold("LEBRUN-CARP"), limit=9),
     "name-two-words": GeoQuery(text=fold("lefèvre ANAIS"), limit=500),

@@ -15,6 +15,7 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -24,13 +25,13 @@ from rpps_import.geocode import AddokGeocoder, CommuneGeocoder, GeocodeQuery, Po
 
 
 class AddokLike(BaseHTTPRequestHandler):
-    calls: list[dict] = []
+    calls: ClassVar[list[dict]] = []
     fail_next = 0
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
         body = self.rfile.read(length)
         msg = BytesParser(policy=HTTP).parsebytes(
@@ -52,19 +53,34 @@ class AddokLike(BaseHTTPRequestHandler):
             return
         out = io.StringIO()
         rows = list(csv.DictReader(io.StringIO(data)))
-        writer = csv.DictWriter(out, fieldnames=[*rows[0].keys(), "latitude", "longitude", "result_score",
-                                                 "result_type"])
+        writer = csv.DictWriter(
+            out, fieldnames=[*rows[0].keys(), "latitude", "longitude", "result_score", "result_type"]
+        )
         writer.writeheader()
         for row in rows:
             commune = gazetteer().commune(row["citycode"])
             if commune is None:
                 writer.writerow({**row, "latitude": "", "longitude": "", "result_score": "", "result_type": ""})
             elif row["street"].startswith("?"):
-                writer.writerow({**row, "latitude": commune.lat, "longitude": commune.lon, "result_score": "0.2",
-                                 "result_type": "street"})
+                writer.writerow(
+                    {
+                        **row,
+                        "latitude": commune.lat,
+                        "longitude": commune.lon,
+                        "result_score": "0.2",
+                        "result_type": "street",
+                    }
+                )
             else:
-                writer.writerow({**row, "latitude": commune.lat + 0.001, "longitude": commune.lon,
-                                 "result_score": "0.93", "result_type": "housenumber"})
+                writer.writerow(
+                    {
+                        **row,
+                        "latitude": commune.lat + 0.001,
+                        "longitude": commune.lon,
+                        "result_score": "0.93",
+                        "result_type": "housenumber",
+                    }
+                )
         payload = out.getvalue().encode("utf-8")
         self.send_response(200)
         self.send_header("Content-Type", "text/csv")

@@ -62,13 +62,19 @@ def test_reimport_switches_to_a_new_version_and_keeps_one_previous(loaded: Backe
 BAD_RPPS = {
     "empty file": (b"", "the file is empty"),
     "truncated last line": ((HEADER + "\n" + "\n".join(ROWS))[:-40], None),
-    "missing header column": (HEADER.replace("Code profession|", "") + "\n" + "\n".join(ROWS) + "\n",
-                              "header is missing 1 column(s): Code profession"),
+    "missing header column": (
+        HEADER.replace("Code profession|", "") + "\n" + "\n".join(ROWS) + "\n",
+        "header is missing 1 column(s): Code profession",
+    ),
     "wrong header": ("a|b|c|\n1|2|3|\n", "header is missing"),
-    "wrong separator": (HEADER.replace("|", ";") + "\n" + "\n".join(r.replace("|", ";") for r in ROWS) + "\n",
-                        "wrong separator"),
-    "latin-1 file": ((HEADER + "\n" + "\n".join(ROWS) + "\n").encode("latin-1", errors="replace"),
-                     "the header is not UTF-8"),
+    "wrong separator": (
+        HEADER.replace("|", ";") + "\n" + "\n".join(r.replace("|", ";") for r in ROWS) + "\n",
+        "wrong separator",
+    ),
+    "latin-1 file": (
+        (HEADER + "\n" + "\n".join(ROWS) + "\n").encode("latin-1", errors="replace"),
+        "the header is not UTF-8",
+    ),
 }
 
 
@@ -94,7 +100,7 @@ def test_bad_rpps_files_leave_the_live_index_untouched(
 
 def test_non_utf8_bytes_in_a_line_reject_that_line(loaded: Backend, settings: Settings, tmp_path: Path) -> None:
     rows = [r.encode("utf-8") for r in ROWS]
-    rows[2] = rows[2].replace("PETITGUYOT".encode(), b"PETITGUY\xd4T")
+    rows[2] = rows[2].replace(b"PETITGUYOT", b"PETITGUY\xd4T")
     path = write(tmp_path, "bytes.txt", HEADER.encode() + b"\n" + b"\n".join(rows) + b"\n")
     summary = import_rpps(path, loaded, settings)
     assert summary.rejected_by_reason == {"not UTF-8": 1}
@@ -148,8 +154,8 @@ def test_unknown_coordinate_system_and_coordinates_outside_france(
     assert summary.warnings_by_reason["unknown coordinate system"] == 1
     assert summary.warnings_by_reason["coordinates outside France"] == 1
     problems = Path(summary.report_file or "").read_text(encoding="utf-8")
-    assert "16,warning,unknown coordinate system,\"010000024: unknown coordinate system" in problems
-    assert "17,warning,coordinates outside France,\"970100400: coordinates outside France" in problems
+    assert '16,warning,unknown coordinate system,"010000024: unknown coordinate system' in problems
+    assert '17,warning,coordinates outside France,"970100400: coordinates outside France' in problems
     # The establishments stay, placed on their commune instead.
     fleyriat = backend.get("structures", "010000024")
     assert fleyriat is not None and fleyriat["position"]["precision"] == "municipality"
@@ -181,7 +187,7 @@ def test_searches_during_an_import_never_fail(loaded: Backend, settings: Setting
             try:
                 page = loaded.search("practice_sites", GeoQuery(lat=46.2, lon=5.22, radius_km=50, limit=50))
                 counts.append(page.total)
-            except BaseException as exc:  # noqa: BLE001 - any failure is the test's failure
+            except BaseException as exc:
                 errors.append(exc)
                 return
 

@@ -43,7 +43,7 @@ def test_quoted_fields_with_doubled_quotes(tmp_path: Path) -> None:
     structures, _ = read(FINESS_RAW, tmp_path)
     s = structures["980501506"]
     assert s.name == 'LIEU DE VIE "MAVOUNA MEMA 1"'
-    assert s.long_name == "LIEU DE VIE ET D'ACCUEIL \"MAVOUNA MEMA 1\""
+    assert s.long_name == 'LIEU DE VIE ET D\'ACCUEIL "MAVOUNA MEMA 1"'
 
 
 def test_overseas_departments_and_insee_codes(tmp_path: Path) -> None:
