@@ -52,7 +52,7 @@ fetch_distribution() {
   if [ -s "$ZIP" ]; then log "using cached $(basename "$ZIP")"; return 0; fi
   mkdir -p "$CACHE_DIR"
   log "fetching $ARTIFACT from Maven Central"
-  mvn -B -q "$DEP_PLUGIN:copy" -Dartifact="$ARTIFACT" -DoutputDirectory="$CACHE_DIR" \
+  mvn -B -q "$DEP_PLUGIN:copy" -Dartifact="$ARTIFACT" -DoutputDirectory="$CACHE_DIR" >&2 \
     || die "maven could not fetch $ARTIFACT (check network access to Maven Central)"
   [ -s "$ZIP" ] || die "maven finished but $ZIP is missing"
 }
@@ -132,7 +132,7 @@ case "${1:-}" in
       log "using the cluster at DISPO_ES_URL=$DISPO_ES_URL"
       exec "$@"
     fi
-    url="$(start)"
+    url="$(start | tail -n 1)"
     trap stop EXIT
     export DISPO_ES_URL="$url"
     "$@"
