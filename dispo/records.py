@@ -6,6 +6,7 @@ Index documents are these records dumped to JSON plus a few derived search field
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -145,3 +146,51 @@ class Structure(BaseModel):
     authorised_on: str | None = None
     updated_on: str | None = None
     position: Position | None = None
+
+
+class SlotType(StrEnum):
+    """TRE_R314 slot types, carried in Slot.meta.security."""
+
+    PUBLIC = "PUBLIC"  # everyone
+    PRO = "PRO"  # health professionals
+    SNP = "SNP"  # reserved for SAS regulation (soins non programmés)
+    CPTS = "CPTS"
+
+
+class Modality(StrEnum):
+    """v3-ActCode consultation modalities, carried in Slot.serviceType."""
+
+    AMB = "AMB"  # at the practice
+    HH = "HH"  # home visit
+    VR = "VR"  # teleconsultation
+
+
+class SlotPlace(BaseModel):
+    """Where the vendor says the slot takes place (PractitionerRole's contained Location, or Location)."""
+
+    line: str | None = None
+    city: str | None = None
+    postcode: str | None = None
+
+
+class Slot(BaseModel):
+    """One free slot of a vendor, normalised from the contract's FHIR Slot and its context."""
+
+    slot_id: str  # "<vendor>:<Slot.id>"
+    vendor: str
+    resource_id: str
+    start: datetime  # UTC
+    end: datetime  # UTC
+    utc_offset: str  # the offset the vendor wrote, e.g. "+02:00"
+    types: list[SlotType]
+    modalities: list[Modality]
+    appointment_type: str  # ROUTINE (booking needed) or WALKIN
+    specialties: list[str] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)  # free-text and non-modality serviceType codes
+    booking_url: str | None = None
+    idnps: str | None = None
+    practitioner_name: str | None = None
+    structure_idnst: str | None = None  # organisation identifier with its prefix: 1+FINESS, 3+SIRET, ...
+    place: SlotPlace | None = None
+    site_id: str | None = None  # the directory practice site it was mapped to
+    fetched_at: datetime

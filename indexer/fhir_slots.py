@@ -1,0 +1,253 @@
+"""The SAS slot-search contract (flow INT_R01): the request Dispo sends, and the Bundle it gets back.
+
+`slot_search_params` builds the agency's query; `parse_bundle` resolves a searchset Bundle (Slot ->
+Schedule -> Practitioner / PractitionerRole with its contained Location, or Location -> Organization
+for SOS Médecins), checks each Slot against the contract and normalises it to a canonical `Slot`.
+Slots that break the contract are counted by reason, never indexed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlparse
+
+from dispo.records import Modality, Slot, SlotPlace, SlotType
+
+IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
+IDNST_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
+MAX_IDENTIFIERS = 25  # the contract allows 1 to 25 practitioners per call
+FHIR_JSON = "application/json+fhir"
+APPOINTMENT_TYPES = {"ROUTINE", "WALKIN"}
+
+
+class MalformedBundle(ValueError):
+    """The answer is not a searchset Bundle: the whole batch is rejected with this reason."""
+
+
+def fhir_instant(moment: datetime) -> str:
+    """An instant with an explicit offset, as the contract writes it: 2026-11-26T08:00:00.000+01:00."""
+    if moment.tzinfo is None:
+        raise ValueError("instants must carry a time zone")
+    return moment.isoformat(timespec="milliseconds")
+
+
+def slot_search_params(idnps: Sequence[str], start_ge: datetime, start_le: datetime) -> list[tuple[str, str]]:
+    """Query parameters of `GET [base]/Slot` for 1 to 25 practitioners, in the contract's form."""
+    if not 1 <= len(idnps) <= MAX_IDENTIFIERS:
+        raise ValueError(f"a slot search names 1 to {MAX_IDENTIFIERS} practitioners, not {len(idnps)}")
+    if start_le <= start_ge:
+        raise ValueError("the window must end after it starts")
+    return [
+        ("start", "ge" + fhir_instant(start_ge)),
+        ("start", "le" + fhir_instant(start_le)),
+        ("schedule.actor:Practitioner.identifier", ",".join(f"{IDNPS_SYSTEM}|{i}" for i in idnps)),
+        ("status", "free"),
+        ("_include", "Slot:schedule"),
+        ("_include:iterate", "Schedule:actor"),
+    ]
+
+
+@dataclass
+class ParseResult:
+    slots: list[Slot] = field(default_factory=list)
+    rejected: Counter[str] = field(default_factory=Counter)
+    next_url: str | None = None
+    total: int | None = None
+
+
+def parse_instant(value: Any) -> tuple[datetime, str]:
+    """'2026-03-29T09:00:00.000+02:00' -> (UTC datetime, '+02:00'); raises ValueError."""
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("no offset")
+    offset = moment.strftime("%z")
+    return moment.astimezone(UTC), f"{offset[:3]}:{offset[3:]}"
+
+
+def _codes(concepts: Any) -> list[tuple[str | None, str | None, str | None]]:
+    """(system, code, text) of every coding (or bare text) in a list of CodeableConcepts."""
+    out = []
+    for concept in concepts or []:
+        if not isinstance(concept, dict):
+            continue
+        codings = concept.get("coding") or []
+        for coding in codings:
+            out.append((coding.get("system"), coding.get("code"), concept.get("text")))
+        if not codings and concept.get("text"):
+            out.append((None, None, concept["text"]))
+    return out
+
+
+class _Context:
+    """The Bundle's resources, addressable by 'Type/id', by fullUrl, and '#id' within a resource."""
+
+    def __init__(self, entries: list[dict[str, Any]]) -> None:
+        self.by_ref: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            resource = entry.get("resource") or {}
+            kind, rid = resource.get("resourceType"), resource.get("id")
+            if kind and rid:
+                self.by_ref[f"{kind}/{rid}"] = resource
+            if entry.get("fullUrl"):
+                self.by_ref[entry["fullUrl"]] = resource
+
+    def resolve(self, reference: Any, container: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        ref = (reference or {}).get("reference") if isinstance(reference, dict) else None
+        if not ref:
+            return None
+        if ref.startswith("#"):
+            for contained in (container or {}).get("contained", []):
+                if contained.get("id") == ref[1:]:
+                    return contained
+            return None
+        if ref in self.by_ref:
+            return self.by_ref[ref]
+        tail = "/".join(ref.rstrip("/").split("/")[-2:])  # absolute URL -> Type/id
+        return self.by_ref.get(tail)
+
+
+def _identifier(resource: dict[str, Any] | None, system: str) -> str | None:
+    for ident in (resource or {}).get("identifier", []) or []:
+        if isinstance(ident, dict) and ident.get("system") == system and ident.get("value"):
+            return str(ident["value"])
+    return None
+
+
+def _place(location: dict[str, Any] | None) -> SlotPlace | None:
+    address = (location or {}).get("address")
+    if not isinstance(address, dict):
+        return None
+    lines = address.get("line") or []
+    return SlotPlace(line=" ".join(lines) or None, city=address.get("city"), postcode=address.get("postalCode"))
+
+
+def _name(practitioner: dict[str, Any] | None) -> str | None:
+    for name in (practitioner or {}).get("name", []) or []:
+        parts = [*(name.get("given") or []), name.get("family") or ""]
+        text = " ".join(p for p in parts if p)
+        if text:
+            return text
+    return None
+
+
+def parse_slot(
+    resource: dict[str, Any],
+    vendor: str,
+    fetched_at: datetime,
+    window: tuple[datetime, datetime] | None = None,
+    context: _Context | None = None,
+) -> Slot | str:
+    """A canonical Slot, or the reason the resource breaks the contract."""
+    if resource.get("status") != "free":
+        return "status is not free"
+    try:
+        start, offset = parse_instant(resource.get("start"))
+        end, _ = parse_instant(resource.get("end"))
+    except ValueError:
+        return "start or end missing or unreadable"
+    if end <= start:
+        return "end is not after start"
+    if window is not None and not (window[0] <= start <= window[1]):
+        return "start outside the asked window"
+    types = [SlotType(code) for _, code, _ in _codes([{"coding": resource.get("meta", {}).get("security", [])}])
+             if code in SlotType.__members__]
+    if not types:
+        return "no slot type in meta.security"
+    modalities: list[Modality] = []
+    reasons: list[str] = []
+    for _, code, text in _codes(resource.get("serviceType")):
+        if code in Modality.__members__:
+            if Modality(code) not in modalities:
+                modalities.append(Modality(code))
+        elif code or text:
+            reason = text or code
+            if reason and reason not in reasons:
+                reasons.append(reason)
+    if not modalities:
+        return "no modality in serviceType"
+    appointment = next((c for _, c, _ in _codes([resource.get("appointmentType") or {}]) if c in APPOINTMENT_TYPES), None)
+    if appointment is None:
+        return "no appointmentType"
+    url = resource.get("comment")
+    if url is not None and urlparse(str(url)).scheme not in ("http", "https"):
+        return "booking URL is not an http(s) URL"
+    if url is None and appointment == "ROUTINE":
+        return "no booking URL in comment"
+    slot = Slot(
+        slot_id=f"{vendor}:{resource.get('id')}",
+        vendor=vendor,
+        resource_id=str(resource.get("id")),
+        start=start,
+        end=end,
+        utc_offset=offset,
+        types=types,
+        modalities=modalities,
+        appointment_type=appointment,
+        specialties=[c for _, c, _ in _codes(resource.get("specialty")) if c],
+        reasons=reasons,
+        booking_url=url,
+        fetched_at=fetched_at,
+    )
+    if context is None:
+        return slot
+    schedule = context.resolve(resource.get("schedule"))
+    if schedule is None:
+        return "schedule not in the Bundle"
+    for actor_ref in schedule.get("actor", []) or []:
+        actor = context.resolve(actor_ref)
+        if actor is None:
+            continue
+        kind = actor.get("resourceType")
+        if kind == "Practitioner":
+            slot.idnps = _identifier(actor, IDNPS_SYSTEM)
+            slot.practitioner_name = _name(actor)
+        elif kind == "PractitionerRole":
+            org = actor.get("organization") or {}
+            ident = org.get("identifier") if isinstance(org, dict) else None
+            if isinstance(ident, dict) and ident.get("value"):
+                slot.structure_idnst = str(ident["value"])
+            for loc_ref in actor.get("location", []) or []:
+                slot.place = _place(context.resolve(loc_ref, container=actor)) or slot.place
+            if slot.idnps is None:
+                slot.idnps = _identifier(context.resolve(actor.get("practitioner")), IDNPS_SYSTEM)
+        elif kind == "Location":
+            slot.place = _place(actor)
+            organization = context.resolve(actor.get("managingOrganization"))
+            slot.structure_idnst = _identifier(organization, IDNST_SYSTEM) or slot.structure_idnst
+    if slot.idnps is None and slot.structure_idnst is None:
+        return "no practitioner or structure behind the schedule"
+    return slot
+
+
+def parse_bundle(
+    bundle: Any, vendor: str, fetched_at: datetime, window: tuple[datetime, datetime] | None = None
+) -> ParseResult:
+    """Every Slot of a searchset Bundle, checked and normalised; raises MalformedBundle for a non-Bundle."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise MalformedBundle("the answer is not a FHIR Bundle")
+    if bundle.get("type") != "searchset":
+        raise MalformedBundle(f"Bundle.type is {bundle.get('type')!r}, expected 'searchset'")
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise MalformedBundle("Bundle.entry is not a list")
+    context = _Context([e for e in entries if isinstance(e, dict)])
+    result = ParseResult(total=bundle.get("total") if isinstance(bundle.get("total"), int) else None)
+    for link in bundle.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
+            result.next_url = link["url"]
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Slot":
+            continue
+        parsed = parse_slot(resource, vendor, fetched_at, window, context)
+        if isinstance(parsed, str):
+            result.rejected[parsed] += 1
+        else:
+            result.slots.append(parsed)
+    return result
