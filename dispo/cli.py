@@ -328,6 +328,28 @@ def serve(
     )
 
 
+@app.command()
+def sandbox(
+    config: Annotated[Path, typer.Option(help="JSON SandboxConfig: vendor id, seed, practitioners, knobs")],
+    port: Annotated[int, typer.Option()] = 8100,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+) -> None:
+    """Serve a vendor sandbox implementing the vendor side of the SAS contract (FHIR base: /fhir)."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from editor_sandbox.agenda import SandboxConfig
+    from editor_sandbox.app import create_sandbox_app
+
+    try:
+        cfg = SandboxConfig.model_validate_json(config.read_bytes())
+    except (OSError, ValidationError) as exc:
+        err.print(f"[red]error:[/] cannot read sandbox config {config}: {exc}")
+        raise typer.Exit(2) from exc
+    err.print(f"sandbox {cfg.vendor_id}: {len(cfg.practitioners)} practitioners, FHIR base http://{host}:{port}/fhir")
+    uvicorn.run(create_sandbox_app(cfg), host=host, port=port, log_level="warning", access_log=False)
+
+
 def main() -> None:
     app()
 

@@ -194,3 +194,19 @@ class Slot(BaseModel):
     place: SlotPlace | None = None
     site_id: str | None = None  # the directory practice site it was mapped to
     fetched_at: datetime
+
+
+class Vendor(BaseModel):
+    """A booking-software vendor (éditeur) and how to reach its FHIR endpoint."""
+
+    vendor_id: str
+    name: str
+    base_url: str  # FHIR base: the Slot search is GET <base_url>/Slot
+    bearer_token: str | None = None  # sandbox and test deployments; production uses mutual TLS
+    client_cert: str | None = None  # path to the IGC-Santé client certificate (PEM)
+    client_key: str | None = None
+    ca_bundle: str | None = None
+    concurrency: int = 4
+    timeout_s: float = 7.0  # the agency's guide drops answers slower than 7 s
+    requests_per_second: float = 20.0
+    enabled: bool = True

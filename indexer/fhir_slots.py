@@ -155,8 +155,11 @@ def parse_slot(
         return "end is not after start"
     if window is not None and not (window[0] <= start <= window[1]):
         return "start outside the asked window"
-    types = [SlotType(code) for _, code, _ in _codes([{"coding": resource.get("meta", {}).get("security", [])}])
-             if code in SlotType.__members__]
+    types = [
+        SlotType(code)
+        for _, code, _ in _codes([{"coding": resource.get("meta", {}).get("security", [])}])
+        if code in SlotType.__members__
+    ]
     if not types:
         return "no slot type in meta.security"
     modalities: list[Modality] = []
@@ -171,7 +174,9 @@ def parse_slot(
                 reasons.append(reason)
     if not modalities:
         return "no modality in serviceType"
-    appointment = next((c for _, c, _ in _codes([resource.get("appointmentType") or {}]) if c in APPOINTMENT_TYPES), None)
+    appointment = next(
+        (c for _, c, _ in _codes([resource.get("appointmentType") or {}]) if c in APPOINTMENT_TYPES), None
+    )
     if appointment is None:
         return "no appointmentType"
     url = resource.get("comment")

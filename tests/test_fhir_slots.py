@@ -21,13 +21,18 @@ def example(name: str) -> dict:
 
 def test_request_has_the_contract_parameters() -> None:
     paris = timezone(timedelta(hours=1))
-    params = slot_search_params(["810002673899", "810100050075"], datetime(2026, 11, 26, 9, 15, tzinfo=paris),
-                                datetime(2026, 11, 28, 23, 59, 59, 999000, tzinfo=paris))
+    params = slot_search_params(
+        ["810002673899", "810100050075"],
+        datetime(2026, 11, 26, 9, 15, tzinfo=paris),
+        datetime(2026, 11, 28, 23, 59, 59, 999000, tzinfo=paris),
+    )
     assert params == [
         ("start", "ge2026-11-26T09:15:00.000+01:00"),
         ("start", "le2026-11-28T23:59:59.999+01:00"),
-        ("schedule.actor:Practitioner.identifier",
-         "urn:oid:1.2.250.1.71.4.2.1|810002673899,urn:oid:1.2.250.1.71.4.2.1|810100050075"),
+        (
+            "schedule.actor:Practitioner.identifier",
+            "urn:oid:1.2.250.1.71.4.2.1|810002673899,urn:oid:1.2.250.1.71.4.2.1|810100050075",
+        ),
         ("status", "free"),
         ("_include", "Slot:schedule"),
         ("_include:iterate", "Schedule:actor"),
@@ -44,8 +49,7 @@ def test_individual_practitioners_bundle() -> None:
     assert result.rejected == {}
     assert result.total == 4
     slots = {s.resource_id: s for s in result.slots}
-    assert sorted(slots) == ["ExampleSlotPSIndiv1", "ExampleSlotPSIndiv2", "ExampleSlotPSIndiv3",
-                             "ExampleSlotPSIndiv4"]
+    assert sorted(slots) == ["ExampleSlotPSIndiv1", "ExampleSlotPSIndiv2", "ExampleSlotPSIndiv3", "ExampleSlotPSIndiv4"]
     one = slots["ExampleSlotPSIndiv1"]
     assert one.slot_id == "ex:ExampleSlotPSIndiv1"
     assert one.start == datetime(2021, 11, 5, 9, 0, tzinfo=UTC) and one.utc_offset == "+00:00"
@@ -59,7 +63,10 @@ def test_individual_practitioners_bundle() -> None:
     assert one.idnps == "810100050075" and one.practitioner_name == "Sébastien THOMAS"
     assert one.structure_idnst == "1810004421"
     assert one.place is not None and (one.place.line, one.place.city, one.place.postcode) == (
-        "1 rue Mme DELMAS", "AGEN", "47000")
+        "1 rue Mme DELMAS",
+        "AGEN",
+        "47000",
+    )
     walkin = slots["ExampleSlotPSIndiv2"]  # a walk-in slot needs no booking URL
     assert walkin.appointment_type == "WALKIN" and walkin.booking_url is None
     assert walkin.types == [SlotType.PRO] and walkin.structure_idnst == "1810004956"
@@ -128,8 +135,9 @@ def test_slots_outside_the_window_and_unresolvable_schedules_are_counted() -> No
     assert [s.resource_id for s in result.slots] == ["ExampleSlotPSIndiv1"]
 
 
-@pytest.mark.parametrize("answer", [[], {"resourceType": "OperationOutcome"}, {"resourceType": "Bundle",
-                                                                              "type": "collection"}])
+@pytest.mark.parametrize(
+    "answer", [[], {"resourceType": "OperationOutcome"}, {"resourceType": "Bundle", "type": "collection"}]
+)
 def test_malformed_answers_are_rejected_whole(answer: object) -> None:
     with pytest.raises(MalformedBundle):
         parse_bundle(answer, "ex", FETCHED)

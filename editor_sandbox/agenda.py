@@ -1,0 +1,143 @@
+"""Deterministic agendas for sandbox practitioners: the same seed gives the same slots, which evolve.
+
+Slots are laid out per practitioner x site x day in Europe/Paris opening hours; a seeded hash decides
+which candidate times exist, their type, modality and appointment type. Churn hides a share of slots
+per period (taken by other patients) and brings them back later, so agendas change between cycles
+without any state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, Field
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+class SandboxSite(BaseModel):
+    idnst: str  # organisation identifier with its prefix (1+FINESS, 3+SIRET, ...)
+    line: str | None = None
+    city: str | None = None
+    postcode: str | None = None
+
+
+class SandboxPractitioner(BaseModel):
+    idnps: str
+    family: str
+    given: str | None = None
+    phone: str | None = None
+    specialties: list[str] = Field(default_factory=lambda: ["SM54"])
+    sites: list[SandboxSite] = Field(default_factory=list)
+
+
+class SandboxConfig(BaseModel):
+    vendor_id: str = "sandbox"
+    name: str = "Sandbox vendor"
+    seed: int = 0
+    practitioners: list[SandboxPractitioner] = Field(default_factory=list)
+    slot_minutes: int = 20
+    # Share of candidate times that are free slots (~40 slots per practitioner over 72 h at 0.4).
+    density: float = 0.4
+    # Behaviour knobs, adjustable at run time through POST /_control.
+    latency_ms_min: float = 0.0
+    latency_ms_max: float = 0.0
+    error_rate: float = 0.0  # share of searches answered 500 with an OperationOutcome
+    malformed_rate: float = 0.0  # share answered with a body that is not a Bundle
+    hang_rate: float = 0.0  # share that hang for hang_s (beyond any sane client timeout)
+    hang_s: float = 30.0
+    churn_rate: float = 0.1  # share of slots hidden (taken) in any churn period
+    churn_period_s: int = 120
+
+
+def _unit(*parts: object) -> float:
+    """A deterministic number in [0, 1) from the parts."""
+    digest = hashlib.blake2b("|".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def _pick(u: float, weighted: list[tuple[str, float]]) -> str:
+    acc = 0.0
+    for value, weight in weighted:
+        acc += weight
+        if u < acc:
+            return value
+    return weighted[-1][0]
+
+
+TYPES = [("PUBLIC", 0.6), ("SNP", 0.2), ("PRO", 0.1), ("CPTS", 0.1)]
+MODALITIES = [("AMB", 0.7), ("VR", 0.2), ("HH", 0.1)]
+REASONS = ["Consultation", "Consultation non programmée", "Visite de contrôle", "Renouvellement"]
+
+
+@dataclass(frozen=True)
+class AgendaSlot:
+    slot_id: str
+    idnps: str
+    site_index: int
+    start: datetime  # Europe/Paris aware
+    end: datetime
+    slot_type: str
+    modality: str
+    appointment_type: str
+    reason: str
+    specialty: str
+
+
+def day_slots(config: SandboxConfig, practitioner: SandboxPractitioner, site_index: int, day: date) -> list[AgendaSlot]:
+    out = []
+    opening, closing = time(8, 0), time(19, 0)
+    moment = datetime.combine(day, opening, tzinfo=PARIS)
+    end_of_day = datetime.combine(day, closing, tzinfo=PARIS)
+    step = timedelta(minutes=config.slot_minutes)
+    while moment + step <= end_of_day:
+        key = (config.seed, practitioner.idnps, site_index, moment.isoformat())
+        if _unit("exists", *key) < config.density / max(1, len(practitioner.sites)):
+            slot_id = f"{practitioner.idnps}-{site_index}-{moment.strftime('%Y%m%d%H%M')}"
+            out.append(
+                AgendaSlot(
+                    slot_id=slot_id,
+                    idnps=practitioner.idnps,
+                    site_index=site_index,
+                    start=moment,
+                    end=moment + step,
+                    slot_type=_pick(_unit("type", *key), TYPES),
+                    modality=_pick(_unit("modality", *key), MODALITIES),
+                    appointment_type="WALKIN" if _unit("walkin", *key) < 0.05 else "ROUTINE",
+                    reason=REASONS[int(_unit("reason", *key) * len(REASONS))],
+                    specialty=practitioner.specialties[0] if practitioner.specialties else "SM54",
+                )
+            )
+        moment += step
+    return out
+
+
+def is_taken(config: SandboxConfig, slot_id: str, now: datetime) -> bool:
+    """Churn: whether another patient holds this slot in the current period."""
+    period = int(now.timestamp()) // max(1, config.churn_period_s)
+    return _unit("taken", config.seed, slot_id, period) < config.churn_rate
+
+
+def free_slots(
+    config: SandboxConfig,
+    practitioner: SandboxPractitioner,
+    start_ge: datetime,
+    start_le: datetime,
+    now: datetime,
+    booked: set[str],
+) -> list[AgendaSlot]:
+    days = (start_le.astimezone(PARIS).date() - start_ge.astimezone(PARIS).date()).days
+    out = []
+    for offset in range(days + 1):
+        day = start_ge.astimezone(PARIS).date() + timedelta(days=offset)
+        for site_index in range(len(practitioner.sites)):
+            for slot in day_slots(config, practitioner, site_index, day):
+                if not (start_ge <= slot.start <= start_le) or slot.start < now:
+                    continue
+                if slot.slot_id in booked or is_taken(config, slot.slot_id, now):
+                    continue
+                out.append(slot)
+    return out

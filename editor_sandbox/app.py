@@ -1,0 +1,264 @@
+"""A vendor's side of the SAS contract, faithful enough to test and demo against.
+
+- `GET /fhir/Slot`: the slot search of flow INT_R01 (parameters checked as the contract requires; 400
+  with an OperationOutcome otherwise), answered with a searchset Bundle of Slot, Schedule,
+  Practitioner and PractitionerRole (contained Location), offsets in Europe/Paris time;
+- `POST /fhir/Practitioner`, `PUT /fhir/Practitioner?identifier=`: regulator accounts (flow INT_R02);
+- `GET /booking/{slot_id}`: the booking page a slot's URL opens (`origin=sas` accepted);
+- `POST /_control`: change latency, error, malformed, hang and churn knobs while running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from editor_sandbox.agenda import AgendaSlot, SandboxConfig, SandboxPractitioner, free_slots
+from indexer.fhir_slots import IDNPS_SYSTEM, IDNST_SYSTEM, MAX_IDENTIFIERS, parse_instant
+
+FHIR_JSON = "application/fhir+json"
+TYPE_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R314-TypeCreneau/FHIR/TRE-R314-TypeCreneau"
+ACT_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+R38_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R38-SpecialiteOrdinale/FHIR/TRE-R38-SpecialiteOrdinale"
+V20276 = "http://terminology.hl7.org/CodeSystem/v2-0276"
+V20203 = "http://interopsante.org/fhir/CodeSystem/fr-v2-0203"
+KNOBS = (
+    "latency_ms_min",
+    "latency_ms_max",
+    "error_rate",
+    "malformed_rate",
+    "hang_rate",
+    "hang_s",
+    "churn_rate",
+    "churn_period_s",
+)
+
+
+def outcome(status: int, code: str, text: str) -> JSONResponse:
+    body = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": text}]}
+    return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
+
+
+def _instant(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds")
+
+
+def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
+    app = FastAPI(title=f"SAS vendor sandbox: {config.name}")
+    practitioners = {p.idnps: p for p in config.practitioners}
+    booked: set[str] = set()
+    accounts: dict[str, dict[str, Any]] = {}
+    stats = {"searches": 0}
+    rng = random.Random(config.seed)
+    now = clock or (lambda: datetime.now(UTC))
+    app.state.config, app.state.booked, app.state.accounts, app.state.stats = config, booked, accounts, stats
+
+    @app.get("/fhir/Slot")
+    async def search_slots(request: Request) -> Response:
+        stats["searches"] += 1
+        params = request.query_params
+        starts = params.getlist("start")
+        ge = [s[2:] for s in starts if s.startswith("ge")]
+        le = [s[2:] for s in starts if s.startswith("le")]
+        if len(ge) != 1 or len(le) != 1:
+            return outcome(400, "required", "start=ge<instant> and start=le<instant> are both mandatory")
+        try:
+            start_ge, _ = parse_instant(ge[0])
+            start_le, _ = parse_instant(le[0])
+        except ValueError:
+            return outcome(400, "value", "start must be an instant with an offset")
+        if params.get("status") != "free":
+            return outcome(400, "not-supported", "status=free is mandatory and the only status supported")
+        raw = params.get("schedule.actor:Practitioner.identifier")
+        if not raw:
+            return outcome(400, "required", "schedule.actor:Practitioner.identifier is mandatory")
+        identifiers = []
+        for token in raw.split(","):
+            system, _, value = token.rpartition("|")
+            if system != IDNPS_SYSTEM or not value:
+                return outcome(400, "value", f"identifier {token!r} is not {IDNPS_SYSTEM}|<IDNPS>")
+            identifiers.append(value)
+        if len(identifiers) > MAX_IDENTIFIERS:
+            return outcome(400, "too-costly", f"at most {MAX_IDENTIFIERS} identifiers per search")
+        delay = rng.uniform(config.latency_ms_min, config.latency_ms_max) / 1000
+        if delay > 0:
+            await asyncio.sleep(delay)
+        draw = rng.random()
+        if draw < config.hang_rate:
+            await asyncio.sleep(config.hang_s)
+        elif draw < config.hang_rate + config.error_rate:
+            return outcome(500, "exception", "sandbox: simulated server error")
+        elif draw < config.hang_rate + config.error_rate + config.malformed_rate:
+            return Response('{"resourceType": "Bundle", "entry": "oops"', media_type=FHIR_JSON)
+        include = "Slot:schedule" in params.getlist("_include")
+        iterate = "Schedule:actor" in params.getlist("_include:iterate")
+        moment = now()
+        entries: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        base = str(request.base_url).rstrip("/")
+        n_slots = 0
+        for idnps in identifiers:
+            practitioner = practitioners.get(idnps)
+            if practitioner is None:
+                continue
+            for slot in free_slots(config, practitioner, start_ge, start_le, moment, booked):
+                n_slots += 1
+                entries.append(_entry(base, "Slot", _slot(base, slot)))
+                schedule_id = f"{idnps}-{slot.site_index}"
+                if include and f"Schedule/{schedule_id}" not in seen:
+                    seen.add(f"Schedule/{schedule_id}")
+                    entries.append(_entry(base, "Schedule", _schedule(schedule_id, idnps, slot.site_index)))
+                    if iterate:
+                        if f"Practitioner/{idnps}" not in seen:
+                            seen.add(f"Practitioner/{idnps}")
+                            entries.append(_entry(base, "Practitioner", _practitioner(practitioner)))
+                        entries.append(_entry(base, "PractitionerRole", _role(practitioner, slot.site_index)))
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": n_slots,
+            "link": [{"relation": "self", "url": str(request.url)}],
+            "entry": entries,
+        }
+        return JSONResponse(bundle, media_type=FHIR_JSON)
+
+    @app.post("/fhir/Practitioner")
+    async def create_account(request: Request) -> Response:
+        body = await request.json()
+        ident = _account_identifier(body)
+        if ident is None:
+            return outcome(422, "required", "a regulator account needs an identifier")
+        created = ident not in accounts
+        accounts[ident] = body
+        return JSONResponse(
+            body,
+            status_code=201 if created else 200,
+            media_type=FHIR_JSON,
+            headers={"Location": f"/fhir/Practitioner/{ident}"},
+        )
+
+    @app.put("/fhir/Practitioner")
+    async def update_account(request: Request, identifier: str) -> Response:
+        body = await request.json()
+        value = identifier.rpartition("|")[2]
+        created = value not in accounts
+        accounts[value] = body
+        return JSONResponse(body, status_code=201 if created else 200, media_type=FHIR_JSON)
+
+    @app.get("/booking/{slot_id}", response_class=HTMLResponse)
+    async def booking_page(slot_id: str, origin: str | None = None) -> str:
+        taken = slot_id in booked
+        via = "via le SAS" if origin == "sas" else "en ligne"
+        state = "Ce créneau n'est plus disponible." if taken else "Créneau disponible."
+        return (
+            f"<!doctype html><html lang='fr'><head><meta charset='utf-8'><title>{config.name}</title></head>"
+            f"<body><h1>{config.name}: réservation {via}</h1><p id='state'>{state}</p>"
+            f"<form method='post' action='/booking/{slot_id}?origin={origin or ''}'>"
+            f"<button id='book' {'disabled' if taken else ''}>Réserver</button></form></body></html>"
+        )
+
+    @app.post("/booking/{slot_id}")
+    async def book(slot_id: str) -> Response:
+        if slot_id in booked:
+            return JSONResponse({"booked": False, "reason": "already booked"}, status_code=409)
+        booked.add(slot_id)
+        return JSONResponse({"booked": True, "slot": slot_id}, status_code=201)
+
+    @app.post("/_control")
+    async def control(request: Request) -> dict[str, Any]:
+        changes = await request.json()
+        unknown = set(changes) - set(KNOBS)
+        if unknown:
+            return JSONResponse({"unknown": sorted(unknown)}, status_code=422)  # type: ignore[return-value]
+        for key, value in changes.items():
+            setattr(config, key, value)
+        return {k: getattr(config, k) for k in KNOBS}
+
+    @app.get("/_stats")
+    async def get_stats() -> dict[str, Any]:
+        return {**stats, "booked": len(booked), "accounts": len(accounts)}
+
+    return app
+
+
+def _entry(base: str, kind: str, resource: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "fullUrl": f"{base}/fhir/{kind}/{resource['id']}",
+        "resource": resource,
+        "search": {"mode": "match" if kind == "Slot" else "include"},
+    }
+
+
+def _slot(base: str, slot: AgendaSlot) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Slot",
+        "id": slot.slot_id,
+        "meta": {"security": [{"system": TYPE_SYSTEM, "code": slot.slot_type}]},
+        "serviceType": [{"coding": [{"system": ACT_SYSTEM, "code": slot.modality}]}, {"text": slot.reason}],
+        "specialty": [{"coding": [{"system": R38_SYSTEM, "code": slot.specialty}]}],
+        "appointmentType": {"coding": [{"system": V20276, "code": slot.appointment_type}]},
+        "schedule": {"reference": f"Schedule/{slot.idnps}-{slot.site_index}"},
+        "status": "free",
+        "start": _instant(slot.start),
+        "end": _instant(slot.end),
+    }
+    if slot.appointment_type == "ROUTINE":
+        resource["comment"] = f"{base}/booking/{slot.slot_id}?lang=fr"
+    return resource
+
+
+def _schedule(schedule_id: str, idnps: str, site_index: int) -> dict[str, Any]:
+    return {
+        "resourceType": "Schedule",
+        "id": schedule_id,
+        "actor": [{"reference": f"Practitioner/{idnps}"}, {"reference": f"PractitionerRole/{idnps}-{site_index}"}],
+    }
+
+
+def _practitioner(p: SandboxPractitioner) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Practitioner",
+        "id": p.idnps,
+        "identifier": [
+            {"type": {"coding": [{"system": V20203, "code": "IDNPS"}]}, "system": IDNPS_SYSTEM, "value": p.idnps}
+        ],
+        "name": [{"family": p.family, **({"given": [p.given]} if p.given else {})}],
+    }
+    if p.phone:
+        resource["telecom"] = [{"system": "phone", "value": p.phone}]
+    return resource
+
+
+def _role(p: SandboxPractitioner, site_index: int) -> dict[str, Any]:
+    site = p.sites[site_index]
+    address = {
+        k: v
+        for k, v in {"line": [site.line] if site.line else None, "city": site.city, "postalCode": site.postcode}.items()
+        if v
+    }
+    return {
+        "resourceType": "PractitionerRole",
+        "id": f"{p.idnps}-{site_index}",
+        "contained": [{"resourceType": "Location", "id": "loc", "address": address}],
+        "practitioner": {"reference": f"Practitioner/{p.idnps}"},
+        "organization": {
+            "identifier": {
+                "type": {"coding": [{"system": V20203, "code": "IDNST"}]},
+                "system": IDNST_SYSTEM,
+                "value": site.idnst,
+            }
+        },
+        "location": [{"reference": "#loc"}],
+    }
+
+
+def _account_identifier(body: Any) -> str | None:
+    for ident in (body or {}).get("identifier", []) or []:
+        if isinstance(ident, dict) and ident.get("value"):
+            return str(ident["value"])
+    return None

@@ -1,0 +1,186 @@
+"""The vendor sandbox as a real HTTP server on loopback, called with Dispo's contract client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from dispo.records import Vendor
+from editor_sandbox.agenda import PARIS, SandboxConfig, SandboxPractitioner, SandboxSite
+from editor_sandbox.server import SandboxServer
+from indexer.fhir_slots import IDNPS_SYSTEM, slot_search_params
+from indexer.vendor_client import VendorError, make_client, search_slots
+
+PRACTITIONERS = [
+    SandboxPractitioner(
+        idnps="810100050075",
+        family="THOMAS",
+        given="Sébastien",
+        sites=[
+            SandboxSite(idnst="1010000024", line="900 route de Paris", city="VIRIAT", postcode="01440"),
+            SandboxSite(idnst="326010004500012", line="1 rue Mme DELMAS", city="BOURG EN BRESSE", postcode="01000"),
+        ],
+    ),
+    SandboxPractitioner(
+        idnps="810002673899",
+        family="MARTIN",
+        sites=[
+            SandboxSite(idnst="1010000032", line="700 avenue de Narvik", city="BELLEY", postcode="01300"),
+        ],
+    ),
+]
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    config = SandboxConfig(vendor_id="sbx", name="Sandbox", seed=42, practitioners=PRACTITIONERS, churn_rate=0.0)
+    with SandboxServer(config) as server:
+        yield server
+
+
+def vendor(server: SandboxServer, timeout_s: float = 2.0) -> Vendor:
+    return Vendor(vendor_id="sbx", name="Sandbox", base_url=server.fhir_base, timeout_s=timeout_s)
+
+
+def fetch(server: SandboxServer, idnps: list[str], start: datetime, end: datetime, timeout_s: float = 2.0):
+    v = vendor(server, timeout_s)
+
+    async def go():
+        async with make_client(v) as client:
+            return await search_slots(client, v, idnps, start, end, datetime.now(UTC))
+
+    return asyncio.run(go())
+
+
+def window() -> tuple[datetime, datetime]:
+    now = datetime.now(PARIS)
+    end = (now + timedelta(days=2)).replace(hour=23, minute=59, second=59, microsecond=999000)
+    return now, end
+
+
+def test_answers_pass_the_contract_checks_and_are_placed(sandbox: SandboxServer) -> None:
+    start, end = window()
+    result = fetch(sandbox, ["810100050075", "810002673899"], start, end)
+    assert result.rejected == {}
+    assert result.total == len(result.slots) > 10
+    by_practitioner = {s.idnps for s in result.slots}
+    assert by_practitioner == {"810100050075", "810002673899"}
+    thomas = [s for s in result.slots if s.idnps == "810100050075"]
+    assert {s.structure_idnst for s in thomas} == {"1010000024", "326010004500012"}  # multi-site
+    for s in result.slots:
+        assert start <= s.start <= end
+        assert s.booking_url is None or s.booking_url.startswith(sandbox.url + "/booking/")
+        assert s.place is not None and s.place.postcode in {"01440", "01000", "01300"}
+    assert len({s.slot_id for s in result.slots}) == len(result.slots)
+
+
+def test_the_same_seed_gives_the_same_agenda(sandbox: SandboxServer) -> None:
+    start, end = window()
+    first = fetch(sandbox, ["810100050075"], start, end)
+    second = fetch(sandbox, ["810100050075"], start, end)
+    assert [s.slot_id for s in first.slots] == [s.slot_id for s in second.slots]
+
+
+def test_offsets_follow_paris_time_across_the_daylight_saving_change() -> None:
+    clock = lambda: datetime(2027, 3, 27, 6, 0, tzinfo=UTC)  # noqa: E731 - Saturday before the change
+    config = SandboxConfig(vendor_id="sbx", seed=1, practitioners=PRACTITIONERS, churn_rate=0.0, density=1.0)
+    with SandboxServer(config, clock=clock) as server:
+        start = datetime(2027, 3, 27, 7, 0, tzinfo=PARIS)
+        end = datetime(2027, 3, 29, 23, 59, tzinfo=PARIS)
+        params = slot_search_params(["810002673899"], start, end)
+        bundle = httpx.get(server.fhir_base + "/Slot", params=params).json()
+        offsets = {e["resource"]["start"][-6:] for e in bundle["entry"] if e["resource"]["resourceType"] == "Slot"}
+        assert offsets == {"+01:00", "+02:00"}
+        result = fetch(server, ["810002673899"], start, end)
+        assert {s.utc_offset for s in result.slots} == {"+01:00", "+02:00"}
+        assert result.rejected == {}
+
+
+@pytest.mark.parametrize(
+    ("params", "diagnostic"),
+    [
+        (
+            [
+                ("start", "ge2026-11-26T08:00:00+01:00"),
+                ("status", "free"),
+                ("schedule.actor:Practitioner.identifier", f"{IDNPS_SYSTEM}|810002673899"),
+            ],
+            "start=ge",
+        ),
+        (
+            [("start", "ge2026-11-26T08:00:00+01:00"), ("start", "le2026-11-28T08:00:00+01:00"), ("status", "free")],
+            "identifier is mandatory",
+        ),
+        (
+            [
+                ("start", "ge2026-11-26T08:00:00+01:00"),
+                ("start", "le2026-11-28T08:00:00+01:00"),
+                ("status", "busy"),
+                ("schedule.actor:Practitioner.identifier", f"{IDNPS_SYSTEM}|810002673899"),
+            ],
+            "status=free",
+        ),
+        (
+            [
+                ("start", "ge2026-11-26T08:00:00+01:00"),
+                ("start", "le2026-11-28T08:00:00+01:00"),
+                ("status", "free"),
+                ("schedule.actor:Practitioner.identifier", ",".join(f"{IDNPS_SYSTEM}|8{i:011d}" for i in range(26))),
+            ],
+            "at most 25",
+        ),
+    ],
+)
+def test_invalid_queries_get_400_with_an_operation_outcome(sandbox: SandboxServer, params, diagnostic) -> None:
+    r = httpx.get(sandbox.fhir_base + "/Slot", params=params)
+    assert r.status_code == 400
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert diagnostic in body["issue"][0]["diagnostics"]
+
+
+def test_failures_are_classified(sandbox: SandboxServer) -> None:
+    start, end = window()
+    control = sandbox.url + "/_control"
+    httpx.post(control, json={"error_rate": 1.0})
+    with pytest.raises(VendorError) as err:
+        fetch(sandbox, ["810002673899"], start, end)
+    assert err.value.kind == "http" and err.value.status == 500 and err.value.retryable
+    assert "simulated server error" in str(err.value)
+    httpx.post(control, json={"error_rate": 0.0, "malformed_rate": 1.0})
+    with pytest.raises(VendorError) as err:
+        fetch(sandbox, ["810002673899"], start, end)
+    assert err.value.kind == "malformed" and not err.value.retryable
+    httpx.post(control, json={"malformed_rate": 0.0, "hang_rate": 1.0, "hang_s": 3.0})
+    with pytest.raises(VendorError) as err:
+        fetch(sandbox, ["810002673899"], start, end, timeout_s=0.3)
+    assert err.value.kind == "timeout"
+
+
+def test_booked_slots_disappear_and_churn_hides_a_share(sandbox: SandboxServer) -> None:
+    start, end = window()
+    before = fetch(sandbox, ["810002673899"], start, end)
+    chosen = next(s for s in before.slots if s.booking_url)
+    page = httpx.get(chosen.booking_url + "&origin=sas")
+    assert page.status_code == 200 and "via le SAS" in page.text
+    assert httpx.post(f"{sandbox.url}/booking/{chosen.resource_id}").status_code == 201
+    after = fetch(sandbox, ["810002673899"], start, end)
+    assert chosen.slot_id not in {s.slot_id for s in after.slots}
+    assert len(after.slots) == len(before.slots) - 1
+    httpx.post(sandbox.url + "/_control", json={"churn_rate": 0.5})
+    churned = fetch(sandbox, ["810002673899"], start, end)
+    assert 0 < len(churned.slots) < len(after.slots)
+
+
+def test_regulator_accounts(sandbox: SandboxServer) -> None:
+    body = {"resourceType": "Practitioner", "identifier": [{"system": "urn:oid:1.2.250.1.213.3.6", "value": "u-1"}]}
+    assert httpx.post(sandbox.fhir_base + "/Practitioner", json=body).status_code == 201
+    r = httpx.put(
+        sandbox.fhir_base + "/Practitioner", params={"identifier": "urn:oid:1.2.250.1.213.3.6|u-1"}, json=body
+    )
+    assert r.status_code == 200
+    assert httpx.get(sandbox.url + "/_stats").json()["accounts"] == 1
