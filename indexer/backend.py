@@ -104,6 +104,13 @@ class Backend(ABC):
         """Insert or replace documents (by their id field) in a version; returns how many were written."""
 
     @abstractmethod
+    def delete(self, index: str, ids: Iterable[str]) -> int:
+        """Remove documents by id from a version; returns how many existed."""
+
+    def refresh(self, index: str) -> None:  # noqa: B027 - only near-real-time backends need it
+        """Make recent writes to a live version visible to searches now rather than within a second."""
+
+    @abstractmethod
     def seal(self, index: str) -> None:
         """Make everything written to a version visible to searches."""
 

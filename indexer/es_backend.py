@@ -80,6 +80,24 @@ class ElasticsearchBackend(Backend):
             raise ValueError(f"Elasticsearch refused documents, first: {errors[0]}")
         return n
 
+    def delete(self, index: str, ids: Iterable[str]) -> int:
+        actions = ({"_op_type": "delete", "_index": index, "_id": doc_id} for doc_id in ids)
+        n = 0
+        try:
+            for ok, item in helpers.streaming_bulk(
+                self.es, actions, chunk_size=self.bulk_size, raise_on_error=False, raise_on_exception=True
+            ):
+                if ok:
+                    n += 1
+                elif item.get("delete", {}).get("status") != 404:
+                    raise ValueError(f"Elasticsearch refused a delete: {item}")
+        except (TransportError, ConnectionError) as exc:
+            raise BackendUnavailable(f"Elasticsearch at {self.url} is unreachable: {exc}") from exc
+        return n
+
+    def refresh(self, index: str) -> None:
+        self._call(self.es.indices.refresh, index=index)
+
     def seal(self, index: str) -> None:
         spec = definition(self._kind_of(index))
         self._call(

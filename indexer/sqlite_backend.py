@@ -138,7 +138,7 @@ class SqliteBackend(Backend):
         db: sqlite3.Connection,
         id_field: str,
         location_field: str,
-        text_field: str,
+        text_field: str | None,
         filters: dict[str, str],
         doc: dict[str, Any],
     ) -> None:
@@ -164,9 +164,28 @@ class SqliteBackend(Backend):
             db.execute("INSERT INTO geo VALUES (?, ?, ?, ?, ?)", (rowid, lat, lat, lon, lon))
         rows = {(name, value, rowid) for name, path in filters.items() for value in field_values(doc, path)}
         db.executemany("INSERT OR IGNORE INTO terms (field, value, doc) VALUES (?, ?, ?)", rows)
-        text = doc.get(text_field)
+        text = doc.get(text_field) if text_field else None
         if text:
             db.execute("INSERT INTO fts (rowid, text) VALUES (?, ?)", (rowid, text))
+
+    def delete(self, index: str, ids: Iterable[str]) -> int:
+        db = self._db(index)
+        n = 0
+        with self._write_lock:
+            db.execute("BEGIN")
+            try:
+                for doc_id in ids:
+                    row = db.execute("SELECT rowid FROM docs WHERE id = ?", (doc_id,)).fetchone()
+                    if row is None:
+                        continue
+                    for table, column in (("geo", "rowid"), ("terms", "doc"), ("fts", "rowid"), ("docs", "rowid")):
+                        db.execute(f"DELETE FROM {table} WHERE {column} = ?", (row[0],))
+                    n += 1
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return n
 
     def seal(self, index: str) -> None:
         db = self._db(index)

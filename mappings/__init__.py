@@ -12,7 +12,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-KINDS = ("practice_sites", "structures")
+KINDS = ("practice_sites", "structures", "slots")
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ class IndexDefinition:
         return self.meta["location"]
 
     @property
-    def text_field(self) -> str:
-        return self.meta["text"]
+    def text_field(self) -> str | None:
+        return self.meta.get("text")
 
     @property
     def filters(self) -> dict[str, str]:

@@ -1,0 +1,147 @@
+"""Free slots in the index: mapping vendor slots to directory sites, and reconciling a batch idempotently.
+
+After a successful call for a batch of practitioners, the indexed slots of exactly those practitioners
+from that vendor are reconciled with the answer: new ones inserted, changed ones updated, vanished ones
+removed, unchanged ones not rewritten. Slots of other vendors, and of practitioners outside the batch,
+are never touched; a failed call reconciles nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from dispo.records import Slot
+from indexer.backend import Backend, GeoQuery
+
+KIND = "slots"
+# Fields that, when they change, make a slot worth rewriting (fetched_at alone does not).
+_VOLATILE = {"fetched_at", "content_hash"}
+
+
+@dataclass
+class ReconcileStats:
+    inserted: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    expired: int = 0
+
+    def add(self, other: ReconcileStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def ensure_slots_index(backend: Backend) -> str:
+    """The live slots index, created empty on first use."""
+    live = backend.live_index(KIND)
+    if live is None:
+        live = backend.create_version(KIND)
+        backend.seal(live)
+        backend.switch(KIND, live)
+    return live
+
+
+def slot_document(slot: Slot, location: dict[str, float] | None) -> dict[str, Any]:
+    doc = slot.model_dump(mode="json", exclude_none=True)
+    stable = {k: v for k, v in doc.items() if k not in _VOLATILE}
+    doc["content_hash"] = hashlib.blake2b(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
+    if location is not None:
+        doc["location"] = location
+    return doc
+
+
+class SiteMapper:
+    """Maps a vendor slot to a directory practice site: by structure (FINESS, SIRET, rang), then by postcode."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._cache: dict[str, list[dict[str, Any]]] = {}
+
+    def _sites(self, idnps: str) -> list[dict[str, Any]]:
+        if idnps not in self._cache:
+            page = self.backend.search("practice_sites", GeoQuery(filters={"idnps": [idnps]}, limit=100))
+            self._cache[idnps] = [h.doc for h in page.hits]
+        return self._cache[idnps]
+
+    def place(self, slot: Slot) -> dict[str, Any] | None:
+        """The site document the slot belongs to, or None when it cannot be placed."""
+        if slot.idnps is None:
+            return None
+        sites = self._sites(slot.idnps)
+        if not sites:
+            return None
+        idnst = slot.structure_idnst or ""
+        prefix, number = idnst[:1], idnst[1:]
+        for site in sites:
+            if (
+                (prefix == "1" and number and number == site.get("finess_site"))
+                or (prefix == "3" and number and number == site.get("siret"))
+                or (idnst and idnst == site.get("structure_technical_id"))
+            ):
+                return site
+        postcode = slot.place.postcode if slot.place else None
+        by_postcode = [s for s in sites if postcode and (s.get("address") or {}).get("postcode") == postcode]
+        if len(by_postcode) == 1:
+            return by_postcode[0]
+        located = [s for s in sites if s.get("location")]
+        return located[0] if len(located) == 1 and not idnst else None
+
+
+def reconcile(
+    backend: Backend,
+    vendor_id: str,
+    idnps: Sequence[str],
+    slots: Sequence[Slot],
+    mapper: SiteMapper,
+    now: datetime,
+) -> tuple[ReconcileStats, dict[str, int]]:
+    """Make the index hold exactly `slots` for these practitioners at this vendor. Returns stats and the
+    count of slots that could not be placed on a directory site (by reason)."""
+    index = ensure_slots_index(backend)
+    stats = ReconcileStats()
+    unplaced: dict[str, int] = {}
+    existing: dict[str, str] = {}
+    after = None
+    while True:
+        page = backend.search(
+            KIND, GeoQuery(filters={"vendor": [vendor_id], "idnps": list(idnps)}, limit=1000, after=after)
+        )
+        existing.update({h.doc["slot_id"]: h.doc.get("content_hash", "") for h in page.hits})
+        if len(page.hits) < 1000:
+            break
+        after = page.next_after
+    to_write = []
+    seen: set[str] = set()
+    for slot in slots:
+        if slot.end <= now:
+            stats.expired += 1
+            continue
+        site = mapper.place(slot)
+        if site is None:
+            reason = "practitioner not in the directory" if not mapper._sites(slot.idnps or "") else "no matching site"
+            unplaced[reason] = unplaced.get(reason, 0) + 1
+            continue
+        slot = slot.model_copy(update={"site_id": site["site_id"]})
+        doc = slot_document(slot, site.get("location"))
+        seen.add(slot.slot_id)
+        old = existing.get(slot.slot_id)
+        if old is None:
+            stats.inserted += 1
+            to_write.append(doc)
+        elif old != doc["content_hash"]:
+            stats.updated += 1
+            to_write.append(doc)
+        else:
+            stats.unchanged += 1
+    vanished = [slot_id for slot_id in existing if slot_id not in seen]
+    if to_write:
+        backend.write(index, to_write)
+    if vanished:
+        stats.removed = backend.delete(index, vanished)
+    return stats, unplaced
