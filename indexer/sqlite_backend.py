@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -116,21 +117,31 @@ class SqliteBackend(Backend):
         self._conns()[index] = db
         return index
 
-    def write(self, index: str, docs: Iterable[dict[str, Any]]) -> int:
-        spec = definition(self._kind_of(index))
-        filters = spec.filters
+    @contextmanager
+    def _transaction(self, index: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction on a version, serialised with the other writers of this process."""
         db = self._db(index)
-        n = 0
         with self._write_lock:
             db.execute("BEGIN")
             try:
-                for doc in docs:
-                    self._upsert(db, spec.id_field, spec.location_field, spec.text_field, filters, doc)
-                    n += 1
+                yield db
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _drop_side_rows(db: sqlite3.Connection, rowid: int) -> None:
+        for table, column in (("geo", "rowid"), ("terms", "doc"), ("fts", "rowid")):
+            db.execute(f"DELETE FROM {table} WHERE {column} = ?", (rowid,))
+
+    def write(self, index: str, docs: Iterable[dict[str, Any]]) -> int:
+        spec = definition(self._kind_of(index))
+        n = 0
+        with self._transaction(index) as db:
+            for doc in docs:
+                self._upsert(db, spec.id_field, spec.location_field, spec.text_field, spec.filters, doc)
+                n += 1
         return n
 
     @staticmethod
@@ -146,9 +157,7 @@ class SqliteBackend(Backend):
         old = db.execute("SELECT rowid FROM docs WHERE id = ?", (doc_id,)).fetchone()
         if old is not None:
             rowid = old[0]
-            db.execute("DELETE FROM geo WHERE rowid = ?", (rowid,))
-            db.execute("DELETE FROM terms WHERE doc = ?", (rowid,))
-            db.execute("DELETE FROM fts WHERE rowid = ?", (rowid,))
+            SqliteBackend._drop_side_rows(db, rowid)
         location = doc.get(location_field)
         lat = lon = None
         if location:
@@ -169,22 +178,14 @@ class SqliteBackend(Backend):
             db.execute("INSERT INTO fts (rowid, text) VALUES (?, ?)", (rowid, text))
 
     def delete(self, index: str, ids: Iterable[str]) -> int:
-        db = self._db(index)
         n = 0
-        with self._write_lock:
-            db.execute("BEGIN")
-            try:
-                for doc_id in ids:
-                    row = db.execute("SELECT rowid FROM docs WHERE id = ?", (doc_id,)).fetchone()
-                    if row is None:
-                        continue
-                    for table, column in (("geo", "rowid"), ("terms", "doc"), ("fts", "rowid"), ("docs", "rowid")):
-                        db.execute(f"DELETE FROM {table} WHERE {column} = ?", (row[0],))
+        with self._transaction(index) as db:
+            for doc_id in ids:
+                row = db.execute("SELECT rowid FROM docs WHERE id = ?", (doc_id,)).fetchone()
+                if row is not None:
+                    self._drop_side_rows(db, row[0])
+                    db.execute("DELETE FROM docs WHERE rowid = ?", (row[0],))
                     n += 1
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
         return n
 
     def seal(self, index: str) -> None:
