@@ -63,7 +63,7 @@ class SiteMapper:
         self.backend = backend
         self._cache: dict[str, list[dict[str, Any]]] = {}
 
-    def _sites(self, idnps: str) -> list[dict[str, Any]]:
+    def sites(self, idnps: str) -> list[dict[str, Any]]:
         if idnps not in self._cache:
             page = self.backend.search("practice_sites", GeoQuery(filters={"idnps": [idnps]}, limit=100))
             self._cache[idnps] = [h.doc for h in page.hits]
@@ -73,7 +73,7 @@ class SiteMapper:
         """The site document the slot belongs to, or None when it cannot be placed."""
         if slot.idnps is None:
             return None
-        sites = self._sites(slot.idnps)
+        sites = self.sites(slot.idnps)
         if not sites:
             return None
         idnst = slot.structure_idnst or ""
@@ -124,7 +124,7 @@ def reconcile(
             continue
         site = mapper.place(slot)
         if site is None:
-            reason = "practitioner not in the directory" if not mapper._sites(slot.idnps or "") else "no matching site"
+            reason = "practitioner not in the directory" if not mapper.sites(slot.idnps or "") else "no matching site"
             unplaced[reason] = unplaced.get(reason, 0) + 1
             continue
         slot = slot.model_copy(update={"site_id": site["site_id"]})

@@ -20,7 +20,7 @@ from dispo.records import Modality, Slot, SlotPlace, SlotType
 IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 IDNST_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
 MAX_IDENTIFIERS = 25  # the contract allows 1 to 25 practitioners per call
-FHIR_JSON = "application/json+fhir"
+CONTRACT_ACCEPT = "application/json+fhir"  # the Accept header the contract prescribes
 APPOINTMENT_TYPES = {"ROUTINE", "WALKIN"}
 
 

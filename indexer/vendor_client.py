@@ -14,7 +14,7 @@ import httpx
 import orjson
 
 from dispo.records import Vendor
-from indexer.fhir_slots import FHIR_JSON, MalformedBundle, ParseResult, parse_bundle, slot_search_params
+from indexer.fhir_slots import CONTRACT_ACCEPT, MalformedBundle, ParseResult, parse_bundle, slot_search_params
 
 MAX_PAGES = 20  # a vendor paging beyond this is answering something other than 25 practitioners' 72 h
 
@@ -41,7 +41,7 @@ def make_client(vendor: Vendor) -> httpx.AsyncClient:
         if vendor.client_cert:
             context.load_cert_chain(vendor.client_cert, vendor.client_key)
         verify = context
-    headers = {"Accept": FHIR_JSON}
+    headers: dict[str, str] = {}
     if vendor.bearer_token:
         headers["Authorization"] = f"Bearer {vendor.bearer_token}"
     limits = httpx.Limits(max_connections=vendor.concurrency, max_keepalive_connections=vendor.concurrency)
@@ -64,7 +64,7 @@ async def search_slots(
         if url is None:
             break
         try:
-            response = await client.get(url, params=params, headers={"Accept": FHIR_JSON})
+            response = await client.get(url, params=params, headers={"Accept": CONTRACT_ACCEPT})
         except httpx.TimeoutException as exc:
             raise VendorError("timeout", f"{vendor.vendor_id}: no answer within {vendor.timeout_s} s") from exc
         except httpx.TransportError as exc:
