@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from api import directory, problems
+from api import directory, problems, vendors
 from api.auth import TokenRegistry
 from dispo import __version__
 from dispo.settings import Settings, get_settings
@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.state.tokens = TokenRegistry.from_settings(settings)
     problems.install(app)
     app.include_router(directory.router)
+    app.include_router(vendors.router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
     def healthz() -> dict[str, str]:

@@ -24,7 +24,9 @@ index_app = typer.Typer(help="Index versions and aliases.", no_args_is_help=True
 app.add_typer(import_app, name="import")
 app.add_typer(show_app, name="show")
 app.add_typer(tokens_app, name="tokens")
+vendors_app = typer.Typer(help="The vendor registry.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+app.add_typer(vendors_app, name="vendors")
 
 console = Console()
 err = Console(stderr=True)
@@ -326,6 +328,68 @@ def serve(
         log_level="info",
         access_log=False,
     )
+
+
+@vendors_app.command("add")
+def vendors_add(
+    vendor_id: Annotated[str, typer.Argument()],
+    base_url: Annotated[str, typer.Option(help="FHIR base URL; the slot search is GET <base>/Slot")],
+    name: Annotated[str, typer.Option()] = "",
+    bearer_token: Annotated[str | None, typer.Option(envvar="DISPO_VENDOR_TOKEN")] = None,
+    client_cert: Annotated[str | None, typer.Option(help="PEM client certificate (mutual TLS)")] = None,
+    client_key: Annotated[str | None, typer.Option()] = None,
+    ca_bundle: Annotated[str | None, typer.Option()] = None,
+    concurrency: Annotated[int, typer.Option()] = 4,
+    timeout: Annotated[float, typer.Option(help="seconds per request")] = 7.0,
+    rps: Annotated[float, typer.Option(help="requests per second")] = 20.0,
+) -> None:
+    """Declare (or update) a vendor."""
+    from dispo.records import Vendor
+    from indexer.registry import save_vendor
+
+    vendor = Vendor(
+        vendor_id=vendor_id,
+        name=name or vendor_id,
+        base_url=base_url,
+        bearer_token=bearer_token,
+        client_cert=client_cert,
+        client_key=client_key,
+        ca_bundle=ca_bundle,
+        concurrency=concurrency,
+        timeout_s=timeout,
+        requests_per_second=rps,
+    )
+    save_vendor(_backend(Settings()), vendor)
+    console.print(f"vendor {vendor_id} saved ({base_url})")
+
+
+@vendors_app.command("list")
+def vendors_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Registered vendors (credentials are never printed)."""
+    from api.vendors import VendorView
+    from indexer.registry import list_vendors
+
+    views = [VendorView.of(v) for v in list_vendors(_backend(Settings()))]
+    if as_json:
+        sys.stdout.write(orjson.dumps([v.model_dump() for v in views]).decode() + "\n")
+        return
+    table = Table(title=f"{len(views)} vendor(s)")
+    for col in ("id", "name", "base URL", "auth", "timeout s", "enabled"):
+        table.add_column(col)
+    for v in views:
+        table.add_row(v.vendor_id, v.name, v.base_url, v.auth, f"{v.timeout_s:g}", "yes" if v.enabled else "no")
+    console.print(table)
+
+
+@vendors_app.command("disable")
+def vendors_disable(vendor_id: str) -> None:
+    """Stop pulling a vendor (its indexed slots age out)."""
+    from indexer.registry import set_enabled
+
+    if set_enabled(_backend(Settings()), vendor_id, False) is None:
+        err.print(f"[red]error:[/] no vendor {vendor_id!r}; see `dispo vendors list`")
+        raise typer.Exit(1)
+    console.print(f"vendor {vendor_id} disabled")
 
 
 @app.command()

@@ -37,4 +37,9 @@ def field_values(doc: dict[str, Any], path: str) -> list[str]:
                 value = item[part]
                 nxt.extend(value if isinstance(value, list) else [value])
         current = nxt
-    return [str(v) for v in current if v is not None and not isinstance(v, dict | list)]
+    # Booleans as JSON writes them, so a filter on "true" means the same on every backend.
+    return [
+        ("true" if v else "false") if isinstance(v, bool) else str(v)
+        for v in current
+        if v is not None and not isinstance(v, dict | list)
+    ]

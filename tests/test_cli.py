@@ -92,3 +92,25 @@ def test_tokens_create_appends_a_hashed_entry(tmp_path: Path) -> None:
     entry = tokens.read_text(encoding="utf-8").strip()
     assert entry.startswith("analyst:") and entry.endswith(":ars-ara") and token not in entry
     assert run("tokens", "create", "--role", "king").exit_code == 2
+
+
+def test_vendors_add_list_disable(env: Path) -> None:
+    r = run("vendors", "add", "v1", "--base-url", "http://127.0.0.1:8100/fhir", "--bearer-token", "tok-123")
+    assert r.exit_code == 0, r.output
+    listed = json.loads(run("vendors", "list", "--json").stdout)
+    assert listed == [
+        {
+            "vendor_id": "v1",
+            "name": "v1",
+            "base_url": "http://127.0.0.1:8100/fhir",
+            "auth": "bearer",
+            "concurrency": 4,
+            "timeout_s": 7.0,
+            "requests_per_second": 20.0,
+            "enabled": True,
+        }
+    ]
+    assert "tok-123" not in run("vendors", "list").output
+    assert run("vendors", "disable", "v1").exit_code == 0
+    assert json.loads(run("vendors", "list", "--json").stdout)[0]["enabled"] is False
+    assert run("vendors", "disable", "nope").exit_code == 1

@@ -1,0 +1,71 @@
+"""Vendor registry routes (maintainers): declare, list, enable or disable a vendor. Secrets never leave."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from api.auth import Role
+from api.deps import get_backend, require
+from api.problems import Problem
+from dispo.records import Vendor
+from indexer.backend import Backend
+from indexer.registry import list_vendors, save_vendor, set_enabled
+
+router = APIRouter(prefix="/v1/vendors", tags=["vendors"])
+MAINTAINER = Depends(require(Role.maintainer))
+
+
+class VendorView(BaseModel):
+    """A vendor as shown: whether credentials are configured, never the credentials themselves."""
+
+    vendor_id: str
+    name: str
+    base_url: str
+    auth: str  # mtls | bearer | none
+    concurrency: int
+    timeout_s: float
+    requests_per_second: float
+    enabled: bool
+
+    @classmethod
+    def of(cls, v: Vendor) -> VendorView:
+        auth = "mtls" if v.client_cert else "bearer" if v.bearer_token else "none"
+        return cls(**v.model_dump(include=set(cls.model_fields) - {"auth"}), auth=auth)
+
+
+@router.get("", response_model=list[VendorView], summary="Registered vendors")
+def vendors(backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]) -> list[VendorView]:
+    return [VendorView.of(v) for v in list_vendors(backend)]
+
+
+@router.put("/{vendor_id}", response_model=VendorView, summary="Declare or update a vendor")
+def put_vendor(
+    vendor_id: str, vendor: Vendor, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]
+) -> VendorView:
+    if vendor.vendor_id != vendor_id:
+        raise Problem(422, "Inconsistent vendor id", "The body's vendor_id must match the URL.", "invalid-request")
+    return VendorView.of(save_vendor(backend, vendor))
+
+
+@router.post("/{vendor_id}/disable", response_model=VendorView, summary="Stop pulling a vendor")
+def disable(
+    vendor_id: str, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]
+) -> VendorView:
+    return _toggle(backend, vendor_id, False)
+
+
+@router.post("/{vendor_id}/enable", response_model=VendorView, summary="Resume pulling a vendor")
+def enable(
+    vendor_id: str, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]
+) -> VendorView:
+    return _toggle(backend, vendor_id, True)
+
+
+def _toggle(backend: Backend, vendor_id: str, enabled: bool) -> VendorView:
+    vendor = set_enabled(backend, vendor_id, enabled)
+    if vendor is None:
+        raise Problem(404, "Not found", f"No vendor {vendor_id!r}; declare it with PUT first.", "not-found")
+    return VendorView.of(vendor)
