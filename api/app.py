@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from api import directory, problems, vendors
+from api import directory, participations, problems, vendors
 from api.auth import TokenRegistry
 from dispo import __version__
 from dispo.settings import Settings, get_settings
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     problems.install(app)
     app.include_router(directory.router)
     app.include_router(vendors.router)
+    app.include_router(participations.router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
     def healthz() -> dict[str, str]:

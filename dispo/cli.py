@@ -25,6 +25,8 @@ app.add_typer(import_app, name="import")
 app.add_typer(show_app, name="show")
 app.add_typer(tokens_app, name="tokens")
 vendors_app = typer.Typer(help="The vendor registry.", no_args_is_help=True)
+participations_app = typer.Typer(help="SAS participation: who takes part, through which vendor.", no_args_is_help=True)
+app.add_typer(participations_app, name="participations")
 app.add_typer(index_app, name="index")
 app.add_typer(vendors_app, name="vendors")
 
@@ -54,7 +56,7 @@ def _run_import(kind: str, path: Path, force: bool) -> None:
     from indexer.backend import BackendUnavailable
     from indexer.lifecycle import ImportRefused
     from indexer.report import FileRejected
-    from rpps_import.pipeline import import_finess, import_rpps
+    from rpps_import.pipeline import import_finess, import_rpps, load_participations
 
     settings = Settings()
     backend = _backend(settings)
@@ -77,10 +79,8 @@ def _run_import(kind: str, path: Path, force: bool) -> None:
             progress.update(task, completed=lines)
 
         try:
-            if kind == "rpps":
-                summary = import_rpps(path, backend, settings, force=force, progress=advance)
-            else:
-                summary = import_finess(path, backend, settings, force=force, progress=advance)
+            loader = {"rpps": import_rpps, "finess": import_finess, "participations": load_participations}[kind]
+            summary = loader(path, backend, settings, force=force, progress=advance)
             progress.update(task, completed=summary.lines_read)
         except ImportRefused as exc:
             _print_summary(exc.summary)
@@ -328,6 +328,15 @@ def serve(
         log_level="info",
         access_log=False,
     )
+
+
+@participations_app.command("load")
+def participations_load(
+    file: Annotated[Path, typer.Argument(help="CSV: idnps,vendors,via,extra_patients,active")],
+    force: Annotated[bool, typer.Option(help="switch even if far fewer participants than now")] = False,
+) -> None:
+    """Replace the participation registry with a CSV list (row-level report)."""
+    _run_import("participations", file, force)
 
 
 @vendors_app.command("add")

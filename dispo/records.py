@@ -210,3 +210,22 @@ class Vendor(BaseModel):
     timeout_s: float = 7.0  # the agency's guide drops answers slower than 7 s
     requests_per_second: float = 20.0
     enabled: bool = True
+
+
+class ParticipationVia(StrEnum):
+    """How a practitioner takes part in the SAS."""
+
+    practice = "practice"  # own practice
+    cpts = "cpts"  # communauté professionnelle territoriale de santé
+    msp = "msp"  # maison de santé pluriprofessionnelle
+    sos = "sos"  # SOS Médecins
+
+
+class Participation(BaseModel):
+    """A practitioner's participation in the SAS, and the vendor(s) their free slots come from."""
+
+    idnps: str
+    vendors: list[str]
+    via: ParticipationVia = ParticipationVia.practice
+    extra_patients: bool = False  # accepts patients beyond visible slots (surnuméraire)
+    active: bool = True

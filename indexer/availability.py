@@ -18,6 +18,7 @@ import orjson
 
 from dispo.records import Slot
 from indexer.backend import Backend, GeoQuery
+from indexer.lifecycle import ensure_live
 
 KIND = "slots"
 # Fields that, when they change, make a slot worth rewriting (fetched_at alone does not).
@@ -39,12 +40,7 @@ class ReconcileStats:
 
 def ensure_slots_index(backend: Backend) -> str:
     """The live slots index, created empty on first use."""
-    live = backend.live_index(KIND)
-    if live is None:
-        live = backend.create_version(KIND)
-        backend.seal(live)
-        backend.switch(KIND, live)
-    return live
+    return ensure_live(backend, KIND)
 
 
 def slot_document(slot: Slot, location: dict[str, float] | None) -> dict[str, Any]:

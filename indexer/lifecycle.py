@@ -87,6 +87,16 @@ def _validate(count: int, live_count: int | None, max_drop_ratio: float, force: 
     return None
 
 
+def ensure_live(backend: Backend, kind: str) -> str:
+    """The live index of a kind that is edited in place (slots, registries), created empty on first use."""
+    live = backend.live_index(kind)
+    if live is None:
+        live = backend.create_version(kind)
+        backend.seal(live)
+        backend.switch(kind, live)
+    return live
+
+
 def iterate_all(
     backend: Backend, kind: str, filters: dict[str, list[str]] | None = None, page: int = 5000
 ) -> Iterator[dict[str, Any]]:

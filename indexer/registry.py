@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from dispo.records import Vendor
+from dispo.records import Participation, Vendor
 from indexer.backend import Backend, GeoQuery
+from indexer.lifecycle import ensure_live, iterate_all
 
 KIND = "vendors"
 
 
-def _live(backend: Backend) -> str:
-    live = backend.live_index(KIND)
-    if live is None:
-        live = backend.create_version(KIND)
-        backend.seal(live)
-        backend.switch(KIND, live)
-    return live
-
-
 def save_vendor(backend: Backend, vendor: Vendor) -> Vendor:
-    index = _live(backend)
+    index = ensure_live(backend, KIND)
     backend.write(index, [vendor.model_dump(mode="json", exclude_none=True)])
     backend.refresh(index)
     return vendor
@@ -40,3 +32,28 @@ def set_enabled(backend: Backend, vendor_id: str, enabled: bool) -> Vendor | Non
     if vendor is None:
         return None
     return save_vendor(backend, vendor.model_copy(update={"enabled": enabled}))
+
+
+PARTICIPATIONS = "participations"
+
+
+def save_participation(backend: Backend, participation: Participation) -> Participation:
+    index = ensure_live(backend, PARTICIPATIONS)
+    backend.write(index, [participation.model_dump(mode="json")])
+    backend.refresh(index)
+    return participation
+
+
+def get_participation(backend: Backend, idnps: str) -> Participation | None:
+    doc = backend.get(PARTICIPATIONS, idnps)
+    return Participation.model_validate(doc) if doc else None
+
+
+def participants(backend: Backend, vendor_id: str | None = None, active_only: bool = True) -> list[Participation]:
+    """Participations, optionally of one vendor, in IDNPS order."""
+    filters: dict[str, list[str]] = {}
+    if vendor_id is not None:
+        filters["vendor"] = [vendor_id]
+    if active_only:
+        filters["active"] = ["true"]
+    return [Participation.model_validate(doc) for doc in iterate_all(backend, PARTICIPATIONS, filters)]

@@ -148,7 +148,7 @@ class SqliteBackend(Backend):
     def _upsert(
         db: sqlite3.Connection,
         id_field: str,
-        location_field: str,
+        location_field: str | None,
         text_field: str | None,
         filters: dict[str, str],
         doc: dict[str, Any],
@@ -158,7 +158,7 @@ class SqliteBackend(Backend):
         if old is not None:
             rowid = old[0]
             SqliteBackend._drop_side_rows(db, rowid)
-        location = doc.get(location_field)
+        location = doc.get(location_field) if location_field else None
         lat = lon = None
         if location:
             lat, lon = _quantise(location["lat"], location["lon"])

@@ -12,7 +12,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-KINDS = ("practice_sites", "structures", "slots", "vendors")
+KINDS = ("practice_sites", "structures", "slots", "vendors", "participations", "vendor_status")
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,8 @@ class IndexDefinition:
         return self.meta["id"]
 
     @property
-    def location_field(self) -> str:
-        return self.meta["location"]
+    def location_field(self) -> str | None:
+        return self.meta.get("location")
 
     @property
     def text_field(self) -> str | None:

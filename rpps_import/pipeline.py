@@ -17,9 +17,11 @@ from dispo.settings import Settings
 from indexer.backend import Backend
 from indexer.documents import site_document, structure_document
 from indexer.lifecycle import iterate_all, publish
+from indexer.registry import list_vendors
 from indexer.report import ImportReport, ImportSummary
 from rpps_import.finess import FinessReader
 from rpps_import.geocode import AddokGeocoder, Geocoder, Positioner
+from rpps_import.participations import ParticipationReader
 from rpps_import.rpps import RppsReader
 
 
@@ -103,3 +105,23 @@ def import_finess(
             yield docs
 
     return publish(backend, "structures", batches(), report, settings.max_drop_ratio, force)
+
+
+def load_participations(
+    path: Path,
+    backend: Backend,
+    settings: Settings,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ImportSummary:
+    """Replace the participation registry with a CSV list (new version, validated, then switched)."""
+    report = ImportReport("participations", str(path), _report_dir(settings))
+    reader = ParticipationReader(path, report, {v.vendor_id for v in list_vendors(backend)})
+
+    def batches() -> Iterator[list[dict[str, Any]]]:
+        for chunk in reader.chunks():
+            if progress is not None:
+                progress(report.summary.lines_read)
+            yield [p.model_dump(mode="json") for p in chunk]
+
+    return publish(backend, "participations", batches(), report, settings.max_drop_ratio, force)

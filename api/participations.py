@@ -1,0 +1,57 @@
+"""Participation routes (maintainers): who takes part in the SAS and through which vendor."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from api.auth import Role
+from api.deps import get_backend, require
+from api.problems import Problem
+from dispo.records import Participation
+from indexer.backend import Backend
+from indexer.registry import get_participation, get_vendor, participants, save_participation
+
+router = APIRouter(prefix="/v1/participations", tags=["participations"])
+MAINTAINER = Depends(require(Role.maintainer))
+
+
+@router.get("", response_model=list[Participation], summary="Participations, optionally of one vendor")
+def list_participations(
+    backend: Annotated[Backend, Depends(get_backend)],
+    _: Annotated[Any, MAINTAINER],
+    vendor: Annotated[str | None, Query()] = None,
+    active_only: bool = False,
+) -> list[Participation]:
+    return participants(backend, vendor, active_only=active_only)
+
+
+@router.get("/{idnps}", response_model=Participation, summary="One practitioner's participation")
+def get_one(
+    idnps: str, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]
+) -> Participation:
+    found = get_participation(backend, idnps)
+    if found is None:
+        raise Problem(404, "Not found", f"{idnps} does not take part in the SAS.", "not-found")
+    return found
+
+
+@router.put("/{idnps}", response_model=Participation, summary="Declare or update a participation")
+def put_one(
+    idnps: str,
+    participation: Participation,
+    backend: Annotated[Backend, Depends(get_backend)],
+    _: Annotated[Any, MAINTAINER],
+) -> Participation:
+    if participation.idnps != idnps:
+        raise Problem(422, "Inconsistent IDNPS", "The body's idnps must match the URL.", "invalid-request")
+    unknown = [v for v in participation.vendors if get_vendor(backend, v) is None]
+    if unknown:
+        raise Problem(
+            422,
+            "Unknown vendor",
+            f"Declare vendor(s) {', '.join(unknown)} first (PUT /v1/vendors/{{id}}).",
+            "unknown-vendor",
+        )
+    return save_participation(backend, participation)
