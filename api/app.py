@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import directory, participations, problems, vendors
-from api.auth import TokenRegistry
+from api.auth import Role, TokenRegistry
+from api.deps import require
 from dispo import __version__
 from dispo.settings import Settings, get_settings
+from indexer import metrics
 from indexer.backend import Backend
 from indexer.factory import make_backend
+from indexer.status import vendor_statuses
 
 
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
@@ -50,5 +54,11 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         if health.reachable and missing:
             body["missing"] = missing
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics (maintainer token)")
+    def prometheus(_: Annotated[Any, Depends(require(Role.maintainer))]) -> Response:
+        # Gauges come from the persisted vendor status, so they are right whichever process aggregates.
+        vendor_statuses(app.state.backend)
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -402,18 +403,152 @@ def vendors_disable(vendor_id: str) -> None:
 
 
 @app.command()
-def sandbox(
-    config: Annotated[Path, typer.Option(help="JSON SandboxConfig: vendor id, seed, practitioners, knobs")],
-    port: Annotated[int, typer.Option()] = 8100,
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
+def aggregate(
+    once: Annotated[bool, typer.Option("--once", help="run one cycle of every vendor and exit")] = False,
+    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics on this port")] = None,
 ) -> None:
-    """Serve a vendor sandbox implementing the vendor side of the SAS contract (FHIR base: /fhir)."""
+    """Pull every participating practitioner's free slots from the vendors, on a schedule."""
+    import asyncio
+    import logging
+
+    from indexer.scheduler import Aggregator
+
+    settings = Settings()
+    backend = _backend(settings)
+    aggregator = Aggregator(backend, settings)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        from indexer.metrics import REGISTRY
+
+        start_http_server(metrics_port, addr=settings.host, registry=REGISTRY)
+    if once:
+        reports = asyncio.run(aggregator.run_once())
+        if not reports:
+            err.print("no enabled vendor: declare one with `dispo vendors add`")
+            raise typer.Exit(1)
+        table = Table(title="Aggregation cycle")
+        for col in (
+            "vendor",
+            "participants",
+            "batches",
+            "failed",
+            "slots",
+            "inserted",
+            "updated",
+            "removed",
+            "unchanged",
+            "rejected",
+            "unplaced",
+            "errors",
+            "seconds",
+        ):
+            table.add_column(col)
+        for r in reports:
+            table.add_row(
+                r.vendor_id,
+                str(r.participants),
+                str(r.batches),
+                str(r.batches_failed + r.batches_skipped),
+                str(r.slots_received),
+                str(r.stats.inserted),
+                str(r.stats.updated),
+                str(r.stats.removed),
+                str(r.stats.unchanged),
+                str(sum(r.rejected.values())),
+                str(sum(r.unplaced.values())),
+                ", ".join(f"{k} {v}" for k, v in r.errors.items()) or "-",
+                f"{r.duration_s:.2f}",
+            )
+        console.print(table)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    err.print(f"aggregating every {settings.aggregation_interval_s:g} s; Ctrl-C stops")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(aggregator.run_forever())
+
+
+@vendors_app.command("status")
+def vendors_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Per vendor: last success and error, latency, slots held, staleness, breaker."""
+    from indexer.status import vendor_statuses
+
+    rows = vendor_statuses(_backend(Settings()))
+    if as_json:
+        sys.stdout.write(orjson.dumps(rows).decode() + "\n")
+        return
+    table = Table(title="Vendors")
+    for col in (
+        "vendor",
+        "enabled",
+        "last success",
+        "staleness s",
+        "last error",
+        "p50 ms",
+        "p95 ms",
+        "slots",
+        "failing",
+        "breaker",
+    ):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["vendor_id"],
+            "yes" if r["enabled"] else "no",
+            r.get("last_success_at") or "never",
+            f"{r['staleness_s']:.0f}" if r.get("staleness_s") is not None else "-",
+            (r.get("last_error") or "-")[:60],
+            str(r.get("latency_p50_ms") or "-"),
+            str(r.get("latency_p95_ms") or "-"),
+            str(r["slots_held"]),
+            str(r["failing_practitioners"]),
+            r.get("breaker") or "-",
+        )
+    console.print(table)
+
+
+@app.command()
+def sandbox(
+    config: Annotated[
+        Path | None, typer.Option(help="JSON SandboxConfig: vendor id, seed, practitioners, knobs")
+    ] = None,
+    port: Annotated[int, typer.Option(help="port (first port with --vendors)")] = 8100,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    vendors: Annotated[int, typer.Option(help="start this many vendors over the directory and register them")] = 0,
+    latency_ms: Annotated[float, typer.Option(help="with --vendors: maximum answer latency")] = 0.0,
+) -> None:
+    """Serve vendor sandboxes implementing the vendor side of the SAS contract (FHIR base: /fhir).
+
+    With --config, one vendor from a JSON description. With --vendors N, N vendors sharing the live
+    directory's practitioners, declared in the vendor registry with their participations.
+    """
+    import threading
+
     import uvicorn
     from pydantic import ValidationError
 
     from editor_sandbox.agenda import SandboxConfig
     from editor_sandbox.app import create_sandbox_app
 
+    if vendors > 0:
+        from editor_sandbox.fleet import start_fleet
+
+        servers = start_fleet(
+            _backend(Settings()), vendors, base_port=port, latency_ms_min=latency_ms / 3, latency_ms_max=latency_ms
+        )
+        for s in servers:
+            err.print(
+                f"sandbox {s.config.vendor_id} ({s.config.name}): {len(s.config.practitioners)} practitioners, "
+                f"FHIR base {s.fhir_base}"
+            )
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+        for s in servers:
+            s.stop()
+        return
+    if config is None:
+        err.print("[red]error:[/] give --config FILE or --vendors N")
+        raise typer.Exit(2)
     try:
         cfg = SandboxConfig.model_validate_json(config.read_bytes())
     except (OSError, ValidationError) as exc:

@@ -53,6 +53,19 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
+    # Availability aggregation: seconds between two cycles of one vendor.
+    aggregation_interval_s: float = 120.0
+    # A vendor's slots older than this (no successful call since) are hidden from "free" results.
+    staleness_limit_s: float = 900.0
+    # Retries of a batch after a timeout or a 5xx, with jittered exponential backoff from this base.
+    batch_retries: int = 2
+    retry_base_s: float = 0.5
+    # Circuit breaker: opens after this many consecutive failed batches, probes again after reset_s.
+    breaker_failures: int = 5
+    breaker_reset_s: float = 60.0
+    # Days after today the slot window covers (2 = today, tomorrow and the day after, as the contract).
+    horizon_days: int = 2
+
     # Largest page the search API returns.
     max_page_size: int = Field(default=200, ge=1)
 

@@ -96,8 +96,11 @@ class Backend(ABC):
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @abstractmethod
-    def create_version(self, kind: str) -> str:
-        """Create an empty new version of `kind`'s index and return its name."""
+    def create_version(self, kind: str, version: str | None = None) -> str:
+        """Create an empty version of `kind`'s index and return its name.
+
+        `version` defaults to a timestamp; a fixed one makes creation idempotent (an existing index of
+        that name is kept), which is how in-place kinds get their first index without races."""
 
     @abstractmethod
     def write(self, index: str, docs: Iterable[dict[str, Any]]) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError, helpers
+from elasticsearch import ApiError, BadRequestError, Elasticsearch, NotFoundError, TransportError, helpers
 from elasticsearch.serializer import OrjsonSerializer
 
 from indexer.backend import Backend, BackendUnavailable, GeoQuery, Health, Hit, SearchPage
@@ -52,13 +52,17 @@ class ElasticsearchBackend(Backend):
             raise
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def create_version(self, kind: str) -> str:
+    def create_version(self, kind: str, version: str | None = None) -> str:
         spec = definition(kind)
-        index = f"{self.alias(kind)}-v{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
+        index = f"{self.alias(kind)}-v{version or datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
         settings = dict(spec.settings)
         # Bulk loading: no refresh until the version is sealed.
         settings["refresh_interval"] = "-1"
-        self._call(self.es.indices.create, index=index, settings=settings, mappings=spec.mappings)
+        try:
+            self._call(self.es.indices.create, index=index, settings=settings, mappings=spec.mappings)
+        except BadRequestError as exc:
+            if version is None or exc.error != "resource_already_exists_exception":
+                raise
         return index
 
     def write(self, index: str, docs: Iterable[dict[str, Any]]) -> int:

@@ -91,7 +91,8 @@ def ensure_live(backend: Backend, kind: str) -> str:
     """The live index of a kind that is edited in place (slots, registries), created empty on first use."""
     live = backend.live_index(kind)
     if live is None:
-        live = backend.create_version(kind)
+        # A fixed first version: concurrent first uses (threads or processes) all land on the same index.
+        live = backend.create_version(kind, version="1")
         backend.seal(live)
         backend.switch(kind, live)
     return live

@@ -67,7 +67,8 @@ class SqliteBackend(Backend):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._write_lock = threading.Lock()
+        # Writers of this process take turns; other processes wait on SQLite's busy timeout (BEGIN IMMEDIATE).
+        self._write_lock = threading.RLock()
         with self._catalog() as db:
             db.execute("CREATE TABLE IF NOT EXISTS aliases (kind TEXT PRIMARY KEY, target TEXT NOT NULL)")
 
@@ -109,11 +110,12 @@ class SqliteBackend(Backend):
         return index.rsplit("-v", 1)[0]
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def create_version(self, kind: str) -> str:
+    def create_version(self, kind: str, version: str | None = None) -> str:
         definition(kind)
-        index = f"{kind}-v{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
-        db = self._connect(self._path(index))
-        db.executescript(_SCHEMA)
+        index = f"{kind}-v{version or datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
+        with self._write_lock:
+            db = self._connect(self._path(index))
+            db.executescript(_SCHEMA)
         self._conns()[index] = db
         return index
 
@@ -122,7 +124,7 @@ class SqliteBackend(Backend):
         """One write transaction on a version, serialised with the other writers of this process."""
         db = self._db(index)
         with self._write_lock:
-            db.execute("BEGIN")
+            db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
                 db.execute("COMMIT")
@@ -190,8 +192,9 @@ class SqliteBackend(Backend):
 
     def seal(self, index: str) -> None:
         db = self._db(index)
-        db.execute("ANALYZE")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self._write_lock:
+            db.execute("ANALYZE")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def live_index(self, kind: str) -> str | None:
         row = self._catalog().execute("SELECT target FROM aliases WHERE kind = ?", (kind,)).fetchone()

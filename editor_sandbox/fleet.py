@@ -1,0 +1,75 @@
+"""Several sandbox vendors at once, built from the live directory, for the demo and the benchmarks.
+
+Practitioners of the directory who have a practice structure are spread over the vendors (each one
+exactly once, round robin in IDNPS order); each vendor is declared in the registry with its loopback URL
+and every practitioner's participation names the vendor that serves them.
+"""
+
+from __future__ import annotations
+
+from dispo.records import Participation, Vendor
+from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite
+from editor_sandbox.server import SandboxServer
+from indexer.backend import Backend
+from indexer.lifecycle import iterate_all
+from indexer.registry import save_participation, save_vendor
+
+VENDOR_NAMES = ["Agenda Alpha", "Bêta Santé", "Cabinet Connect", "Doc Delta", "Epsilon RDV"]
+
+
+def _idnst(site: dict) -> str:
+    if site.get("finess_site"):
+        return "1" + site["finess_site"]
+    if site.get("siret"):
+        return "3" + site["siret"]
+    return site.get("structure_technical_id") or site["site_id"]
+
+
+def directory_practitioners(backend: Backend) -> list[SandboxPractitioner]:
+    """Practitioners with at least one placed practice site, with those sites, in IDNPS order."""
+    by_idnps: dict[str, SandboxPractitioner] = {}
+    for doc in iterate_all(backend, "practice_sites"):
+        if not doc.get("location"):
+            continue
+        p = doc["practitioner"]
+        address = doc.get("address") or {}
+        site = SandboxSite(
+            idnst=_idnst(doc),
+            line=" ".join(x for x in (address.get("number"), address.get("street_type"), address.get("street")) if x)
+            or None,
+            city=address.get("commune"),
+            postcode=address.get("postcode"),
+        )
+        entry = by_idnps.setdefault(
+            p["idnps"],
+            SandboxPractitioner(
+                idnps=p["idnps"],
+                family=p["last_name"],
+                given=p.get("first_name"),
+                phone=doc.get("phone"),
+                specialties=[s["code"] for s in p.get("specialties", [])] or ["SM54"],
+                sites=[],
+            ),
+        )
+        entry.sites.append(site)
+    return [by_idnps[k] for k in sorted(by_idnps)]
+
+
+def start_fleet(
+    backend: Backend, n_vendors: int, seed: int = 0, base_port: int | None = None, **knobs: float
+) -> list[SandboxServer]:
+    """Start `n_vendors` sandboxes over the directory's practitioners and register them; returns the servers."""
+    practitioners = directory_practitioners(backend)
+    servers = []
+    for i in range(n_vendors):
+        vendor_id = f"sandbox-{chr(ord('a') + i)}"
+        mine = practitioners[i::n_vendors]
+        config = SandboxConfig(
+            vendor_id=vendor_id, name=VENDOR_NAMES[i % len(VENDOR_NAMES)], seed=seed + i, practitioners=mine, **knobs
+        )
+        server = SandboxServer(config, port=base_port + i if base_port else None).start()
+        servers.append(server)
+        save_vendor(backend, Vendor(vendor_id=vendor_id, name=config.name, base_url=server.fhir_base))
+        for p in mine:
+            save_participation(backend, Participation(idnps=p.idnps, vendors=[vendor_id]))
+    return servers

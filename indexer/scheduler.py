@@ -1,0 +1,98 @@
+"""Runs the aggregation: one job per enabled vendor, repeated at an interval (APScheduler), or once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from dispo.records import Vendor
+from dispo.settings import Settings
+from indexer.aggregator import CycleReport, VendorPuller
+from indexer.backend import Backend
+from indexer.registry import list_vendors
+
+log = logging.getLogger("dispo.aggregate")
+
+
+class Aggregator:
+    def __init__(
+        self, backend: Backend, settings: Settings, on_cycle: Callable[[CycleReport], None] | None = None
+    ) -> None:
+        self.backend, self.settings, self.on_cycle = backend, settings, on_cycle
+        self.pullers: dict[str, VendorPuller] = {}
+
+    def refresh_vendors(self) -> list[Vendor]:
+        """Pullers for the enabled vendors; a changed vendor gets a new puller, a disabled one none."""
+        enabled = list_vendors(self.backend, enabled_only=True)
+        wanted = {v.vendor_id: v for v in enabled}
+        for vendor_id in list(self.pullers):
+            if vendor_id not in wanted:
+                del self.pullers[vendor_id]
+        for vendor_id, vendor in wanted.items():
+            puller = self.pullers.get(vendor_id)
+            if puller is None or puller.vendor != vendor:
+                self.pullers[vendor_id] = VendorPuller(self.backend, vendor, self.settings)
+        return enabled
+
+    async def cycle(self, vendor_id: str) -> CycleReport | None:
+        puller = self.pullers.get(vendor_id)
+        if puller is None:
+            return None
+        try:
+            report = await puller.cycle()
+        except Exception:  # a broken cycle must not stop the scheduler or the other vendors
+            log.exception("aggregation cycle of %s failed", vendor_id)
+            return None
+        log.info("vendor %s: %s", vendor_id, report.as_dict())
+        if self.on_cycle is not None:
+            self.on_cycle(report)
+        return report
+
+    async def run_once(self) -> list[CycleReport]:
+        """One cycle of every enabled vendor, all at once; returns the reports in vendor order."""
+        await asyncio.to_thread(self.refresh_vendors)
+        reports = await asyncio.gather(*(self.cycle(v) for v in sorted(self.pullers)))
+        return [r for r in reports if r is not None]
+
+    async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        """Cycles every `aggregation_interval_s` per vendor; picks up vendor changes at the same pace."""
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        interval = self.settings.aggregation_interval_s
+
+        async def sync_jobs() -> None:
+            await asyncio.to_thread(self.refresh_vendors)
+            jobs = {job.id for job in scheduler.get_jobs()} - {"sync"}
+            for vendor_id in self.pullers:
+                if f"vendor:{vendor_id}" not in jobs:
+                    scheduler.add_job(
+                        self.cycle,
+                        "interval",
+                        args=[vendor_id],
+                        seconds=interval,
+                        id=f"vendor:{vendor_id}",
+                        max_instances=1,
+                        coalesce=True,
+                        next_run_time=datetime.now(UTC),
+                    )
+            for job_id in jobs:
+                if job_id.removeprefix("vendor:") not in self.pullers:
+                    scheduler.remove_job(job_id)
+
+        scheduler.add_job(
+            sync_jobs,
+            "interval",
+            seconds=interval,
+            id="sync",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
+        scheduler.start()
+        try:
+            await (stop or asyncio.Event()).wait()
+        finally:
+            scheduler.shutdown(wait=False)
