@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -10,7 +11,7 @@ from pydantic import BaseModel
 from api.deps import DIRECTORY_READERS, get_backend, get_settings, require
 from api.problems import Problem
 from dispo.geo import gazetteer
-from dispo.records import PracticeSite, Practitioner, Structure
+from dispo.records import PracticeSite, Practitioner, Slot, Structure
 from dispo.settings import Settings
 from dispo.text import fold
 from indexer.backend import Backend, GeoQuery, decode_cursor, encode_cursor
@@ -41,6 +42,7 @@ class SiteSearchAnswer(BaseModel):
 class PractitionerAnswer(BaseModel):
     practitioner: Practitioner
     sites: list[PracticeSite]
+    slots: list[Slot] = []  # indexed free slots still to come, earliest first
 
 
 def resolve_location(
@@ -184,7 +186,13 @@ def practitioner_answer(backend: Backend, idnps: str) -> PractitionerAnswer:
     if not page.hits:
         raise Problem(404, "Not found", f"No practitioner with IDNPS {idnps!r} in the directory.", "not-found")
     sites = [PracticeSite.model_validate(h.doc) for h in page.hits]
-    return PractitionerAnswer(practitioner=sites[0].practitioner, sites=sites)
+    now = datetime.now(UTC)
+    slots = [
+        Slot.model_validate(h.doc)
+        for h in backend.search("slots", GeoQuery(filters={"idnps": [idnps]}, limit=500)).hits
+    ]
+    upcoming = sorted((s for s in slots if s.end > now), key=lambda s: (s.start, s.slot_id))
+    return PractitionerAnswer(practitioner=sites[0].practitioner, sites=sites, slots=upcoming)
 
 
 def structure_answer(backend: Backend, finess: str) -> Structure:

@@ -207,8 +207,8 @@ def _slot(base: str, slot: AgendaSlot) -> dict[str, Any]:
         "start": _instant(slot.start),
         "end": _instant(slot.end),
     }
-    if slot.appointment_type == "ROUTINE":
-        resource["comment"] = f"{base}/booking/{slot.slot_id}?lang=fr"
+    # Every free slot carries its page (test-kit requirement 25), walk-in ones included.
+    resource["comment"] = f"{base}/booking/{slot.slot_id}?lang=fr"
     return resource
 
 

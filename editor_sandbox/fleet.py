@@ -25,11 +25,20 @@ def _idnst(site: dict) -> str:
     return site.get("structure_technical_id") or site["site_id"]
 
 
+def international_phone(phone: str | None) -> str | None:
+    """'0479425959' -> '+33479425959', the contract's telecom format."""
+    digits = "".join(c for c in phone or "" if c.isdigit())
+    return "+33" + digits[1:] if len(digits) == 10 and digits.startswith("0") else None
+
+
 def directory_practitioners(backend: Backend) -> list[SandboxPractitioner]:
-    """Practitioners with at least one placed practice site, with those sites, in IDNPS order."""
+    """Practitioners with at least one placed practice site with a postcode, with those sites, in IDNPS order.
+
+    The contract names practitioners by RPPS; the demo directory also holds ADELI professionals, who are
+    served the same way so that the sample data shows slots."""
     by_idnps: dict[str, SandboxPractitioner] = {}
     for doc in iterate_all(backend, "practice_sites"):
-        if not doc.get("location"):
+        if not doc.get("location") or not (doc.get("address") or {}).get("postcode"):
             continue
         p = doc["practitioner"]
         address = doc.get("address") or {}
@@ -37,7 +46,7 @@ def directory_practitioners(backend: Backend) -> list[SandboxPractitioner]:
             idnst=_idnst(doc),
             line=" ".join(x for x in (address.get("number"), address.get("street_type"), address.get("street")) if x)
             or None,
-            city=address.get("commune"),
+            city=address.get("commune") or address.get("cedex_office", "").partition(" ")[2] or None,
             postcode=address.get("postcode"),
         )
         entry = by_idnps.setdefault(

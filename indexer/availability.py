@@ -115,7 +115,7 @@ def reconcile(
     to_write = []
     seen: set[str] = set()
     for slot in slots:
-        if slot.end <= now:
+        if slot.start < now:  # already started: no longer bookable
             stats.expired += 1
             continue
         site = mapper.place(slot)

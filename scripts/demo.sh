@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: load the sample national files into the embedded index and serve the API.
+# `make demo`: load the sample national files into the embedded index, start three sandbox vendors and
+# the slot scheduler, and serve the API.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -7,7 +8,11 @@ BIN="${VENV:-.venv}/bin"
 export DISPO_BACKEND=sqlite
 export DISPO_DATA_DIR="${DISPO_DATA_DIR:-$ROOT/.dispo/demo}"
 export DISPO_TOKENS_FILE="$DISPO_DATA_DIR/tokens"
-PORT="${DISPO_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+export COLUMNS="${COLUMNS:-160}"
+export DISPO_AGGREGATION_INTERVAL_S="${DISPO_AGGREGATION_INTERVAL_S:-60}"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT="${DISPO_PORT:-$(free_port)}"
+SANDBOX_PORT="${DISPO_SANDBOX_PORT:-$(free_port)}"
 
 # The national samples: from the shared data folder when present, else the copies shipped here.
 SHARED="$(cd "${SHARED_DATA:-$ROOT/../shared/data}" 2>/dev/null && pwd || echo /nonexistent)"
@@ -22,25 +27,46 @@ fi
 rm -rf "$DISPO_DATA_DIR"
 mkdir -p "$DISPO_DATA_DIR"
 TOKEN="$("$BIN/dispo" tokens create --role regulator --label demo-regulator 2>/dev/null)"
-"$BIN/dispo" tokens create --role maintainer --label demo-maintainer >"$DISPO_DATA_DIR/maintainer.token" 2>/dev/null
+MAINTAINER="$("$BIN/dispo" tokens create --role maintainer --label demo-maintainer 2>/dev/null)"
 "$BIN/dispo" tokens create --role analyst --label demo-analyst >"$DISPO_DATA_DIR/analyst.token" 2>/dev/null
 echo "$TOKEN" >"$DISPO_DATA_DIR/regulator.token"
+echo "$MAINTAINER" >"$DISPO_DATA_DIR/maintainer.token"
 
 "$BIN/dispo" import finess "$FINESS"
 "$BIN/dispo" import rpps "$RPPS"
+
+children=()
+cleanup() { for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT INT TERM
+
+# Three sandbox vendors share the directory's placed practitioners and register themselves.
+"$BIN/dispo" sandbox --vendors 3 --port "$SANDBOX_PORT" --latency-ms 250 &
+children+=($!)
+for _ in $(seq 1 50); do
+  n="$("$BIN/dispo" vendors list --json 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0)"
+  [ "$n" = 3 ] && break
+  sleep 0.2
+done
+"$BIN/dispo" aggregate --once
+"$BIN/dispo" aggregate >"$DISPO_DATA_DIR/aggregate.log" 2>&1 &
+children+=($!)
 
 URL="http://127.0.0.1:$PORT"
 cat <<MSG
 
 Dispo demo: embedded index in $DISPO_DATA_DIR
-  API             $URL   (OpenAPI docs: $URL/docs)
-  regulator token $TOKEN
-  (maintainer and analyst tokens are in $DISPO_DATA_DIR/*.token)
+  API              $URL   (OpenAPI docs: $URL/docs)
+  regulator token  $TOKEN
+  maintainer token $MAINTAINER
+  vendors          3 sandboxes from port $SANDBOX_PORT; slots pulled every $DISPO_AGGREGATION_INTERVAL_S s
+                   (log: $DISPO_DATA_DIR/aggregate.log)
 
 Try:
   curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/practice-sites/search?postcode=01000&radius_km=20"
-  curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/practitioners/0019402726"
+  curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/practitioners/0019402726"     # with its free slots
+  curl -s -H "Authorization: Bearer $MAINTAINER" "$URL/metrics"
+  DISPO_DATA_DIR=$DISPO_DATA_DIR $BIN/dispo vendors status
 
 Ctrl-C stops the demo.
 MSG
-exec "$BIN/dispo" serve --host 127.0.0.1 --port "$PORT"
+"$BIN/dispo" serve --host 127.0.0.1 --port "$PORT"
