@@ -14,6 +14,7 @@ from dispo.geo import gazetteer
 from dispo.records import PracticeSite, Practitioner, Slot, Structure
 from dispo.settings import Settings
 from dispo.text import fold
+from indexer.availability import freshness
 from indexer.backend import Backend, GeoQuery, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/v1", tags=["directory"])
@@ -43,6 +44,7 @@ class PractitionerAnswer(BaseModel):
     practitioner: Practitioner
     sites: list[PracticeSite]
     slots: list[Slot] = []  # indexed free slots still to come, earliest first
+    stale_slots_hidden: int = 0  # slots of a vendor silent for longer than the staleness limit
 
 
 def resolve_location(
@@ -181,18 +183,19 @@ def site_search(
     )
 
 
-def practitioner_answer(backend: Backend, idnps: str) -> PractitionerAnswer:
+def practitioner_answer(backend: Backend, idnps: str, staleness_limit_s: float = 900.0) -> PractitionerAnswer:
     page = backend.search("practice_sites", GeoQuery(filters={"idnps": [idnps]}, limit=200))
     if not page.hits:
         raise Problem(404, "Not found", f"No practitioner with IDNPS {idnps!r} in the directory.", "not-found")
     sites = [PracticeSite.model_validate(h.doc) for h in page.hits]
     now = datetime.now(UTC)
-    slots = [
-        Slot.model_validate(h.doc)
-        for h in backend.search("slots", GeoQuery(filters={"idnps": [idnps]}, limit=500)).hits
-    ]
-    upcoming = sorted((s for s in slots if s.end > now), key=lambda s: (s.start, s.slot_id))
-    return PractitionerAnswer(practitioner=sites[0].practitioner, sites=sites, slots=upcoming)
+    fresh = freshness(backend, now, staleness_limit_s)
+    docs = [h.doc for h in backend.search("slots", GeoQuery(filters={"idnps": [idnps]}, limit=500)).hits]
+    upcoming = [d for d in docs if datetime.fromisoformat(d["start"]) >= now]
+    shown = sorted((Slot.model_validate(d) for d in upcoming if fresh.is_fresh(d)), key=lambda s: (s.start, s.slot_id))
+    return PractitionerAnswer(
+        practitioner=sites[0].practitioner, sites=sites, slots=shown, stale_slots_hidden=len(upcoming) - len(shown)
+    )
 
 
 def structure_answer(backend: Backend, finess: str) -> Structure:
@@ -206,9 +209,10 @@ def structure_answer(backend: Backend, finess: str) -> Structure:
 def get_practitioner(
     idnps: str,
     backend: Annotated[Backend, Depends(get_backend)],
+    settings: Annotated[Settings, Depends(get_settings)],
     _: Annotated[Any, Depends(require(*DIRECTORY_READERS))],
 ) -> PractitionerAnswer:
-    return practitioner_answer(backend, idnps)
+    return practitioner_answer(backend, idnps, settings.staleness_limit_s)
 
 
 @router.get("/structures/{finess}", response_model=Structure, summary="A FINESS establishment")

@@ -95,34 +95,45 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
             return outcome(500, "exception", "sandbox: simulated server error")
         elif draw < config.hang_rate + config.error_rate + config.malformed_rate:
             return Response('{"resourceType": "Bundle", "entry": "oops"', media_type=FHIR_JSON)
+        # Paging (`_count`, then `next` links carrying `_offset`), as a FHIR server may do.
+        try:
+            count = int(params.get("_count", 0)) or None
+            offset = int(params.get("_offset", 0))
+        except ValueError:
+            return outcome(400, "value", "_count and _offset must be integers")
         include = "Slot:schedule" in params.getlist("_include")
         iterate = "Schedule:actor" in params.getlist("_include:iterate")
         moment = now()
         entries: list[dict[str, Any]] = []
         seen: set[str] = set()
         base = str(request.base_url).rstrip("/")
-        n_slots = 0
-        for idnps in identifiers:
-            practitioner = practitioners.get(idnps)
-            if practitioner is None:
-                continue
-            for slot in free_slots(config, practitioner, start_ge, start_le, moment, booked):
-                n_slots += 1
-                entries.append(_entry(base, "Slot", _slot(base, slot)))
-                schedule_id = f"{idnps}-{slot.site_index}"
-                if include and f"Schedule/{schedule_id}" not in seen:
-                    seen.add(f"Schedule/{schedule_id}")
-                    entries.append(_entry(base, "Schedule", _schedule(schedule_id, idnps, slot.site_index)))
-                    if iterate:
-                        if f"Practitioner/{idnps}" not in seen:
-                            seen.add(f"Practitioner/{idnps}")
-                            entries.append(_entry(base, "Practitioner", _practitioner(practitioner)))
-                        entries.append(_entry(base, "PractitionerRole", _role(practitioner, slot.site_index)))
+        matching = [
+            slot
+            for idnps in identifiers
+            if idnps in practitioners
+            for slot in free_slots(config, practitioners[idnps], start_ge, start_le, moment, booked)
+        ]
+        page = matching[offset : offset + count] if count else matching
+        for slot in page:
+            practitioner, idnps = practitioners[slot.idnps], slot.idnps
+            entries.append(_entry(base, "Slot", _slot(base, slot)))
+            schedule_id = f"{idnps}-{slot.site_index}"
+            if include and f"Schedule/{schedule_id}" not in seen:
+                seen.add(f"Schedule/{schedule_id}")
+                entries.append(_entry(base, "Schedule", _schedule(schedule_id, idnps, slot.site_index)))
+                if iterate:
+                    if f"Practitioner/{idnps}" not in seen:
+                        seen.add(f"Practitioner/{idnps}")
+                        entries.append(_entry(base, "Practitioner", _practitioner(practitioner)))
+                    entries.append(_entry(base, "PractitionerRole", _role(practitioner, slot.site_index)))
+        links = [{"relation": "self", "url": str(request.url)}]
+        if count and offset + count < len(matching):
+            links.append({"relation": "next", "url": str(request.url.include_query_params(_offset=offset + count))})
         bundle = {
             "resourceType": "Bundle",
             "type": "searchset",
-            "total": n_slots,
-            "link": [{"relation": "self", "url": str(request.url)}],
+            "total": len(matching),
+            "link": links,
             "entry": entries,
         }
         return JSONResponse(bundle, media_type=FHIR_JSON)

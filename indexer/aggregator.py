@@ -183,6 +183,9 @@ class VendorPuller:
         if gone:  # practitioners who left the vendor: their slots go
             stats, _ = await asyncio.to_thread(reconcile, self.backend, self.vendor.vendor_id, gone, [], mapper, now)
             report.stats.add(stats)
+        if report.stats.inserted or report.stats.updated or report.stats.removed:
+            # Searches see this cycle's changes now rather than at the next periodic refresh.
+            await asyncio.to_thread(self.backend.refresh, ensure_live(self.backend, "slots"))
         report.duration_s = time.perf_counter() - t0
         report.breaker = self.breaker.state
         await asyncio.to_thread(self._save_status, report)

@@ -141,3 +141,38 @@ def reconcile(
     if vanished:
         stats.removed = backend.delete(index, vanished)
     return stats, unplaced
+
+
+@dataclass
+class Freshness:
+    """Which indexed slots are too old to show as free: those of a vendor without a successful call for
+    longer than the staleness limit, or of practitioners whose batches have failed for that long. They
+    stay in the index (and in counts) until the vendor answers again."""
+
+    fresh_vendors: set[str]
+    stale_practitioners: dict[str, set[str]]  # vendor -> IDNPS
+
+    def is_fresh(self, slot_doc: dict[str, Any]) -> bool:
+        vendor = slot_doc.get("vendor", "")
+        return vendor in self.fresh_vendors and slot_doc.get("idnps") not in self.stale_practitioners.get(vendor, ())
+
+
+def freshness(backend: Backend, now: datetime, limit_s: float) -> Freshness:
+    from indexer.status import STATUS
+
+    cutoff = now.timestamp() - limit_s
+    fresh: set[str] = set()
+    stale_practitioners: dict[str, set[str]] = {}
+    for hit in backend.search(STATUS, GeoQuery(limit=1000)).hits:
+        status = hit.doc
+        success = status.get("last_success_at")
+        if success is not None and datetime.fromisoformat(success).timestamp() >= cutoff:
+            fresh.add(status["vendor_id"])
+        failing = {
+            i
+            for i, since in (status.get("failing") or {}).items()
+            if datetime.fromisoformat(since).timestamp() < cutoff
+        }
+        if failing:
+            stale_practitioners[status["vendor_id"]] = failing
+    return Freshness(fresh, stale_practitioners)

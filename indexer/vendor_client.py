@@ -59,7 +59,7 @@ async def search_slots(
     """Free slots of up to 25 practitioners in the window, checked and normalised; raises VendorError."""
     url: str | None = vendor.base_url.rstrip("/") + "/Slot"
     params: list[tuple[str, str]] | None = slot_search_params(idnps, start_ge, start_le)
-    merged = ParseResult()
+    merged = ParseResult(total=None)
     for _ in range(MAX_PAGES):
         if url is None:
             break
@@ -81,7 +81,8 @@ async def search_slots(
             raise VendorError("malformed", f"{vendor.vendor_id}: {exc}") from exc
         merged.slots.extend(page.slots)
         merged.rejected.update(page.rejected)
-        merged.total = (merged.total or 0) + (page.total or 0)
+        if merged.total is None:  # every page states the total of the whole search
+            merged.total = page.total
         url, params = page.next_url, None  # a next link carries its own query
     return merged
 

@@ -167,3 +167,28 @@ def test_fleet_cli_cycle_status_and_metrics(loaded: Backend, settings: Settings,
     finally:
         for s in servers:
             s.stop()
+
+
+def test_stale_slots_are_hidden_but_kept(loaded: Backend, fast: Settings) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from api.directory import practitioner_answer
+    from indexer.availability import freshness
+
+    with sandbox("v", [CHEPY, KRISTIAN]) as server:
+        declare(loaded, "v", server.fhir_base, [CHEPY, KRISTIAN])
+        aggregator = Aggregator(loaded, fast)
+        run(aggregator)
+        answer = practitioner_answer(loaded, CHEPY.idnps, staleness_limit_s=900)
+        assert answer.slots and answer.stale_slots_hidden == 0
+        assert [s.start for s in answer.slots] == sorted(s.start for s in answer.slots)
+        # The vendor fails from now on: for 15 minutes its last good slots still show, then they hide.
+        httpx.post(server.url + "/_control", json={"error_rate": 1.0})
+        run(aggregator)
+        now = datetime.now(UTC)
+        assert freshness(loaded, now, 900).is_fresh({"vendor": "v", "idnps": CHEPY.idnps})
+        later = freshness(loaded, now + timedelta(minutes=16), 900)
+        assert not later.is_fresh({"vendor": "v", "idnps": CHEPY.idnps})
+        hidden = practitioner_answer(loaded, CHEPY.idnps, staleness_limit_s=0)
+        assert hidden.slots == [] and hidden.stale_slots_hidden == len(answer.slots)
+        assert len([d for d in indexed(loaded).values() if d["idnps"] == CHEPY.idnps]) >= len(answer.slots)

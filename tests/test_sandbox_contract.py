@@ -223,3 +223,32 @@ def test_the_checks_catch_a_non_conformant_answer() -> None:
     failed = {c[0] for c in check_answer(bundle, ["810002673899", "810100050075"], *window_) if not c[1]}
     # The agency's own example has one walk-in slot without a booking URL, which the kit requires.
     assert failed == {25}
+
+
+def test_the_client_follows_next_links(sandbox: SandboxServer) -> None:
+    start, end = window()
+    whole = fetch(sandbox, ["810100050075", "810002673899"], start, end)
+    v = vendor(sandbox)
+    calls: list[str] = []
+
+    async def paged():
+        async def record(request: httpx.Request) -> None:
+            calls.append(str(request.url))
+
+        async with make_client(v) as client:
+            client.event_hooks["request"] = [record]
+            # The vendor pages by 7: the first request asks for it, the next links carry it on.
+            original_get = client.get
+
+            async def get(url, params=None, **kw):
+                if params is not None:
+                    params = [*params, ("_count", "7")]
+                return await original_get(url, params=params, **kw)
+
+            client.get = get  # type: ignore[method-assign]
+            return await search_slots(client, v, ["810100050075", "810002673899"], start, end, datetime.now(UTC))
+
+    result = asyncio.run(paged())
+    assert [s.slot_id for s in result.slots] == [s.slot_id for s in whole.slots]
+    assert len(calls) == -(-len(whole.slots) // 7) > 1
+    assert result.rejected == {}
