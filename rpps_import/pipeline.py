@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from dispo.records import Position, PositionPrecision
+from dispo.records import Participation, Position, PositionPrecision, PracticeSite, Structure
 from dispo.settings import Settings
 from indexer.backend import Backend
 from indexer.documents import site_document, structure_document
@@ -20,9 +20,11 @@ from indexer.lifecycle import iterate_all, publish
 from indexer.registry import list_vendors
 from indexer.report import ImportReport, ImportSummary
 from rpps_import.finess import FinessReader
-from rpps_import.geocode import AddokGeocoder, Geocoder, Positioner
+from rpps_import.geocode import AddokGeocoder, CommuneGeocoder, Geocoder, Positioner
 from rpps_import.participations import ParticipationReader
 from rpps_import.rpps import RppsReader
+
+T = TypeVar("T")
 
 
 def _report_dir(settings: Settings) -> Path:
@@ -50,6 +52,28 @@ def make_geocoder(settings: Settings) -> Geocoder | None:
     )
 
 
+def _publish(
+    kind: str,
+    chunks: Iterator[list[T]],
+    to_docs: Callable[[list[T]], list[dict[str, Any]]],
+    report: ImportReport,
+    backend: Backend,
+    settings: Settings,
+    force: bool,
+    progress: Callable[[int], None] | None,
+) -> ImportSummary:
+    """Records chunk by chunk into documents, then through the index lifecycle, reporting progress."""
+
+    def batches() -> Iterator[list[dict[str, Any]]]:
+        for chunk in chunks:
+            docs = to_docs(chunk)
+            if progress is not None:
+                progress(report.summary.lines_read)
+            yield docs
+
+    return publish(backend, kind, batches(), report, settings.max_drop_ratio, force)
+
+
 def import_rpps(
     path: Path,
     backend: Backend,
@@ -65,18 +89,13 @@ def import_rpps(
         geocoder=geocoder if geocoder is not None else make_geocoder(settings),
     )
 
-    def batches() -> Iterator[list[dict[str, Any]]]:
-        for sites in reader.chunks():
-            positioner.place(sites)
-            docs = []
-            for site in sites:
-                report.position(site.position.precision.value if site.position else None)
-                docs.append(site_document(site))
-            if progress is not None:
-                progress(report.summary.lines_read)
-            yield docs
+    def to_docs(sites: list[PracticeSite]) -> list[dict[str, Any]]:
+        positioner.place(sites)
+        for site in sites:
+            report.position(site.position.precision.value if site.position else None)
+        return [site_document(site) for site in sites]
 
-    return publish(backend, "practice_sites", batches(), report, settings.max_drop_ratio, force)
+    return _publish("practice_sites", reader.chunks(), to_docs, report, backend, settings, force, progress)
 
 
 def import_finess(
@@ -88,23 +107,16 @@ def import_finess(
 ) -> ImportSummary:
     report = ImportReport("finess", str(path), _report_dir(settings))
     reader = FinessReader(path, report, chunk_size=settings.import_chunk_lines)
-    positioner = Positioner()
+    communes = CommuneGeocoder()
 
-    def batches() -> Iterator[list[dict[str, Any]]]:
-        for structures in reader.chunks():
-            docs = []
-            for structure in structures:
-                if structure.position is None:
-                    structure.position = positioner.communes.locate(
-                        structure.address.insee_code, structure.address.postcode
-                    )
-                report.position(structure.position.precision.value if structure.position else None)
-                docs.append(structure_document(structure))
-            if progress is not None:
-                progress(report.summary.lines_read)
-            yield docs
+    def to_docs(structures: list[Structure]) -> list[dict[str, Any]]:
+        for structure in structures:
+            if structure.position is None:
+                structure.position = communes.locate(structure.address.insee_code, structure.address.postcode)
+            report.position(structure.position.precision.value if structure.position else None)
+        return [structure_document(structure) for structure in structures]
 
-    return publish(backend, "structures", batches(), report, settings.max_drop_ratio, force)
+    return _publish("structures", reader.chunks(), to_docs, report, backend, settings, force, progress)
 
 
 def load_participations(
@@ -118,10 +130,7 @@ def load_participations(
     report = ImportReport("participations", str(path), _report_dir(settings))
     reader = ParticipationReader(path, report, {v.vendor_id for v in list_vendors(backend)})
 
-    def batches() -> Iterator[list[dict[str, Any]]]:
-        for chunk in reader.chunks():
-            if progress is not None:
-                progress(report.summary.lines_read)
-            yield [p.model_dump(mode="json") for p in chunk]
+    def to_docs(chunk: list[Participation]) -> list[dict[str, Any]]:
+        return [p.model_dump(mode="json") for p in chunk]
 
-    return publish(backend, "participations", batches(), report, settings.max_drop_ratio, force)
+    return _publish("participations", reader.chunks(), to_docs, report, backend, settings, force, progress)
