@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from types import TracebackType
@@ -22,20 +23,39 @@ def free_port() -> int:
 class SandboxServer:
     """`with SandboxServer(config) as url:` serves the vendor at `url` (its FHIR base is `url + '/fhir'`)."""
 
-    def __init__(self, config: SandboxConfig, port: int | None = None, clock=None) -> None:
+    def __init__(
+        self, config: SandboxConfig, port: int | None = None, clock=None, tls: tuple[str, str, str] | None = None
+    ) -> None:
+        """`tls` = (server certificate, server key, CA bundle): serve HTTPS and require a client certificate
+        signed by that CA, as vendors do with the platform's IGC-Santé certificate (mutual TLS)."""
         self.config = config
         self.port = port or free_port()
+        self.scheme = "https" if tls else "http"
         self.app = create_sandbox_app(config, clock=clock)
+        options: dict = {}
+        if tls:
+            options = {
+                "ssl_certfile": tls[0],
+                "ssl_keyfile": tls[1],
+                "ssl_ca_certs": tls[2],
+                "ssl_cert_reqs": ssl.CERT_REQUIRED,
+            }
         self._server = uvicorn.Server(
             uvicorn.Config(
-                self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, lifespan="off"
+                self.app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                **options,
             )
         )
         self._thread = threading.Thread(target=self._server.run, daemon=True, name=f"sandbox-{config.vendor_id}")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def fhir_base(self) -> str:
