@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -43,12 +43,16 @@ def ensure_slots_index(backend: Backend) -> str:
     return ensure_live(backend, KIND)
 
 
-def slot_document(slot: Slot, location: dict[str, float] | None) -> dict[str, Any]:
+def slot_document(slot: Slot, site: dict[str, Any]) -> dict[str, Any]:
+    """The slot's document: the record, plus what searches filter on from the site it belongs to."""
     doc = slot.model_dump(mode="json", exclude_none=True)
+    practitioner = site.get("practitioner") or {}
+    doc["profession_code"] = practitioner.get("profession_code")
+    doc["practitioner_specialties"] = [s["code"] for s in practitioner.get("specialties", [])]
+    if site.get("location") is not None:
+        doc["location"] = site["location"]
     stable = {k: v for k, v in doc.items() if k not in _VOLATILE}
     doc["content_hash"] = hashlib.blake2b(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
-    if location is not None:
-        doc["location"] = location
     return doc
 
 
@@ -124,7 +128,7 @@ def reconcile(
             unplaced[reason] = unplaced.get(reason, 0) + 1
             continue
         slot = slot.model_copy(update={"site_id": site["site_id"]})
-        doc = slot_document(slot, site.get("location"))
+        doc = slot_document(slot, site)
         seen.add(slot.slot_id)
         old = existing.get(slot.slot_id)
         if old is None:
@@ -151,6 +155,18 @@ class Freshness:
 
     fresh_vendors: set[str]
     stale_practitioners: dict[str, set[str]]  # vendor -> IDNPS
+    last_success: dict[str, datetime] = field(default_factory=dict)  # vendor -> its last successful batch
+    failing: dict[str, set[str]] = field(default_factory=dict)  # vendor -> IDNPS whose last batch failed
+
+    def age_s(self, slot_doc: dict[str, Any], now: datetime) -> float:
+        """How old the information is: since the vendor last confirmed this practitioner's agenda."""
+        vendor = slot_doc.get("vendor", "")
+        confirmed = datetime.fromisoformat(slot_doc["fetched_at"])
+        success = self.last_success.get(vendor)
+        failing = self.stale_practitioners.get(vendor, set()) | self.failing.get(vendor, set())
+        if success is not None and slot_doc.get("idnps") not in failing:
+            confirmed = max(confirmed, success)
+        return max(0.0, (now - confirmed).total_seconds())
 
     def is_fresh(self, slot_doc: dict[str, Any]) -> bool:
         vendor = slot_doc.get("vendor", "")
@@ -163,9 +179,14 @@ def freshness(backend: Backend, now: datetime, limit_s: float) -> Freshness:
     cutoff = now.timestamp() - limit_s
     fresh: set[str] = set()
     stale_practitioners: dict[str, set[str]] = {}
+    last_success: dict[str, datetime] = {}
+    failing_now: dict[str, set[str]] = {}
     for hit in backend.search(STATUS, GeoQuery(limit=1000)).hits:
         status = hit.doc
         success = status.get("last_success_at")
+        if success is not None:
+            last_success[status["vendor_id"]] = datetime.fromisoformat(success)
+        failing_now[status["vendor_id"]] = set(status.get("failing") or {})
         if success is not None and datetime.fromisoformat(success).timestamp() >= cutoff:
             fresh.add(status["vendor_id"])
         failing = {
@@ -175,4 +196,4 @@ def freshness(backend: Backend, now: datetime, limit_s: float) -> Freshness:
         }
         if failing:
             stale_practitioners[status["vendor_id"]] = failing
-    return Freshness(fresh, stale_practitioners)
+    return Freshness(fresh, stale_practitioners, last_success, failing_now)

@@ -35,6 +35,8 @@ class GeoQuery:
     lon: float | None = None
     radius_km: float | None = None
     filters: dict[str, list[str]] = field(default_factory=dict)
+    # Range name (mapping `_meta.ranges`) -> (lowest, highest) in epoch seconds, either end open.
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     text: str | None = None  # already folded (dispo.text.fold)
     limit: int = 20
     after: tuple[Any, ...] | None = None

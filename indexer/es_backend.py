@@ -153,6 +153,21 @@ class ElasticsearchBackend(Backend):
                 clauses.append({"terms": {known[name]: list(values)}})
         return clauses
 
+    @staticmethod
+    def _range_clauses(kind: str, ranges: dict[str, tuple[float | None, float | None]]) -> list[dict[str, Any]]:
+        known = definition(kind).ranges
+        clauses = []
+        for name, (low, high) in sorted(ranges.items()):
+            if name not in known:
+                raise KeyError(f"unknown range {name!r}")
+            bounds: dict[str, Any] = {"format": "epoch_second"}
+            if low is not None:
+                bounds["gte"] = int(low)
+            if high is not None:
+                bounds["lte"] = int(high)
+            clauses.append({"range": {known[name]: bounds}})
+        return clauses
+
     def count(self, kind: str, filters: dict[str, list[str]] | None = None, index: str | None = None) -> int:
         target = index or self.alias(kind)
         query = {"bool": {"filter": self._filter_clauses(kind, filters or {})}}
@@ -169,7 +184,7 @@ class ElasticsearchBackend(Backend):
 
     def search(self, kind: str, query: GeoQuery) -> SearchPage:
         spec = definition(kind)
-        filters = self._filter_clauses(kind, query.filters)
+        filters = self._filter_clauses(kind, query.filters) + self._range_clauses(kind, query.ranges)
         must: list[dict[str, Any]] = []
         if query.text:
             must.append({"match_bool_prefix": {spec.text_field: {"query": query.text, "operator": "and"}}})

@@ -29,6 +29,11 @@ _LAT_STEP = 180.0 / 2**32
 _LON_STEP = 360.0 / 2**32
 
 
+def _epoch(value: str) -> float:
+    """A date field's value in epoch seconds (ISO 8601 with an offset, as the records dump them)."""
+    return datetime.fromisoformat(value).timestamp()
+
+
 def _quantise(lat: float, lon: float) -> tuple[float, float]:
     return math.floor(lat / _LAT_STEP) * _LAT_STEP, math.floor(lon / _LON_STEP) * _LON_STEP
 
@@ -49,6 +54,13 @@ CREATE TABLE IF NOT EXISTS terms (
     PRIMARY KEY (field, value, doc)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS terms_by_doc ON terms (doc);
+CREATE TABLE IF NOT EXISTS nums (
+    field TEXT NOT NULL,
+    value REAL NOT NULL,
+    doc INTEGER NOT NULL,
+    PRIMARY KEY (field, value, doc)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nums_by_doc ON nums (doc);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(text, tokenize = 'unicode61 remove_diacritics 2');
 """
 
@@ -134,7 +146,7 @@ class SqliteBackend(Backend):
 
     @staticmethod
     def _drop_side_rows(db: sqlite3.Connection, rowid: int) -> None:
-        for table, column in (("geo", "rowid"), ("terms", "doc"), ("fts", "rowid")):
+        for table, column in (("geo", "rowid"), ("terms", "doc"), ("nums", "doc"), ("fts", "rowid")):
             db.execute(f"DELETE FROM {table} WHERE {column} = ?", (rowid,))
 
     def write(self, index: str, docs: Iterable[dict[str, Any]]) -> int:
@@ -142,7 +154,7 @@ class SqliteBackend(Backend):
         n = 0
         with self._transaction(index) as db:
             for doc in docs:
-                self._upsert(db, spec.id_field, spec.location_field, spec.text_field, spec.filters, doc)
+                self._upsert(db, spec.id_field, spec.location_field, spec.text_field, spec.filters, doc, spec.ranges)
                 n += 1
         return n
 
@@ -154,6 +166,7 @@ class SqliteBackend(Backend):
         text_field: str | None,
         filters: dict[str, str],
         doc: dict[str, Any],
+        ranges: dict[str, str] | None = None,
     ) -> None:
         doc_id = doc[id_field]
         old = db.execute("SELECT rowid FROM docs WHERE id = ?", (doc_id,)).fetchone()
@@ -175,6 +188,10 @@ class SqliteBackend(Backend):
             db.execute("INSERT INTO geo VALUES (?, ?, ?, ?, ?)", (rowid, lat, lat, lon, lon))
         rows = {(name, value, rowid) for name, path in filters.items() for value in field_values(doc, path)}
         db.executemany("INSERT OR IGNORE INTO terms (field, value, doc) VALUES (?, ?, ?)", rows)
+        nums = {
+            (name, _epoch(value), rowid) for name, path in (ranges or {}).items() for value in field_values(doc, path)
+        }
+        db.executemany("INSERT OR IGNORE INTO nums (field, value, doc) VALUES (?, ?, ?)", nums)
         text = doc.get(text_field) if text_field else None
         if text:
             db.execute("INSERT INTO fts (rowid, text) VALUES (?, ?)", (rowid, text))
@@ -254,10 +271,25 @@ class SqliteBackend(Backend):
         return orjson.loads(row[0]) if row else None
 
     @staticmethod
-    def _filter_sql(kind: str, filters: dict[str, list[str]]) -> tuple[list[str], dict[str, Any]]:
+    def _filter_sql(
+        kind: str, filters: dict[str, list[str]], ranges: dict[str, tuple[float | None, float | None]] | None = None
+    ) -> tuple[list[str], dict[str, Any]]:
         known = definition(kind).filters
         where: list[str] = []
         params: dict[str, Any] = {}
+        known_ranges = definition(kind).ranges
+        for i, (name, (low, high)) in enumerate(sorted((ranges or {}).items())):
+            if name not in known_ranges:
+                raise KeyError(f"unknown range {name!r}")
+            conds = [f"field = :rn{i}"]
+            params[f"rn{i}"] = name
+            if low is not None:
+                conds.append(f"value >= :rlo{i}")
+                params[f"rlo{i}"] = low
+            if high is not None:
+                conds.append(f"value <= :rhi{i}")
+                params[f"rhi{i}"] = high
+            where.append(f"d.rowid IN (SELECT doc FROM nums WHERE {' AND '.join(conds)})")
         for i, (name, values) in enumerate(sorted(filters.items())):
             if name not in known:
                 raise KeyError(f"unknown filter {name!r}")
@@ -275,7 +307,7 @@ class SqliteBackend(Backend):
         db = self._live_db(kind)
         if db is None:
             return SearchPage(hits=[], total=0)
-        where, params = self._filter_sql(kind, query.filters)
+        where, params = self._filter_sql(kind, query.filters, query.ranges)
         if query.text:
             tokens = query.text.split()
             if tokens:

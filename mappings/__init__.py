@@ -42,6 +42,11 @@ class IndexDefinition:
         """Filter name -> dotted field path."""
         return dict(self.meta["filters"])
 
+    @property
+    def ranges(self) -> dict[str, str]:
+        """Range name -> dotted path of a date field (filtered in epoch seconds)."""
+        return dict(self.meta.get("ranges") or {})
+
     def field_paths(self) -> set[str]:
         """Every leaf field path the mapping declares."""
         out: set[str] = set()

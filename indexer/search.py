@@ -1,0 +1,478 @@
+"""Regulator search: the nearest practitioners with a free slot in the window, neutral and explained.
+
+A search is a pipeline of small steps on one query:
+    resolve the place -> choose the radius steps -> gather candidates (slots in the circle, fresh vendors,
+    filters) -> enlarge until enough practitioners have slots -> rank (groups, distance bands, seeded
+    shuffle; never the vendor) -> page -> cards (slots grouped by day) -> explanation.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from importlib import resources
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from dispo.geo import department_of_insee, department_of_postcode, gazetteer
+from dispo.text import fold
+from indexer.availability import freshness
+from indexer.backend import Backend, GeoQuery, InvalidCursor
+
+PARIS = ZoneInfo("Europe/Paris")
+MIN_WITH_SLOTS = 5  # the agency's radii aim at about five practitioners with slots
+BAND_KM = 0.3  # practitioners within the same 300 m band are "at the same distance": shuffled, not sorted
+BUCKETS_H = {
+    "0-4h": (0, 4),
+    "4-8h": (4, 8),
+    "8-12h": (8, 12),
+    "12-24h": (12, 24),
+    "24-48h": (24, 48),
+    "48-72h": (48, 72),
+}
+MODALITIES = {"practice": "AMB", "home": "HH", "tele": "VR", "AMB": "AMB", "HH": "HH", "VR": "VR"}
+SLOT_TYPES = {"PUBLIC", "PRO", "SNP", "CPTS"}
+SCAN_PAGE = 2000
+
+
+class SearchError(ValueError):
+    """Bad search input: the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class RadiusRule:
+    city_km: float
+    step_km: float
+    county_km: float
+    barycentre: tuple[float, float] | None
+    source: str  # "sas-2025" or "fallback"
+
+
+# Departments the agency published no radius for (zeros in the table) or that are missing from it.
+# Mayotte is ~40 km across, Guyane's population lives along a 300 km coast: radii sized accordingly.
+FALLBACK_RULES = {
+    "976": RadiusRule(10, 10, 40, (-12.7806, 45.2279), "fallback"),
+    "973": RadiusRule(30, 30, 300, (4.9372, -52.3260), "fallback"),
+}
+DEFAULT_RULE = RadiusRule(20, 10, 100, None, "fallback")
+
+
+@cache
+def radius_table() -> dict[str, RadiusRule]:
+    rules: dict[str, RadiusRule] = {}
+    with (resources.files("dispo") / "data" / "sas_search_radius_2025.csv").open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            city, county = float(row["cityDefaultRadius"]), float(row["countyRadius"])
+            if city <= 0 or county <= 0:
+                continue
+            rules[row["code"]] = RadiusRule(
+                city,
+                float(row["enlargementValue"]) or city,
+                county,
+                (float(row["barycentreCityLat"]), float(row["barycentreCityLon"])),
+                "sas-2025",
+            )
+    return rules
+
+
+def rule_for(department: str | None) -> RadiusRule:
+    if department is None:
+        return DEFAULT_RULE
+    return radius_table().get(department) or FALLBACK_RULES.get(department) or DEFAULT_RULE
+
+
+@dataclass(frozen=True)
+class Place:
+    lat: float
+    lon: float
+    precision: str  # point | address | municipality | postcode | department
+    zone: bool  # a zone (department, postcode, commune) is ordered by seeded shuffle only
+    department: str | None
+    label: str | None = None
+
+
+def resolve_place(
+    *,
+    lat: float | None = None,
+    lon: float | None = None,
+    address: str | None = None,
+    postcode: str | None = None,
+    insee: str | None = None,
+    department: str | None = None,
+    geocoder: Any = None,
+) -> Place:
+    gaz = gazetteer()
+    if (lat is None) != (lon is None):
+        raise SearchError("give both lat and lon, or neither")
+    if lat is not None and lon is not None:
+        nearest = _nearest_department(lat, lon)
+        return Place(lat, lon, "point", False, nearest)
+    if department:
+        dep = department.upper().zfill(2) if department.isdigit() else department.upper()
+        rule = rule_for(dep)
+        if rule.barycentre is None:
+            raise SearchError(f"unknown department {department!r}")
+        return Place(rule.barycentre[0], rule.barycentre[1], "department", True, dep, f"département {dep}")
+    if insee:
+        commune = gaz.commune(insee.upper())
+        if commune is None:
+            raise SearchError(f"no commune with INSEE code {insee!r}")
+        return Place(
+            commune.lat, commune.lon, "municipality", True, commune.department, f"{commune.name} ({commune.insee})"
+        )
+    if postcode:
+        area = gaz.postcode_area(postcode)
+        if area is None:
+            raise SearchError(f"no commune with postcode {postcode!r}")
+        return Place(area.lat, area.lon, "postcode", True, department_of_postcode(postcode), postcode)
+    if address:
+        return _geocode_address(address, geocoder)
+    raise SearchError("give a location: address, lat and lon, postcode, INSEE code or department")
+
+
+def _geocode_address(address: str, geocoder: Any) -> Place:
+    """The geocoder when configured; offline, the postcode or commune named in the address."""
+    if geocoder is not None:
+        found = geocoder.geocode_one(address)
+        if found is not None:
+            return Place(
+                found.lat, found.lon, found.precision.value, False, _nearest_department(found.lat, found.lon), address
+            )
+    gaz = gazetteer()
+    words = address.replace(",", " ").split()
+    for word in words:
+        if len(word) == 5 and word.isdigit():
+            area = gaz.postcode_area(word)
+            if area is not None:
+                return Place(area.lat, area.lon, "postcode", False, department_of_postcode(word), address)
+    wanted = fold(address)
+    best = None
+    for commune in gaz.communes.values():
+        name = fold(commune.name)
+        if name and f" {name} " in f" {wanted} " and (best is None or len(name) > len(fold(best.name))):
+            best = commune
+    if best is not None:
+        return Place(best.lat, best.lon, "municipality", False, best.department, address)
+    raise SearchError(f"the address {address!r} could not be located: add its postcode or commune")
+
+
+def _nearest_department(lat: float, lon: float) -> str | None:
+    from dispo.geo import haversine_km
+
+    gaz = gazetteer()
+    best = min(gaz.communes.values(), key=lambda c: haversine_km(lat, lon, c.lat, c.lon), default=None)
+    return department_of_insee(best.insee) if best else None
+
+
+@dataclass
+class SearchRequest:
+    lat: float | None = None
+    lon: float | None = None
+    address: str | None = None
+    postcode: str | None = None
+    insee: str | None = None
+    department: str | None = None
+    specialty: str | None = None
+    profession: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    within: list[str] = field(default_factory=list)
+    slot_types: list[str] = field(default_factory=list)
+    modalities: list[str] = field(default_factory=list)
+    appointment: str | None = None  # "with" (ROUTINE) or "without" (WALKIN)
+    via: list[str] = field(default_factory=list)
+    extra_patients: bool | None = None
+    preferred: str | None = None
+    radius_km: float | None = None
+    include_without_slots: bool = False
+    seed: int | None = None
+    limit: int = 10
+    cursor: str | None = None
+
+
+@dataclass
+class Candidate:
+    site_id: str
+    idnps: str
+    distance_km: float
+    slots: list[dict[str, Any]]
+    group: int = 2
+    key: tuple[Any, ...] = ()
+
+
+def _window(req: SearchRequest, now: datetime) -> tuple[datetime, datetime]:
+    local = now.astimezone(PARIS)
+    start = req.start or now
+    end = req.end or (local + timedelta(days=2)).replace(hour=23, minute=59, second=59, microsecond=0)
+    if end <= start:
+        raise SearchError("the window must end after it starts")
+    if end < now:
+        raise SearchError("the window is in the past")
+    return max(start, now), end
+
+
+def _shuffle_key(seed: int, site_id: str) -> str:
+    return hashlib.blake2b(f"{seed}:{site_id}".encode(), digest_size=8).hexdigest()
+
+
+def encode_search_cursor(state: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(state)).decode().rstrip("=")
+
+
+def decode_search_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        state = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(state, dict) or not {"seed", "offset", "radius_km"} <= set(state):
+            raise ValueError
+        return state
+    except ValueError as exc:
+        raise InvalidCursor("the cursor is not one this API returned") from exc
+
+
+def run_search(
+    backend: Backend,
+    req: SearchRequest,
+    now: datetime | None = None,
+    staleness_limit_s: float = 900.0,
+    geocoder: Any = None,
+) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    state = decode_search_cursor(req.cursor) if req.cursor else None
+    if req.specialty and req.profession:
+        raise SearchError("give a specialty or a profession, not both")
+    specialty = None if req.profession else (req.specialty or "SM54")
+    place = resolve_place(
+        lat=req.lat,
+        lon=req.lon,
+        address=req.address,
+        postcode=req.postcode,
+        insee=req.insee,
+        department=req.department,
+        geocoder=geocoder,
+    )
+    start, end = _window(req, now)
+    seed = state["seed"] if state else (req.seed if req.seed is not None else random.randrange(2**31))
+    fresh = freshness(backend, now, staleness_limit_s)
+    filters = _slot_filters(req, specialty, fresh.fresh_vendors)
+    ranges = _time_ranges(req, start, end, now)
+    rule = rule_for(place.department)
+    steps = _radius_steps(req, place, rule, state)
+    tried: list[dict[str, Any]] = []
+    candidates: dict[str, Candidate] = {}
+    radius = steps[-1]
+    for radius in steps:
+        candidates = _gather(backend, place, radius, filters, ranges, fresh)
+        tried.append({"radius_km": radius, "practitioners_with_slots": len({c.idnps for c in candidates.values()})})
+        if len({c.idnps for c in candidates.values()}) >= MIN_WITH_SLOTS:
+            break
+    ranked = _rank(backend, list(candidates.values()), place, seed, req)
+    if req.include_without_slots:
+        ranked += _without_slots(backend, place, radius, specialty, req.profession, set(candidates), seed)
+    offset = state["offset"] if state else 0
+    page = ranked[offset : offset + req.limit]
+    in_reach = _count_in_reach(backend, place, radius, specialty, req.profession)
+    with_slots = len({c.idnps for c in candidates.values()})
+    next_offset = offset + len(page)
+    return {
+        "place": place,
+        "radius_km": radius,
+        "radius_rule": rule,
+        "window": (start, end),
+        "seed": seed,
+        "specialty": specialty,
+        "profession": req.profession,
+        "cards": page,
+        "total": len(ranked),
+        "next_cursor": encode_search_cursor({"seed": seed, "offset": next_offset, "radius_km": radius})
+        if next_offset < len(ranked)
+        else None,
+        "explanation": {
+            "radius_steps": tried,
+            "practitioners_in_reach": in_reach,
+            "practitioners_with_slots": with_slots,
+            "practitioners_without_slots": max(0, in_reach - with_slots),
+            "stale_vendors": sorted(set(_vendors_with_slots(backend)) - fresh.fresh_vendors),
+        },
+        "now": now,
+    }
+
+
+def _slot_filters(req: SearchRequest, specialty: str | None, fresh_vendors: set[str]) -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {"vendor": sorted(fresh_vendors) or ["-none-"]}
+    if specialty:
+        filters["practitioner_specialty"] = [specialty]
+    if req.profession:
+        filters["profession"] = [req.profession]
+    if req.slot_types:
+        unknown = [t for t in req.slot_types if t not in SLOT_TYPES]
+        if unknown:
+            raise SearchError(f"unknown slot type(s) {', '.join(unknown)}: use PUBLIC, PRO, SNP or CPTS")
+        filters["type"] = list(req.slot_types)
+    if req.modalities:
+        unknown = [m for m in req.modalities if m not in MODALITIES]
+        if unknown:
+            raise SearchError(f"unknown modality {', '.join(unknown)}: use practice, home or tele")
+        filters["modality"] = sorted({MODALITIES[m] for m in req.modalities})
+    if req.appointment:
+        if req.appointment not in ("with", "without"):
+            raise SearchError("appointment is 'with' or 'without'")
+        filters["appointment_type"] = ["ROUTINE" if req.appointment == "with" else "WALKIN"]
+    return filters
+
+
+def _time_ranges(
+    req: SearchRequest, start: datetime, end: datetime, now: datetime
+) -> dict[str, tuple[float | None, float | None]]:
+    low, high = start.timestamp(), end.timestamp()
+    if req.within:
+        unknown = [b for b in req.within if b not in BUCKETS_H]
+        if unknown:
+            raise SearchError(f"unknown bucket(s) {', '.join(unknown)}: use {', '.join(BUCKETS_H)}")
+        lows = [now.timestamp() + BUCKETS_H[b][0] * 3600 for b in req.within]
+        highs = [now.timestamp() + BUCKETS_H[b][1] * 3600 for b in req.within]
+        low, high = max(low, min(lows)), min(high, max(highs))
+    return {"start": (low, high)}
+
+
+def _radius_steps(req: SearchRequest, place: Place, rule: RadiusRule, state: dict[str, Any] | None) -> list[float]:
+    if state is not None:
+        return [float(state["radius_km"])]
+    if req.radius_km is not None:
+        if not 0 < req.radius_km <= 500:
+            raise SearchError("radius_km must be above 0 and at most 500")
+        return [req.radius_km]
+    if place.precision == "department":
+        return [rule.county_km]
+    steps, r = [], rule.city_km
+    while r < rule.county_km:
+        steps.append(r)
+        r += rule.step_km
+    steps.append(rule.county_km)
+    return steps
+
+
+def _gather(
+    backend: Backend,
+    place: Place,
+    radius: float,
+    filters: dict[str, list[str]],
+    ranges: dict[str, tuple[float | None, float | None]],
+    fresh: Any,
+) -> dict[str, Candidate]:
+    """Every site with at least one matching free slot in the circle, nearest first (slots scanned by distance)."""
+    candidates: dict[str, Candidate] = {}
+    after = None
+    while True:
+        page = backend.search(
+            "slots",
+            GeoQuery(
+                lat=place.lat,
+                lon=place.lon,
+                radius_km=radius,
+                filters=filters,
+                ranges=ranges,
+                limit=SCAN_PAGE,
+                after=after,
+            ),
+        )
+        for hit in page.hits:
+            doc = hit.doc
+            if not fresh.is_fresh(doc) or not doc.get("site_id"):
+                continue
+            cand = candidates.get(doc["site_id"])
+            if cand is None:
+                cand = candidates[doc["site_id"]] = Candidate(doc["site_id"], doc["idnps"], hit.distance_km or 0.0, [])
+            cand.slots.append(doc)
+        if len(page.hits) < SCAN_PAGE:
+            return candidates
+        after = page.next_after
+
+
+def _participations(backend: Backend, idnps: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(idnps), 500):
+        chunk = idnps[i : i + 500]
+        out.update(
+            {
+                h.doc["idnps"]: h.doc
+                for h in backend.search("participations", GeoQuery(filters={"idnps": chunk}, limit=len(chunk))).hits
+            }
+        )
+    return out
+
+
+def _rank(
+    backend: Backend, candidates: list[Candidate], place: Place, seed: int, req: SearchRequest
+) -> list[Candidate]:
+    participations = _participations(backend, sorted({c.idnps for c in candidates}))
+    kept = []
+    for c in candidates:
+        p = participations.get(c.idnps)
+        if req.via and (p is None or p.get("via") not in req.via):
+            continue
+        if req.extra_patients is not None and (p is None or bool(p.get("extra_patients")) != req.extra_patients):
+            continue
+        c.group = 0 if req.preferred and c.idnps == req.preferred else (1 if p and p.get("active") else 2)
+        band = 0 if place.zone else int(c.distance_km // BAND_KM)
+        c.key = (c.group, band, _shuffle_key(seed, c.site_id))
+        c.slots.sort(key=lambda d: (d["start"], d["slot_id"]))
+        kept.append(c)
+    return sorted(kept, key=lambda c: c.key)
+
+
+def _without_slots(
+    backend: Backend,
+    place: Place,
+    radius: float,
+    specialty: str | None,
+    profession: str | None,
+    with_slots: set[str],
+    seed: int,
+) -> list[Candidate]:
+    filters = {"specialty": [specialty]} if specialty else {"profession": [profession or ""]}
+    out = []
+    after = None
+    while True:
+        page = backend.search(
+            "practice_sites",
+            GeoQuery(lat=place.lat, lon=place.lon, radius_km=radius, filters=filters, limit=SCAN_PAGE, after=after),
+        )
+        for hit in page.hits:
+            if hit.doc["site_id"] in with_slots:
+                continue
+            band = 0 if place.zone else int((hit.distance_km or 0) // BAND_KM)
+            out.append(
+                Candidate(
+                    hit.doc["site_id"],
+                    hit.doc["practitioner"]["idnps"],
+                    hit.distance_km or 0.0,
+                    [],
+                    3,
+                    (3, band, _shuffle_key(seed, hit.doc["site_id"])),
+                )
+            )
+        if len(page.hits) < SCAN_PAGE:
+            return sorted(out, key=lambda c: c.key)
+        after = page.next_after
+
+
+def _count_in_reach(
+    backend: Backend, place: Place, radius: float, specialty: str | None, profession: str | None
+) -> int:
+    filters = {"specialty": [specialty]} if specialty else {"profession": [profession or ""]}
+    return backend.search(
+        "practice_sites", GeoQuery(lat=place.lat, lon=place.lon, radius_km=radius, filters=filters, limit=1)
+    ).total
+
+
+def _vendors_with_slots(backend: Backend) -> list[str]:
+    from indexer.status import STATUS
+
+    return [h.doc["vendor_id"] for h in backend.search(STATUS, GeoQuery(limit=1000)).hits]
