@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dispo.settings import Settings
+from indexer.search import PARIS
 
 app = typer.Typer(help="Dispo: national directory and availability index for the SAS.", no_args_is_help=True)
 import_app = typer.Typer(
@@ -140,8 +141,8 @@ def import_finess_cmd(
     _run_import("finess", file, force)
 
 
-@app.command()
-def search(
+@app.command("sites")
+def sites(
     lat: Annotated[float | None, typer.Option()] = None,
     lon: Annotated[float | None, typer.Option()] = None,
     postcode: Annotated[str | None, typer.Option()] = None,
@@ -516,6 +517,7 @@ def sandbox(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     vendors: Annotated[int, typer.Option(help="start this many vendors over the directory and register them")] = 0,
     latency_ms: Annotated[float, typer.Option(help="with --vendors: maximum answer latency")] = 0.0,
+    participations: Annotated[Path | None, typer.Option(help="with --vendors: participation CSV to load")] = None,
 ) -> None:
     """Serve vendor sandboxes implementing the vendor side of the SAS contract (FHIR base: /fhir).
 
@@ -534,7 +536,12 @@ def sandbox(
         from editor_sandbox.fleet import start_fleet
 
         servers = start_fleet(
-            _backend(Settings()), vendors, base_port=port, latency_ms_min=latency_ms / 3, latency_ms_max=latency_ms
+            _backend(Settings()),
+            vendors,
+            base_port=port,
+            participations=participations,
+            latency_ms_min=latency_ms / 3,
+            latency_ms_max=latency_ms,
         )
         for s in servers:
             err.print(
@@ -556,6 +563,113 @@ def sandbox(
         raise typer.Exit(2) from exc
     err.print(f"sandbox {cfg.vendor_id}: {len(cfg.practitioners)} practitioners, FHIR base http://{host}:{port}/fhir")
     uvicorn.run(create_sandbox_app(cfg), host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="output folder")],
+    scale: Annotated[str, typer.Option(help="department | region | national")] = "department",
+    seed: Annotated[int, typer.Option()] = 0,
+    vendors: Annotated[int, typer.Option(help="sandbox vendors the participants are spread over")] = 3,
+) -> None:
+    """Deterministic data in the real formats: a PS_LibreAcces file and a participation CSV."""
+    from bench.generate import SCALES
+    from bench.generate import generate as run
+
+    if scale not in (*SCALES, "national"):
+        err.print(f"[red]error:[/] unknown scale {scale!r}: department, region or national")
+        raise typer.Exit(2)
+    written = run(out, scale, seed, vendors)
+    console.print(f"{written['lines']:,} lines ({written['gps']:,} GPs) -> {written['rpps']}")
+    console.print(
+        f"{written['participants']:,} participants over {len(written['vendors'])} vendors "
+        f"-> {written['participations']}"
+    )
+
+
+@app.command()
+def search(
+    address: Annotated[str | None, typer.Option(help="the patient's address")] = None,
+    lat: Annotated[float | None, typer.Option()] = None,
+    lon: Annotated[float | None, typer.Option()] = None,
+    postcode: Annotated[str | None, typer.Option()] = None,
+    insee: Annotated[str | None, typer.Option()] = None,
+    department: Annotated[str | None, typer.Option()] = None,
+    specialty: Annotated[str | None, typer.Option(help="savoir-faire code (default SM54)")] = None,
+    profession: Annotated[str | None, typer.Option()] = None,
+    within: Annotated[list[str] | None, typer.Option(help="0-4h, 4-8h, ..., 48-72h")] = None,
+    modality: Annotated[list[str] | None, typer.Option(help="practice, home, tele")] = None,
+    slot_type: Annotated[list[str] | None, typer.Option(help="PUBLIC, PRO, SNP, CPTS")] = None,
+    preferred: Annotated[str | None, typer.Option(help="the patient's doctor (IDNPS)")] = None,
+    radius: Annotated[float | None, typer.Option(help="km (default: the SAS table)")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option()] = 10,
+    cursor: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The regulator search: nearest practitioners with a free slot, neutral and explained."""
+    from api.search import build_answer
+    from indexer.search import SearchError, SearchRequest, run_search
+
+    settings = Settings()
+    backend = _backend(settings)
+    req = SearchRequest(
+        address=address,
+        lat=lat,
+        lon=lon,
+        postcode=postcode,
+        insee=insee,
+        department=department,
+        specialty=specialty,
+        profession=profession,
+        within=within or [],
+        modalities=modality or [],
+        slot_types=slot_type or [],
+        preferred=preferred,
+        radius_km=radius,
+        seed=seed,
+        limit=limit,
+        cursor=cursor,
+    )
+    try:
+        answer = build_answer(
+            backend, settings, run_search(backend, req, staleness_limit_s=settings.staleness_limit_s), req
+        )
+    except SearchError as exc:
+        err.print(f"[red]invalid search:[/] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        sys.stdout.write(answer.model_dump_json(indent=2) + "\n")
+        return
+    e = answer.explanation
+    console.print(
+        f"[bold]{answer.place.label or f'{answer.place.lat:.4f},{answer.place.lon:.4f}'}[/] "
+        f"({answer.place.precision}), radius {answer.radius_km:g} km ({e.radius_source}), seed {answer.seed}"
+    )
+    table = Table(title=f"{answer.total} practitioner(s) with a free slot")
+    for col in ("#", "km", "practitioner", "site", "phone", "today", "tomorrow", "day after", "group"):
+        table.add_column(col)
+    for c in answer.cards:
+
+        def times(day: str, card=c) -> str:
+            return " ".join(s.start.astimezone(PARIS).strftime("%H:%M") for s in card.slots[day][:4])
+
+        table.add_row(
+            str(c.rank),
+            f"{c.distance_km:.1f}",
+            c.practitioner.name,
+            c.site.address or "",
+            c.site.phone or "",
+            times("today"),
+            times("tomorrow"),
+            times("day_after"),
+            c.group,
+        )
+    console.print(table)
+    if e.message:
+        console.print(e.message)
+    if answer.next_cursor:
+        console.print(f"more: --cursor {answer.next_cursor}")
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -35,6 +35,8 @@ class SandboxPractitioner(BaseModel):
 
 
 class SandboxConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt knob is an error, not a silent default
+
     vendor_id: str = "sandbox"
     name: str = "Sandbox vendor"
     seed: int = 0

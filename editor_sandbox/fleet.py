@@ -7,12 +7,15 @@ and every practitioner's participation names the vendor that serves them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dispo.records import Participation, Vendor
+from dispo.settings import Settings
 from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite
-from editor_sandbox.server import SandboxServer
+from editor_sandbox.server import SandboxServer, free_port
 from indexer.backend import Backend
 from indexer.lifecycle import iterate_all
-from indexer.registry import save_participation, save_vendor
+from indexer.registry import participants, save_participation, save_vendor
 
 VENDOR_NAMES = ["Agenda Alpha", "Bêta Santé", "Cabinet Connect", "Doc Delta", "Epsilon RDV"]
 
@@ -65,20 +68,45 @@ def directory_practitioners(backend: Backend) -> list[SandboxPractitioner]:
 
 
 def start_fleet(
-    backend: Backend, n_vendors: int, seed: int = 0, base_port: int | None = None, **knobs: float
+    backend: Backend,
+    n_vendors: int,
+    seed: int = 0,
+    base_port: int | None = None,
+    participations: Path | None = None,
+    settings: Settings | None = None,
+    **knobs: float,
 ) -> list[SandboxServer]:
-    """Start `n_vendors` sandboxes over the directory's practitioners and register them; returns the servers."""
-    practitioners = directory_practitioners(backend)
-    servers = []
-    for i in range(n_vendors):
-        vendor_id = f"sandbox-{chr(ord('a') + i)}"
-        mine = practitioners[i::n_vendors]
-        config = SandboxConfig(
-            vendor_id=vendor_id, name=VENDOR_NAMES[i % len(VENDOR_NAMES)], seed=seed + i, practitioners=mine, **knobs
+    """Start `n_vendors` sandboxes (`sandbox-a`, `sandbox-b`, ...) and register them; returns the servers.
+
+    With a participation CSV, it is loaded (with its report) once the vendors exist and each vendor serves
+    its participants; without one, the directory's placed practitioners are dealt round robin."""
+    vendor_ids = [f"sandbox-{chr(ord('a') + i)}" for i in range(n_vendors)]
+    ports = [base_port + i if base_port else free_port() for i in range(n_vendors)]
+    names = {v: VENDOR_NAMES[i % len(VENDOR_NAMES)] for i, v in enumerate(vendor_ids)}
+    for vendor_id, port in zip(vendor_ids, ports, strict=True):
+        save_vendor(
+            backend, Vendor(vendor_id=vendor_id, name=names[vendor_id], base_url=f"http://127.0.0.1:{port}/fhir")
         )
-        server = SandboxServer(config, port=base_port + i if base_port else None).start()
-        servers.append(server)
-        save_vendor(backend, Vendor(vendor_id=vendor_id, name=config.name, base_url=server.fhir_base))
-        for p in mine:
-            save_participation(backend, Participation(idnps=p.idnps, vendors=[vendor_id]))
+    practitioners = {p.idnps: p for p in directory_practitioners(backend)}
+    serving: dict[str, list[SandboxPractitioner]] = {v: [] for v in vendor_ids}
+    if participations is not None:
+        from rpps_import.pipeline import load_participations
+
+        load_participations(participations, backend, settings or Settings(), force=True)
+        for vendor_id in vendor_ids:
+            serving[vendor_id] = [
+                practitioners[p.idnps] for p in participants(backend, vendor_id) if p.idnps in practitioners
+            ]
+    else:
+        ordered = [practitioners[k] for k in sorted(practitioners)]
+        for i, vendor_id in enumerate(vendor_ids):
+            serving[vendor_id] = ordered[i::n_vendors]
+            for p in serving[vendor_id]:
+                save_participation(backend, Participation(idnps=p.idnps, vendors=[vendor_id]))
+    servers = []
+    for i, (vendor_id, port) in enumerate(zip(vendor_ids, ports, strict=True)):
+        config = SandboxConfig(
+            vendor_id=vendor_id, name=names[vendor_id], seed=seed + i, practitioners=serving[vendor_id], **knobs
+        )
+        servers.append(SandboxServer(config, port=port).start())
     return servers

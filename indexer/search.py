@@ -46,6 +46,15 @@ class SearchError(ValueError):
     """Bad search input: the message says what to fix."""
 
 
+@cache
+def known_specialties() -> frozenset[str]:
+    """Savoir-faire codes (TRE_R38 / TRE_G15) from the shipped correspondence table."""
+    with (resources.files("dispo") / "data" / "correspondance_profession_savoirfaire.csv").open(
+        encoding="utf-8-sig"
+    ) as fh:
+        return frozenset(row["Code savoir-faire"].strip() for row in csv.DictReader(fh) if row["Code savoir-faire"])
+
+
 @dataclass(frozen=True)
 class RadiusRule:
     city_km: float
@@ -248,6 +257,8 @@ def run_search(
     if req.specialty and req.profession:
         raise SearchError("give a specialty or a profession, not both")
     specialty = None if req.profession else (req.specialty or "SM54")
+    if specialty and specialty not in known_specialties():
+        raise SearchError(f"unknown specialty code {specialty!r}: use a savoir-faire code such as SM54")
     place = resolve_place(
         lat=req.lat,
         lon=req.lon,

@@ -14,13 +14,11 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 PORT="${DISPO_PORT:-$(free_port)}"
 SANDBOX_PORT="${DISPO_SANDBOX_PORT:-$(free_port)}"
 
-# The national samples: from the shared data folder when present, else the copies shipped here.
+# The FINESS sample: from the shared data folder when present, else the copy shipped here.
 SHARED="$(cd "${SHARED_DATA:-$ROOT/../shared/data}" 2>/dev/null && pwd || echo /nonexistent)"
-if [ -f "$SHARED/rpps/PS_LibreAcces_Personne_activite_sample.txt" ]; then
-  RPPS="$SHARED/rpps/PS_LibreAcces_Personne_activite_sample.txt"
+if [ -f "$SHARED/finess/etalab_flat_sample_dep01_20201231.csv" ]; then
   FINESS="$SHARED/finess/etalab_flat_sample_dep01_20201231.csv"
 else
-  RPPS="data/samples/PS_LibreAcces_Personne_activite_sample.txt"
   FINESS="data/samples/etalab_flat_sample_dep01_20201231.csv"
 fi
 
@@ -32,15 +30,19 @@ MAINTAINER="$("$BIN/dispo" tokens create --role maintainer --label demo-maintain
 echo "$TOKEN" >"$DISPO_DATA_DIR/regulator.token"
 echo "$MAINTAINER" >"$DISPO_DATA_DIR/maintainer.token"
 
+# The real samples plus a generated Ain (01) directory in the same format, so that searches have doctors.
+"$BIN/dispo" generate --out "$DISPO_DATA_DIR/generated" --scale department --seed 1 --vendors 3
+GENERATED_RPPS="$DISPO_DATA_DIR/generated/PS_LibreAcces_Personne_activite_department_1.txt"
+PARTICIPATIONS="$DISPO_DATA_DIR/generated/participations_department_1.csv"
 "$BIN/dispo" import finess "$FINESS"
-"$BIN/dispo" import rpps "$RPPS"
+"$BIN/dispo" import rpps "$GENERATED_RPPS"
 
 children=()
 cleanup() { for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT INT TERM
 
-# Three sandbox vendors share the directory's placed practitioners and register themselves.
-"$BIN/dispo" sandbox --vendors 3 --port "$SANDBOX_PORT" --latency-ms 250 &
+# Three sandbox vendors serve the participants and register themselves; the participation list is loaded.
+"$BIN/dispo" sandbox --vendors 3 --port "$SANDBOX_PORT" --latency-ms 250 --participations "$PARTICIPATIONS" &
 children+=($!)
 for _ in $(seq 1 50); do
   n="$("$BIN/dispo" vendors list --json 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0)"
@@ -62,8 +64,10 @@ Dispo demo: embedded index in $DISPO_DATA_DIR
                    (log: $DISPO_DATA_DIR/aggregate.log)
 
 Try:
+  curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/search?address=12%20rue%20de%20la%20R%C3%A9publique%2001000%20Bourg-en-Bresse"
+  curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/search?department=01&modality=home"
   curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/practice-sites/search?postcode=01000&radius_km=20"
-  curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/practitioners/0019402726"     # with its free slots
+  DISPO_DATA_DIR=$DISPO_DATA_DIR $BIN/dispo search --address "Belley"
   curl -s -H "Authorization: Bearer $MAINTAINER" "$URL/metrics"
   DISPO_DATA_DIR=$DISPO_DATA_DIR $BIN/dispo vendors status
 

@@ -42,11 +42,11 @@ def test_import_prints_a_report_and_search_finds_the_sites(env: Path) -> None:
     assert r.exit_code == 0, r.output
     for text in ("lines read", "22", "accepted", "position: establishment", "switched", "line-level report"):
         assert text in r.output
-    r = run("search", "--postcode", "01300", "--radius", "5", "--json")
+    r = run("sites", "--postcode", "01300", "--radius", "5", "--json")
     assert r.exit_code == 0, r.output
     answer = json.loads(r.stdout)
     assert {x["site"]["practitioner"]["last_name"] for x in answer["results"]} == {"PITHOUD", "CHEPY"}
-    r = run("search", "--lat", "46.2", "--lon", "5.2", "--radius", "50")
+    r = run("sites", "--lat", "46.2", "--lon", "5.2", "--radius", "50")
     assert r.exit_code == 0 and "practice site(s)" in r.output
     r = run("show", "practitioner", "810106476764", "--json")
     assert json.loads(r.stdout)["practitioner"]["last_name"] == "BENHOUCHAME"
@@ -80,7 +80,7 @@ def test_rejected_file_and_missing_file_say_what_to_do(env: Path) -> None:
 
 
 def test_bad_search_input_is_explained(env: Path) -> None:
-    r = run("search", "--postcode", "00000")
+    r = run("sites", "--postcode", "00000")
     assert r.exit_code == 2 and "Unknown postcode" in r.output
 
 

@@ -1,0 +1,175 @@
+"""The regulator search on both backends, over a generated Ain directory and three sandbox vendors."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import BACKENDS, make_backend
+from fastapi.testclient import TestClient
+from test_api import REG, api_settings, assert_problem
+
+from api.app import create_app
+from bench.generate import generate
+from dispo.settings import Settings
+from editor_sandbox.fleet import start_fleet
+from indexer.backend import Backend
+from indexer.scheduler import Aggregator
+from indexer.search import BAND_KM, SearchRequest, radius_table, run_search
+from rpps_import.pipeline import import_rpps
+
+BOURG = "12 rue de la République 01000 Bourg-en-Bresse"
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Backend, Settings]]:
+    tmp = tmp_path_factory.mktemp(f"search-{request.param}-{uuid.uuid4().hex[:6]}")
+    backend = make_backend(request.param, tmp)
+    settings = Settings(data_dir=tmp / "dispo", tokens="")
+    files = generate(tmp / "gen", "department", seed=1, n_vendors=3)
+    import_rpps(files["rpps"], backend, settings)
+    servers = start_fleet(backend, 3, participations=files["participations"], settings=settings, churn_rate=0.0)
+    asyncio.run(Aggregator(backend, settings).run_once())
+    yield backend, settings
+    for s in servers:
+        s.stop()
+    if request.param == "elasticsearch":
+        backend.delete_all()  # type: ignore[attr-defined]
+    backend.close()
+
+
+def search(world, **kw):
+    backend, settings = world
+    return run_search(backend, SearchRequest(**kw), staleness_limit_s=settings.staleness_limit_s)
+
+
+def test_nearest_with_slots_ranked_by_distance_bands(world) -> None:
+    result = search(world, address=BOURG, seed=3, limit=50)
+    cards = result["cards"]
+    assert len(cards) >= 5
+    assert {c.group for c in cards} == {1}  # SAS participants with free slots
+    bands = [int(c.distance_km // BAND_KM) for c in cards]
+    assert bands == sorted(bands)
+    start, end = result["window"]
+    for c in cards:
+        assert c.slots and all(
+            start.timestamp() <= datetime.fromisoformat(s["start"]).timestamp() <= end.timestamp() for s in c.slots
+        )
+        assert all("SM54" in s["practitioner_specialties"] for s in c.slots)
+    expl = result["explanation"]
+    assert expl["radius_steps"][0]["radius_km"] == radius_table()["01"].city_km
+    assert expl["practitioners_with_slots"] >= 5 and expl["practitioners_in_reach"] >= expl["practitioners_with_slots"]
+
+
+def test_same_seed_same_order_and_cursor_pages_cover_everything_once(world) -> None:
+    first = search(world, address=BOURG, seed=11, limit=200)
+    again = search(world, address=BOURG, seed=11, limit=200)
+    assert [c.site_id for c in first["cards"]] == [c.site_id for c in again["cards"]]
+    other = search(world, address=BOURG, seed=12, limit=200)
+    assert sorted(c.site_id for c in other["cards"]) == sorted(c.site_id for c in first["cards"])
+    assert [c.site_id for c in other["cards"]] != [c.site_id for c in first["cards"]]  # ties reshuffled
+    paged, cursor = [], None
+    while True:
+        page = search(world, address=BOURG, seed=11, limit=7, cursor=cursor)
+        paged += [c.site_id for c in page["cards"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert paged == [c.site_id for c in first["cards"]]
+
+
+def test_department_search_uses_its_barycentre_and_county_radius(world) -> None:
+    result = search(world, department="01", seed=5, limit=200)
+    rule = radius_table()["01"]
+    assert result["place"].precision == "department" and result["place"].zone
+    assert result["radius_km"] == rule.county_km
+    distances = [c.distance_km for c in result["cards"]]
+    assert distances != sorted(distances)  # a zone is ordered by seeded shuffle only
+
+
+def test_filters_apply_to_every_slot(world) -> None:
+    home = search(world, address=BOURG, seed=1, limit=50, modalities=["home"])
+    assert home["cards"] and all(s["modalities"] == ["HH"] for c in home["cards"] for s in c.slots)
+    snp = search(world, address=BOURG, seed=1, limit=50, slot_types=["SNP"])
+    assert snp["cards"] and all("SNP" in s["types"] for c in snp["cards"] for s in c.slots)
+    now = datetime.now(UTC)
+    soon = search(world, address=BOURG, seed=1, limit=50, within=["0-4h"])
+    for c in soon["cards"]:
+        assert all(datetime.fromisoformat(s["start"]) <= now + timedelta(hours=4, minutes=1) for s in c.slots)
+
+
+def test_the_preferred_doctor_comes_first_when_within_reach(world) -> None:
+    ranked = search(world, address=BOURG, seed=2, limit=200)["cards"]
+    last = ranked[-1]
+    result = search(world, address=BOURG, seed=2, limit=5, preferred=last.idnps)
+    assert result["cards"][0].idnps == last.idnps and result["cards"][0].group == 0
+
+
+def test_thin_results_enlarge_the_radius_step_by_step(world) -> None:
+    # Home visits in CPTS slots within 4 h are rare: the first radius holds fewer than five practitioners.
+    result = search(world, address=BOURG, seed=1, limit=20, modalities=["home"], slot_types=["CPTS"], within=["0-4h"])
+    steps = result["explanation"]["radius_steps"]
+    rule = radius_table()["01"]
+    radii = [s["radius_km"] for s in steps]
+    assert len(steps) > 1
+    assert radii[0] == rule.city_km and radii[1] == rule.city_km + rule.step_km and radii[-1] <= rule.county_km
+    assert all(s["practitioners_with_slots"] < 5 for s in steps[:-1])
+    assert steps[-1]["practitioners_with_slots"] >= 5 or radii[-1] == rule.county_km
+    assert result["radius_km"] == radii[-1]
+
+
+def test_stale_vendors_are_left_out_and_named(world) -> None:
+    backend, _ = world
+    fresh = run_search(backend, SearchRequest(address=BOURG, seed=1, limit=200), staleness_limit_s=900)
+    later = run_search(
+        backend,
+        SearchRequest(address=BOURG, seed=1, limit=200),
+        staleness_limit_s=900,
+        now=datetime.now(UTC) + timedelta(minutes=20),
+    )
+    assert fresh["cards"] and later["cards"] == []
+    assert later["explanation"]["stale_vendors"] == ["sandbox-a", "sandbox-b", "sandbox-c"]
+
+
+def test_api_answers_cards_and_explains_empty_results(world) -> None:
+    backend, settings = world
+    with TestClient(create_app(api_settings(settings), backend)) as c:
+        r = c.get("/v1/search", params={"address": BOURG, "seed": 4, "limit": 3}, headers=REG)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["seed"] == 4 and len(body["cards"]) == 3 and body["next_cursor"]
+        card = body["cards"][0]
+        assert card["rank"] == 1 and card["practitioner"]["specialties"] == ["SM54"]
+        assert set(card["slots"]) == {"today", "tomorrow", "day_after"}
+        slot = next(s for day in card["slots"].values() for s in day)
+        assert slot["vendor_name"] and slot["booking_url"] and slot["age_s"] >= 0 and slot["verified"] is False
+        assert card["participation"]["vendors"]
+        empty = c.get("/v1/search", params={"address": BOURG, "specialty": "SM20", "radius_km": 5}, headers=REG).json()
+        assert empty["cards"] == [] and "No practitioner with a free slot" in empty["explanation"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"address": BOURG, "specialty": "SM99"}, "unknown specialty"),
+        ({"address": "nowhere at all"}, "could not be located"),
+        ({"address": BOURG, "radius_km": 0}, "radius_km"),
+        ({"address": BOURG, "radius_km": 900}, "radius_km"),
+        ({"address": BOURG, "start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}, "end after"),
+        ({"address": BOURG, "start": "2020-01-01T00:00:00Z", "end": "2020-01-02T00:00:00Z"}, "past"),
+        ({"address": BOURG, "cursor": "!!"}, "cursor"),
+        ({"address": BOURG, "limit": 500}, "limit"),
+        ({"address": BOURG, "within": "3-5h"}, "bucket"),
+        ({}, "location"),
+    ],
+)
+def test_bad_input_is_a_422_saying_what_to_fix(world, params: dict, fragment: str) -> None:
+    backend, settings = world
+    with TestClient(create_app(api_settings(settings), backend)) as c:
+        body = assert_problem(c.get("/v1/search", params=params, headers=REG), 422)
+        assert fragment in body["detail"]
