@@ -94,6 +94,16 @@ class Explanation(BaseModel):
     message: str | None
 
 
+class Verification(BaseModel):
+    vendors_asked: int
+    vendors_answered: int
+    slots_confirmed: int
+    slots_gone: int  # no longer offered by the vendor: removed from the card and the index
+    cards_emptied: int  # replaced by the next candidates
+    timed_out: list[str]  # vendors that did not answer within the deadline: their cards stay unverified
+    failed: list[str]
+
+
 class SearchAnswer(BaseModel):
     place: ResolvedPlace
     radius_km: float
@@ -105,6 +115,7 @@ class SearchAnswer(BaseModel):
     total: int
     cards: list[Card]
     next_cursor: str | None
+    verification: Verification | None  # None when verify=false
     explanation: Explanation
 
 
@@ -137,6 +148,7 @@ def search(
     radius_km: Annotated[float | None, Query(gt=0, le=500)] = None,
     include_without_slots: bool = False,
     seed: Annotated[int | None, Query(ge=0, lt=2**31)] = None,
+    verify: Annotated[bool, Query(description="re-check the page's slots with their vendors")] = True,
     limit: Annotated[int, Query(ge=1)] = 10,
     cursor: str | None = None,
 ) -> SearchAnswer:
@@ -167,7 +179,12 @@ def search(
         cursor=cursor,
     )
     try:
-        result = run_search(backend, req, staleness_limit_s=settings.staleness_limit_s)
+        result = run_search(
+            backend,
+            req,
+            staleness_limit_s=settings.staleness_limit_s,
+            verify_deadline_s=settings.verify_deadline_s if verify else 0.0,
+        )
     except SearchError as exc:
         raise Problem(422, "Invalid search", f"{exc}.", "invalid-search") from exc
     return build_answer(backend, settings, result, req)
@@ -203,8 +220,8 @@ def build_answer(backend: Backend, settings: Settings, result: dict[str, Any], r
                     vendor=doc["vendor"],
                     vendor_name=vendors.get(doc["vendor"], doc["vendor"]),
                     booking_url=doc.get("booking_url"),
-                    age_s=int(fresh.age_s(doc, now)),
-                    verified=False,
+                    age_s=0 if doc.get("verified") else int(fresh.age_s(doc, now)),
+                    verified=bool(doc.get("verified")),
                 )
             )
         address = site.get("address") or {}
@@ -272,6 +289,7 @@ def build_answer(backend: Backend, settings: Settings, result: dict[str, Any], r
         total=result["total"],
         cards=cards,
         next_cursor=result["next_cursor"],
+        verification=Verification(**vars(result["verification"])) if result["verification"] else None,
         explanation=Explanation(radius_source=source, message=message, **expl),
     )
 

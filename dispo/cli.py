@@ -605,6 +605,7 @@ def search(
     seed: Annotated[int | None, typer.Option()] = None,
     limit: Annotated[int, typer.Option()] = 10,
     cursor: Annotated[str | None, typer.Option()] = None,
+    verify: Annotated[bool, typer.Option(help="re-check the page's slots with their vendors")] = True,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The regulator search: nearest practitioners with a free slot, neutral and explained."""
@@ -633,7 +634,15 @@ def search(
     )
     try:
         answer = build_answer(
-            backend, settings, run_search(backend, req, staleness_limit_s=settings.staleness_limit_s), req
+            backend,
+            settings,
+            run_search(
+                backend,
+                req,
+                staleness_limit_s=settings.staleness_limit_s,
+                verify_deadline_s=settings.verify_deadline_s if verify else 0.0,
+            ),
+            req,
         )
     except SearchError as exc:
         err.print(f"[red]invalid search:[/] {exc}")

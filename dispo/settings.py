@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # Circuit breaker: opens after this many consecutive failed batches, probes again after reset_s.
     breaker_failures: int = 5
     breaker_reset_s: float = 60.0
+    # Live re-check of a search page's cards with their vendors: one deadline for the whole page.
+    verify_deadline_s: float = 0.8
     # Days after today the slot window covers (2 = today, tomorrow and the day after, as the contract).
     horizon_days: int = 2
 

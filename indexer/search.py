@@ -251,7 +251,9 @@ def run_search(
     now: datetime | None = None,
     staleness_limit_s: float = 900.0,
     geocoder: Any = None,
+    verify_deadline_s: float = 0.0,
 ) -> dict[str, Any]:
+    """The whole search; `verify_deadline_s` > 0 re-checks the page's cards live under that deadline."""
     now = now or datetime.now(UTC)
     state = decode_search_cursor(req.cursor) if req.cursor else None
     if req.specialty and req.profession:
@@ -287,10 +289,9 @@ def run_search(
     if req.include_without_slots:
         ranked += _without_slots(backend, place, radius, specialty, req.profession, set(candidates), seed)
     offset = state["offset"] if state else 0
-    page = ranked[offset : offset + req.limit]
+    page, next_offset, verification = _page(backend, ranked, offset, req, (start, end), now, verify_deadline_s)
     in_reach = _count_in_reach(backend, place, radius, specialty, req.profession)
     with_slots = len({c.idnps for c in candidates.values()})
-    next_offset = offset + len(page)
     return {
         "place": place,
         "radius_km": radius,
@@ -311,8 +312,47 @@ def run_search(
             "practitioners_without_slots": max(0, in_reach - with_slots),
             "stale_vendors": sorted(set(_vendors_with_slots(backend)) - fresh.fresh_vendors),
         },
+        "verification": verification,
         "now": now,
     }
+
+
+def _page(
+    backend: Backend,
+    ranked: list[Candidate],
+    offset: int,
+    req: SearchRequest,
+    window: tuple[datetime, datetime],
+    now: datetime,
+    deadline_s: float,
+) -> tuple[list[Candidate], int, Any]:
+    """The next `limit` cards from `offset`; with a deadline, re-checked live, emptied cards replaced by the
+    next candidates while time remains. Returns the page, where the next page starts, and what was verified."""
+    if deadline_s <= 0:
+        page = ranked[offset : offset + req.limit]
+        return page, offset + len(page), None
+    import time
+
+    from indexer.registry import list_vendors
+    from indexer.verify import VerifyReport, verify_cards
+
+    vendors = {v.vendor_id: v for v in list_vendors(backend, enabled_only=True)}
+    total = VerifyReport()
+    page: list[Candidate] = []
+    position = offset
+    t_end = time.monotonic() + deadline_s
+    while len(page) < req.limit and position < len(ranked):
+        batch = ranked[position : position + req.limit - len(page)]
+        position += len(batch)
+        remaining = t_end - time.monotonic()
+        if remaining > 0.02:
+            report = verify_cards(backend, [c for c in batch if c.slots], vendors, window, now, remaining)
+            for name in ("vendors_asked", "vendors_answered", "slots_confirmed", "slots_gone", "cards_emptied"):
+                setattr(total, name, getattr(total, name) + getattr(report, name))
+            total.timed_out += report.timed_out
+            total.failed += report.failed
+        page += [c for c in batch if c.slots or c.group == 3]
+    return page, position, total
 
 
 def _slot_filters(req: SearchRequest, specialty: str | None, fresh_vendors: set[str]) -> dict[str, list[str]]:

@@ -6,7 +6,9 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
+import httpx
 import pytest
 from conftest import BACKENDS, make_backend
 from fastapi.testclient import TestClient
@@ -24,6 +26,10 @@ from rpps_import.pipeline import import_rpps
 BOURG = "12 rue de la République 01000 Bourg-en-Bresse"
 
 
+class World:
+    servers: ClassVar[dict[str, list]] = {}
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -35,6 +41,7 @@ def world(
     import_rpps(files["rpps"], backend, settings)
     servers = start_fleet(backend, 3, participations=files["participations"], settings=settings, churn_rate=0.0)
     asyncio.run(Aggregator(backend, settings).run_once())
+    World.servers[request.param] = servers
     yield backend, settings
     for s in servers:
         s.stop()
@@ -147,7 +154,14 @@ def test_api_answers_cards_and_explains_empty_results(world) -> None:
         assert card["rank"] == 1 and card["practitioner"]["specialties"] == ["SM54"]
         assert set(card["slots"]) == {"today", "tomorrow", "day_after"}
         slot = next(s for day in card["slots"].values() for s in day)
-        assert slot["vendor_name"] and slot["booking_url"] and slot["age_s"] >= 0 and slot["verified"] is False
+        assert slot["vendor_name"] and slot["booking_url"]
+        assert slot["verified"] is True and slot["age_s"] == 0  # re-checked live for this answer
+        assert body["verification"]["vendors_answered"] == body["verification"]["vendors_asked"] > 0
+        unverified = c.get(
+            "/v1/search", params={"address": BOURG, "seed": 4, "limit": 3, "verify": "false"}, headers=REG
+        ).json()
+        slot = next(s for day in unverified["cards"][0]["slots"].values() for s in day)
+        assert slot["verified"] is False and slot["age_s"] >= 0 and unverified["verification"] is None
         assert card["participation"]["vendors"]
         empty = c.get("/v1/search", params={"address": BOURG, "specialty": "SM20", "radius_km": 5}, headers=REG).json()
         assert empty["cards"] == [] and "No practitioner with a free slot" in empty["explanation"]["message"]
@@ -173,3 +187,60 @@ def test_bad_input_is_a_422_saying_what_to_fix(world, params: dict, fragment: st
     with TestClient(create_app(api_settings(settings), backend)) as c:
         body = assert_problem(c.get("/v1/search", params=params, headers=REG), 422)
         assert fragment in body["detail"]
+
+
+# Live verification changes the index: these tests come last for each backend.
+
+
+def vendor_server(world, vendor_id: str):
+    backend, _ = world
+    return next(s for s in World.servers[backend.name] if s.config.vendor_id == vendor_id)
+
+
+def test_live_verification_confirms_the_page(world) -> None:
+    backend, _ = world
+    result = run_search(backend, SearchRequest(address=BOURG, seed=8, limit=5), verify_deadline_s=5.0)
+    v = result["verification"]
+    assert v.vendors_asked == v.vendors_answered > 0 and v.slots_gone == 0 and v.timed_out == []
+    assert all(doc.get("verified") for c in result["cards"] for doc in c.slots)
+
+
+def test_a_slot_taken_elsewhere_leaves_the_card_and_the_index(world) -> None:
+    backend, _ = world
+    first = run_search(backend, SearchRequest(address=BOURG, seed=8, limit=5))["cards"][0]
+    taken = first.slots[0]
+    server = vendor_server(world, taken["vendor"])
+    assert httpx.post(f"{server.url}/booking/{taken['resource_id']}").status_code == 201
+    result = run_search(backend, SearchRequest(address=BOURG, seed=8, limit=5), verify_deadline_s=5.0)
+    card = next(c for c in result["cards"] if c.site_id == first.site_id)
+    assert taken["slot_id"] not in {d["slot_id"] for d in card.slots}
+    assert result["verification"].slots_gone >= 1
+    assert backend.get("slots", taken["slot_id"]) is None
+
+
+def test_a_slow_vendor_leaves_its_cards_unverified_within_the_deadline(world) -> None:
+    backend, _ = world
+    slow = vendor_server(world, "sandbox-a")
+    httpx.post(slow.url + "/_control", json={"hang_rate": 1.0, "hang_s": 3.0})
+    try:
+        result = run_search(backend, SearchRequest(address=BOURG, seed=8, limit=10), verify_deadline_s=0.5)
+    finally:
+        httpx.post(slow.url + "/_control", json={"hang_rate": 0.0})
+    v = result["verification"]
+    assert v.timed_out == ["sandbox-a"]
+    for card in result["cards"]:
+        for doc in card.slots:
+            assert bool(doc.get("verified")) == (doc["vendor"] != "sandbox-a")
+
+
+def test_cards_left_empty_are_replaced_by_the_next_candidates(world) -> None:
+    backend, _ = world
+    gone = vendor_server(world, "sandbox-c")
+    httpx.post(gone.url + "/_control", json={"churn_rate": 1.0})  # every slot of this vendor is taken
+    try:
+        result = run_search(backend, SearchRequest(address=BOURG, seed=8, limit=10), verify_deadline_s=5.0)
+    finally:
+        httpx.post(gone.url + "/_control", json={"churn_rate": 0.0})
+    assert result["verification"].cards_emptied > 0
+    assert len(result["cards"]) == 10
+    assert all(c.slots and all(d["vendor"] != "sandbox-c" for d in c.slots) for c in result["cards"])

@@ -1,0 +1,104 @@
+"""Live re-check of the cards about to be shown, with the same contract request as the scheduled pull.
+
+One call per vendor for the practitioners of the page it serves (at most 25), all under one deadline.
+A slot the vendor no longer returns leaves the card and the index; a vendor that does not answer in
+time leaves its cards as indexed, unverified. The answer never waits beyond the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from dispo.records import Vendor
+from indexer.availability import KIND as SLOTS
+from indexer.backend import Backend
+from indexer.fhir_slots import MAX_IDENTIFIERS
+from indexer.vendor_client import VendorError, make_client, search_slots
+
+
+@dataclass
+class VerifyReport:
+    vendors_asked: int = 0
+    vendors_answered: int = 0
+    slots_confirmed: int = 0
+    slots_gone: int = 0
+    cards_emptied: int = 0
+    timed_out: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+async def _ask(
+    vendor: Vendor, idnps: list[str], window: tuple[datetime, datetime], now: datetime, timeout_s: float
+) -> set[str]:
+    quick = vendor.model_copy(update={"timeout_s": min(vendor.timeout_s, timeout_s)})
+    async with make_client(quick) as client:
+        result = await search_slots(client, quick, idnps[:MAX_IDENTIFIERS], window[0], window[1], now)
+    return {s.slot_id for s in result.slots}
+
+
+def verify_cards(
+    backend: Backend,
+    cards: list[Any],
+    vendors: dict[str, Vendor],
+    window: tuple[datetime, datetime],
+    now: datetime,
+    deadline_s: float,
+) -> VerifyReport:
+    """Re-check `cards` (candidates with `.slots` docs and `.idnps`) in place; returns what happened."""
+    report = VerifyReport()
+    asked: dict[str, list[str]] = {}
+    for card in cards:
+        for doc in card.slots:
+            ids = asked.setdefault(doc["vendor"], [])
+            if card.idnps not in ids:
+                ids.append(card.idnps)
+    asked = {v: ids for v, ids in asked.items() if v in vendors}
+    report.vendors_asked = len(asked)
+    if not asked or deadline_s <= 0:
+        return report
+
+    async def run() -> dict[str, set[str] | BaseException]:
+        tasks = {v: asyncio.create_task(_ask(vendors[v], ids, window, now, deadline_s)) for v, ids in asked.items()}
+        done, pending = await asyncio.wait(tasks.values(), timeout=deadline_s)
+        for task in pending:
+            task.cancel()
+        out: dict[str, set[str] | BaseException] = {}
+        for vendor_id, task in tasks.items():
+            if task in done:
+                out[vendor_id] = task.exception() or task.result()
+        return out
+
+    answers = asyncio.run(run())
+    gone: list[str] = []
+    for vendor_id in asked:
+        answer = answers.get(vendor_id)
+        if answer is None:
+            report.timed_out.append(vendor_id)
+            continue
+        if isinstance(answer, BaseException):
+            report.failed.append(f"{vendor_id}: {answer if isinstance(answer, VendorError) else type(answer).__name__}")
+            continue
+        report.vendors_answered += 1
+        for card in cards:
+            kept = []
+            for doc in card.slots:
+                if doc["vendor"] != vendor_id:
+                    kept.append(doc)
+                elif doc["slot_id"] in answer:
+                    doc["verified"] = True
+                    report.slots_confirmed += 1
+                    kept.append(doc)
+                else:
+                    gone.append(doc["slot_id"])
+            card.slots = kept
+    if gone:
+        report.slots_gone = len(gone)
+        live = backend.live_index(SLOTS)
+        if live is not None:
+            backend.delete(live, gone)
+            backend.refresh(live)
+    report.cards_emptied = sum(1 for c in cards if not c.slots)
+    return report
