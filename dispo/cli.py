@@ -681,6 +681,59 @@ def search(
         console.print(f"more: --cursor {answer.next_cursor}")
 
 
+audit_app = typer.Typer(help="Audits of the service's promises.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("neutrality")
+def audit_neutrality_cmd(
+    searches: Annotated[int, typer.Option(help="searches at random points weighted by population")] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+    limit: Annotated[int, typer.Option(help="first-page size")] = 10,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Per vendor: first-page exposure against what distances earn, and rank within equal-distance ties."""
+    from indexer.audit import audit_neutrality
+
+    settings = Settings()
+    rows = audit_neutrality(_backend(settings), searches, seed, limit, settings.staleness_limit_s)
+    if as_json:
+        sys.stdout.write(
+            orjson.dumps(
+                [
+                    {
+                        "vendor": r.vendor,
+                        "eligible": r.eligible,
+                        "exposures": r.exposures,
+                        "expected": round(r.expected, 2),
+                        "z": round(r.z, 2),
+                        "mean_tie_position": r.mean_tie_position,
+                    }
+                    for r in rows
+                ]
+            ).decode()
+            + "\n"
+        )
+        return
+    total_exp = sum(r.exposures for r in rows) or 1
+    total_eli = sum(r.eligible for r in rows) or 1
+    table = Table(title=f"Neutrality over {searches} searches (seed {seed})")
+    for col in ("vendor", "eligible share", "exposure share", "expected", "observed", "z", "mean tie position"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r.vendor,
+            f"{r.eligible / total_eli:.1%}",
+            f"{r.exposures / total_exp:.1%}",
+            f"{r.expected:.1f}",
+            f"{r.exposures:.0f}",
+            f"{r.z:+.2f}",
+            f"{r.mean_tie_position:.2f}" if r.mean_tie_position is not None else "-",
+        )
+    console.print(table)
+    console.print("|z| < 3 for every vendor: no vendor departs from what distances earn it (3 standard deviations).")
+
+
 def main() -> None:
     app()
 

@@ -153,6 +153,7 @@ def test_backend_down_is_a_503_problem_and_readyz_says_so(settings: Settings) ->
     with TestClient(create_app(api_settings(settings), dead)) as c:
         body = assert_problem(c.get("/v1/practice-sites/search", params={"lat": 46, "lon": 5}, headers=REG), 503)
         assert "retry" in body["detail"]
+        assert_problem(c.get("/v1/search", params={"lat": 46.2, "lon": 5.2}, headers=REG), 503)
         assert c.get("/readyz").status_code == 503
         assert c.get("/healthz").status_code == 200
 
