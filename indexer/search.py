@@ -238,7 +238,7 @@ def encode_search_cursor(state: dict[str, Any]) -> str:
 def decode_search_cursor(cursor: str) -> dict[str, Any]:
     try:
         state = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(state, dict) or not {"seed", "offset", "radius_km"} <= set(state):
+        if not isinstance(state, dict) or not {"snapshot", "offset"} <= set(state):
             raise ValueError
         return state
     except ValueError as exc:
@@ -270,13 +270,15 @@ def run_search(
         department=req.department,
         geocoder=geocoder,
     )
+    if state is not None:
+        return _next_page(backend, req, state, place, specialty, now, staleness_limit_s, verify_deadline_s)
     start, end = _window(req, now)
-    seed = state["seed"] if state else (req.seed if req.seed is not None else random.randrange(2**31))
+    seed = req.seed if req.seed is not None else random.randrange(2**31)
     fresh = freshness(backend, now, staleness_limit_s)
     filters = _slot_filters(req, specialty, fresh.fresh_vendors)
     ranges = _time_ranges(req, start, end, now)
     rule = rule_for(place.department)
-    steps = _radius_steps(req, place, rule, state)
+    steps = _radius_steps(req, place, rule)
     tried: list[dict[str, Any]] = []
     candidates: dict[str, Candidate] = {}
     radius = steps[-1]
@@ -288,10 +290,30 @@ def run_search(
     ranked = _rank(backend, list(candidates.values()), place, seed, req)
     if req.include_without_slots:
         ranked += _without_slots(backend, place, radius, specialty, req.profession, set(candidates), seed)
-    offset = state["offset"] if state else 0
-    page, next_offset, verification = _page(backend, ranked, offset, req, (start, end), now, verify_deadline_s)
+    page, next_offset, verification = _page(backend, ranked, 0, req, (start, end), now, verify_deadline_s)
     in_reach = _count_in_reach(backend, place, radius, specialty, req.profession)
     with_slots = len({c.idnps for c in candidates.values()})
+    explanation = {
+        "radius_steps": tried,
+        "practitioners_in_reach": in_reach,
+        "practitioners_with_slots": with_slots,
+        "practitioners_without_slots": max(0, in_reach - with_slots),
+        "stale_vendors": sorted(set(_vendors_with_slots(backend)) - fresh.fresh_vendors),
+    }
+    cursor = None
+    if next_offset < len(ranked):
+        snapshot = _save_snapshot(
+            backend,
+            now,
+            {
+                "seed": seed,
+                "radius_km": radius,
+                "window": [start.isoformat(), end.isoformat()],
+                "order": [[c.site_id, c.idnps, c.distance_km, c.group] for c in ranked],
+                "explanation": explanation,
+            },
+        )
+        cursor = encode_search_cursor({"snapshot": snapshot, "offset": next_offset})
     return {
         "place": place,
         "radius_km": radius,
@@ -302,18 +324,86 @@ def run_search(
         "profession": req.profession,
         "cards": page,
         "total": len(ranked),
-        "next_cursor": encode_search_cursor({"seed": seed, "offset": next_offset, "radius_km": radius})
-        if next_offset < len(ranked)
-        else None,
-        "explanation": {
-            "radius_steps": tried,
-            "practitioners_in_reach": in_reach,
-            "practitioners_with_slots": with_slots,
-            "practitioners_without_slots": max(0, in_reach - with_slots),
-            "stale_vendors": sorted(set(_vendors_with_slots(backend)) - fresh.fresh_vendors),
-        },
+        "next_cursor": cursor,
+        "explanation": explanation,
         "verification": verification,
         "now": now,
+    }
+
+
+SNAPSHOTS = "search_snapshots"
+SNAPSHOT_TTL_S = 3600
+
+
+def _save_snapshot(backend: Backend, now: datetime, payload: dict[str, Any]) -> str:
+    """Keep the ranked order for later pages; drop snapshots older than the TTL on the way."""
+    from indexer.lifecycle import ensure_live
+
+    index = ensure_live(backend, SNAPSHOTS)
+    snapshot_id = hashlib.blake2b(orjson.dumps(payload["order"]) + now.isoformat().encode(), digest_size=12).hexdigest()
+    backend.write(index, [{"snapshot_id": snapshot_id, "created_at": now.isoformat(), "payload": payload}])
+    expired = backend.search(
+        SNAPSHOTS, GeoQuery(ranges={"created": (None, now.timestamp() - SNAPSHOT_TTL_S)}, limit=500)
+    ).hits
+    if expired:
+        backend.delete(index, [h.doc["snapshot_id"] for h in expired])
+    return snapshot_id
+
+
+def _next_page(
+    backend: Backend,
+    req: SearchRequest,
+    state: dict[str, Any],
+    place: Place,
+    specialty: str | None,
+    now: datetime,
+    staleness_limit_s: float,
+    verify_deadline_s: float,
+) -> dict[str, Any]:
+    """A later page: the snapshot's order, each site's slots as they are now (gone ones skipped)."""
+    doc = backend.get(SNAPSHOTS, str(state["snapshot"]))
+    if doc is None:
+        raise InvalidCursor("the cursor has expired (searches are kept one hour); search again")
+    snap = doc["payload"]
+    start, end = (datetime.fromisoformat(x) for x in snap["window"])
+    fresh = freshness(backend, now, staleness_limit_s)
+    filters = _slot_filters(req, specialty, fresh.fresh_vendors)
+    ranges = _time_ranges(req, max(start, now), end, now)
+    offset = int(state["offset"])
+    order = snap["order"][offset : offset + 4 * req.limit]
+    slots: dict[str, list[dict[str, Any]]] = {}
+    site_ids = [row[0] for row in order]
+    for i in range(0, len(site_ids), 500):
+        chunk = site_ids[i : i + 500]
+        for hit in backend.search(
+            "slots", GeoQuery(filters={**filters, "site": chunk}, ranges=ranges, limit=50 * len(chunk))
+        ).hits:
+            if fresh.is_fresh(hit.doc):
+                slots.setdefault(hit.doc["site_id"], []).append(hit.doc)
+    candidates = []
+    for site_id, idnps, distance, group in order:
+        found = sorted(slots.get(site_id, []), key=lambda d: (d["start"], d["slot_id"]))
+        candidates.append(Candidate(site_id, idnps, distance, found, group))
+    page, consumed, verification = _page(backend, candidates, 0, req, (start, end), now, verify_deadline_s)
+    next_offset = offset + consumed
+    rule = rule_for(place.department)
+    return {
+        "place": place,
+        "radius_km": snap["radius_km"],
+        "radius_rule": rule,
+        "window": (start, end),
+        "seed": snap["seed"],
+        "specialty": specialty,
+        "profession": req.profession,
+        "cards": page,
+        "total": len(snap["order"]),
+        "next_cursor": encode_search_cursor({"snapshot": state["snapshot"], "offset": next_offset})
+        if next_offset < len(snap["order"])
+        else None,
+        "explanation": snap["explanation"],
+        "verification": verification,
+        "now": now,
+        "offset": offset,
     }
 
 
@@ -329,8 +419,12 @@ def _page(
     """The next `limit` cards from `offset`; with a deadline, re-checked live, emptied cards replaced by the
     next candidates while time remains. Returns the page, where the next page starts, and what was verified."""
     if deadline_s <= 0:
-        page = ranked[offset : offset + req.limit]
-        return page, offset + len(page), None
+        page, position = [], offset
+        while len(page) < req.limit and position < len(ranked):
+            if ranked[position].slots or ranked[position].group == 3:
+                page.append(ranked[position])
+            position += 1
+        return page, position, None
     import time
 
     from indexer.registry import list_vendors
@@ -392,9 +486,7 @@ def _time_ranges(
     return {"start": (low, high)}
 
 
-def _radius_steps(req: SearchRequest, place: Place, rule: RadiusRule, state: dict[str, Any] | None) -> list[float]:
-    if state is not None:
-        return [float(state["radius_km"])]
+def _radius_steps(req: SearchRequest, place: Place, rule: RadiusRule) -> list[float]:
     if req.radius_km is not None:
         if not 0 < req.radius_km <= 500:
             raise SearchError("radius_km must be above 0 and at most 500")

@@ -12,7 +12,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-KINDS = ("practice_sites", "structures", "slots", "vendors", "participations", "vendor_status")
+KINDS = ("practice_sites", "structures", "slots", "vendors", "participations", "vendor_status", "search_snapshots")
 
 
 @dataclass(frozen=True)

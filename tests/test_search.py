@@ -90,6 +90,24 @@ def test_same_seed_same_order_and_cursor_pages_cover_everything_once(world) -> N
     assert paged == [c.site_id for c in first["cards"]]
 
 
+def test_pages_keep_their_order_while_slots_change(world) -> None:
+    backend, _ = world
+    full = [c.site_id for c in search(world, address=BOURG, seed=21, limit=200)["cards"]]
+    first = search(world, address=BOURG, seed=21, limit=5)
+    # Between two pages, a site of the second page loses its slots: the cursor's snapshot keeps the order
+    # of the first answer, and the emptied site is skipped.
+    emptied = full[6]
+    live = backend.live_index("slots")
+    from indexer.lifecycle import iterate_all
+
+    backend.delete(live, [d["slot_id"] for d in iterate_all(backend, "slots", {"site": [emptied]})])
+    backend.refresh(live)
+    second = search(world, address=BOURG, seed=21, limit=5, cursor=first["next_cursor"])
+    assert [c.site_id for c in second["cards"]] == [s for s in full[5:11] if s != emptied]
+    assert not {c.site_id for c in first["cards"]} & {c.site_id for c in second["cards"]}
+    assert second["seed"] == 21 and second["explanation"] == first["explanation"]
+
+
 def test_department_search_uses_its_barycentre_and_county_radius(world) -> None:
     result = search(world, department="01", seed=5, limit=200)
     rule = radius_table()["01"]
