@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -182,12 +183,42 @@ def search(
         result = run_search(
             backend,
             req,
+            geocoder=address_geocoder(settings),
             staleness_limit_s=settings.staleness_limit_s,
             verify_deadline_s=settings.verify_deadline_s if verify else 0.0,
         )
     except SearchError as exc:
         raise Problem(422, "Invalid search", f"{exc}.", "invalid-search") from exc
     return build_answer(backend, settings, result, req)
+
+
+@cache
+def _geocoder(url: str, cache_dir: str, min_score: float, rps: float, retries: int) -> Any:
+    from pathlib import Path
+
+    from rpps_import.geocode import AddokGeocoder
+
+    return AddokGeocoder(
+        url,
+        cache_path=Path(cache_dir) / "geocoder.db",
+        min_score=min_score,
+        requests_per_second=rps,
+        retries=retries,
+        timeout_s=2.0,
+    )
+
+
+def address_geocoder(settings: Settings) -> Any:
+    """The configured BAN/addok geocoder for typed addresses, or None (offline: postcode or commune)."""
+    if not settings.geocoder_url:
+        return None
+    return _geocoder(
+        settings.geocoder_url,
+        str(settings.data_dir / "cache"),
+        settings.geocoder_min_score,
+        settings.geocoder_rps,
+        min(settings.geocoder_retries, 1),
+    )
 
 
 def build_answer(backend: Backend, settings: Settings, result: dict[str, Any], req: SearchRequest) -> SearchAnswer:

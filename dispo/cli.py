@@ -609,7 +609,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The regulator search: nearest practitioners with a free slot, neutral and explained."""
-    from api.search import build_answer
+    from api.search import address_geocoder, build_answer
     from indexer.search import SearchError, SearchRequest, run_search
 
     settings = Settings()
@@ -639,6 +639,7 @@ def search(
             run_search(
                 backend,
                 req,
+                geocoder=address_geocoder(settings),
                 staleness_limit_s=settings.staleness_limit_s,
                 verify_deadline_s=settings.verify_deadline_s if verify else 0.0,
             ),

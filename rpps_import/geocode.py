@@ -130,6 +130,40 @@ class AddokGeocoder:
                 results[i] = pos
         return results
 
+    def geocode_one(self, text: str) -> Position | None:
+        """One free-text address (a regulator typing), with `GET /search/?q=&limit=1`; None if not trusted."""
+        query = GeocodeQuery(street=text, postcode=None, insee_code=None, commune=None)
+        cached = self._cached(query)
+        if cached is not False:
+            return cached if isinstance(cached, Position) else None
+        for attempt in range(self.retries + 1):
+            self._throttle()
+            try:
+                response = self.client.get(f"{self.base_url}/search/", params={"q": text, "limit": 1})
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise httpx.HTTPStatusError("retryable", request=response.request, response=response)
+                response.raise_for_status()
+                position = self._first_feature(response.json())
+                self._store([(query, position)])
+                return position
+            except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+                if attempt == self.retries:
+                    break
+                time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+        self.failures += 1
+        return None
+
+    def _first_feature(self, answer: dict) -> Position | None:
+        features = answer.get("features") or []
+        if not features:
+            return None
+        props = features[0].get("properties", {})
+        lon, lat = features[0]["geometry"]["coordinates"]
+        precision = _BAN_TYPES.get(props.get("type", ""))
+        if precision is None or float(props.get("score", 0)) < self.min_score or not in_france(lat, lon):
+            return None
+        return Position(lat=lat, lon=lon, precision=precision, source="ban")
+
     def _cached(self, q: GeocodeQuery) -> Position | bool | None:
         """The cached answer (a Position, or None for 'known not found'), or False when not cached."""
         if self._db is None:

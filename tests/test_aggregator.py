@@ -192,3 +192,26 @@ def test_stale_slots_are_hidden_but_kept(loaded: Backend, fast: Settings) -> Non
         hidden = practitioner_answer(loaded, CHEPY.idnps, staleness_limit_s=0)
         assert hidden.slots == [] and hidden.stale_slots_hidden == len(answer.slots)
         assert len([d for d in indexed(loaded).values() if d["idnps"] == CHEPY.idnps]) >= len(answer.slots)
+
+
+def test_the_scheduler_repeats_each_vendor_at_its_interval(loaded: Backend, fast: Settings) -> None:
+    with sandbox("v", [CHEPY]) as server:
+        declare(loaded, "v", server.fhir_base, [CHEPY])
+        seen: list[str] = []
+        aggregator = Aggregator(
+            loaded, fast.model_copy(update={"aggregation_interval_s": 0.3}), on_cycle=lambda r: seen.append(r.vendor_id)
+        )
+
+        async def go() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(aggregator.run_forever(stop))
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if len(seen) >= 3:
+                    break
+            stop.set()
+            await task
+
+        asyncio.run(go())
+        assert seen[:3] == ["v", "v", "v"]
+        assert httpx.get(server.url + "/_stats").json()["searches"] >= 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import threading
 from collections.abc import Iterator
 from email.parser import BytesParser
@@ -30,6 +31,28 @@ class AddokLike(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
+
+    def do_GET(self) -> None:  # GET /search/?q=...: GeoCodeJSON, as the national address API answers
+        from urllib.parse import parse_qs, urlparse
+
+        q = parse_qs(urlparse(self.path).query).get("q", [""])[0]
+        type(self).calls.append({"path": urlparse(self.path).path, "q": q})
+        features = []
+        if "belley" in q.lower():
+            belley = gazetteer().commune("01034")
+            features = [
+                {
+                    "type": "Feature",
+                    "geometry": {"type": "Point", "coordinates": [belley.lon, belley.lat + 0.001]},
+                    "properties": {"label": q, "score": 0.91, "type": "housenumber", "citycode": "01034"},
+                }
+            ]
+        payload = json.dumps({"type": "FeatureCollection", "features": features}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
@@ -156,3 +179,28 @@ def test_commune_fallback_resolves_insee_postcode_and_cedex() -> None:
     limoges = gazetteer().commune("87085")
     assert cedex is not None and (cedex.lat, cedex.lon) == (limoges.lat, limoges.lon)
     assert communes.locate(None, None) is None
+
+
+def test_one_typed_address(addok: str, tmp_path: Path) -> None:
+    geocoder = AddokGeocoder(addok, cache_path=tmp_path / "cache.db", requests_per_second=100)
+    found = geocoder.geocode_one("700 avenue de Narvik Belley")
+    assert found is not None and found.precision == PositionPrecision.housenumber and found.source == "ban"
+    assert geocoder.geocode_one("nulle part") is None
+    assert geocoder.geocode_one("700 avenue de Narvik Belley") == found  # from the cache
+    assert [c["q"] for c in AddokLike.calls] == ["700 avenue de Narvik Belley", "nulle part"]
+
+
+def test_the_search_api_geocodes_addresses_when_a_geocoder_is_configured(addok: str, loaded, settings) -> None:
+    from fastapi.testclient import TestClient
+    from test_api import REG, api_settings
+
+    from api.app import create_app
+
+    configured = api_settings(settings).model_copy(update={"geocoder_url": addok})
+    with TestClient(create_app(configured, loaded)) as c:
+        body = c.get(
+            "/v1/search", params={"address": "700 avenue de Narvik Belley", "verify": "false"}, headers=REG
+        ).json()
+        assert body["place"]["precision"] == "housenumber" and body["place"]["department"] == "01"
+        offline = c.get("/v1/search", params={"address": "rue inconnue 01300", "verify": "false"}, headers=REG).json()
+        assert offline["place"]["precision"] == "postcode"  # the geocoder found nothing: the postcode it names
