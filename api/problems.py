@@ -20,9 +20,29 @@ class Problem(Exception):
         self.status, self.title, self.detail, self.slug, self.extra = status, title, detail, slug, extra
 
 
+FHIR_CODES = {
+    400: "structure",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    409: "conflict",
+    422: "business-rule",
+    503: "transient",
+}
+
+
 def problem_response(
     request: Request, status: int, title: str, detail: str, slug: str | None = None, **extra: Any
 ) -> JSONResponse:
+    if request.url.path.startswith("/fhir"):
+        # Vendors speak FHIR: their errors are OperationOutcome resources.
+        outcome = {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {"severity": "error", "code": FHIR_CODES.get(status, "processing"), "diagnostics": f"{title}: {detail}"}
+            ],
+        }
+        return JSONResponse(outcome, status_code=status, media_type="application/fhir+json")
     body: dict[str, Any] = {
         "type": f"/problems/{slug}" if slug else "about:blank",
         "title": title,

@@ -229,3 +229,49 @@ class Participation(BaseModel):
     via: ParticipationVia = ParticipationVia.practice
     extra_patients: bool = False  # accepts patients beyond visible slots (surnuméraire)
     active: bool = True
+
+
+class AppointmentStatus(StrEnum):
+    booked = "booked"
+    fulfilled = "fulfilled"
+    noshow = "noshow"
+    cancelled = "cancelled"
+
+
+class StatusChange(BaseModel):
+    status: AppointmentStatus
+    at: datetime  # when the vendor says it changed (meta.lastUpdated), else when it was received
+    received_at: datetime
+
+
+class Appointment(BaseModel):
+    """An appointment a vendor reports back (FrAppointmentSAS), with the history of its statuses.
+
+    Carries no patient data: the contract's Appointment names the practitioner and the regulator only."""
+
+    appointment_id: str  # "<vendor>:<identifier value>"
+    vendor: str
+    identifier_system: str | None = None
+    identifier_value: str
+    status: AppointmentStatus
+    start: datetime
+    end: datetime
+    idnps: str  # the practitioner (participant actor)
+    operator: str  # the regulator who booked (FrAppointmentOperator)
+    department_code: str | None = None  # of the practitioner's site, for territory follow-up
+    version: str | None = None  # meta.versionId
+    last_updated: datetime  # meta.lastUpdated, else the time it was received
+    history: list[StatusChange] = Field(default_factory=list)
+
+
+class BookingAttempt(BaseModel):
+    """A regulator opening a vendor's booking page for a slot (no patient data)."""
+
+    attempt_id: str
+    regulator: str
+    slot_id: str
+    idnps: str
+    vendor: str
+    slot_start: datetime
+    at: datetime
+    verified: bool  # the vendor confirmed the slot was still free

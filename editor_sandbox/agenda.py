@@ -53,6 +53,9 @@ class SandboxConfig(BaseModel):
     hang_s: float = 30.0
     churn_rate: float = 0.1  # share of slots hidden (taken) in any churn period
     churn_period_s: int = 120
+    # Where bookings made with origin=sas are reported (the platform's FHIR base) and with which token.
+    platform_url: str | None = None
+    platform_token: str | None = None
 
 
 def _unit(*parts: object) -> float:

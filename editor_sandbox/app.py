@@ -11,14 +11,18 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import random
+import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from editor_sandbox.agenda import AgendaSlot, SandboxConfig, SandboxPractitioner, free_slots
+from editor_sandbox.agenda import PARIS, AgendaSlot, SandboxConfig, SandboxPractitioner, day_slots, free_slots
 from indexer.fhir_slots import IDNPS_SYSTEM, IDNST_SYSTEM, MAX_IDENTIFIERS, parse_instant
 
 FHIR_JSON = "application/fhir+json"
@@ -161,24 +165,51 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
         accounts[value] = body
         return JSONResponse(body, status_code=201 if created else 200, media_type=FHIR_JSON)
 
+    appointments: dict[str, dict[str, Any]] = {}
+    app.state.appointments = appointments
+
     @app.get("/booking/{slot_id}", response_class=HTMLResponse)
     async def booking_page(slot_id: str, origin: str | None = None) -> str:
         taken = slot_id in booked
         via = "via le SAS" if origin == "sas" else "en ligne"
         state = "Ce créneau n'est plus disponible." if taken else "Créneau disponible."
+        regulators = "".join(f"<option value='{html.escape(a)}'>{html.escape(a)}</option>" for a in accounts)
         return (
             f"<!doctype html><html lang='fr'><head><meta charset='utf-8'><title>{config.name}</title></head>"
             f"<body><h1>{config.name}: réservation {via}</h1><p id='state'>{state}</p>"
             f"<form method='post' action='/booking/{slot_id}?origin={origin or ''}'>"
+            f"<label>Régulateur <select name='operator' id='operator'>{regulators}</select></label>"
             f"<button id='book' {'disabled' if taken else ''}>Réserver</button></form></body></html>"
         )
 
     @app.post("/booking/{slot_id}")
-    async def book(slot_id: str) -> Response:
+    async def book(slot_id: str, request: Request, origin: str | None = None) -> Response:
         if slot_id in booked:
             return JSONResponse({"booked": False, "reason": "already booked"}, status_code=409)
+        slot = _find_slot(config, practitioners, slot_id)
+        if slot is None:
+            return JSONResponse({"booked": False, "reason": "unknown slot"}, status_code=404)
+        form = parse_qs((await request.body()).decode("utf-8"))  # an HTML form, url-encoded
+        operator = (form.get("operator") or [""])[0]
         booked.add(slot_id)
-        return JSONResponse({"booked": True, "slot": slot_id}, status_code=201)
+        reported = None
+        if origin == "sas" and config.platform_url and operator:
+            appointment = _appointment(config, slot, operator, "booked")
+            appointments[appointment["identifier"][0]["value"]] = appointment
+            reported = await _report(config, appointment, create=True)
+        return JSONResponse({"booked": True, "slot": slot_id, "reported": reported}, status_code=201)
+
+    @app.post("/_appointments/{identifier}/status")
+    async def change_status(identifier: str, request: Request) -> Response:
+        """Knob: the appointment is later fulfilled, missed or cancelled, and the platform is told."""
+        appointment = appointments.get(identifier)
+        if appointment is None:
+            return JSONResponse({"reason": "unknown appointment"}, status_code=404)
+        body = await request.json()
+        appointment["status"] = body["status"]
+        version = int(appointment["meta"]["versionId"]) + 1
+        appointment["meta"] = {"versionId": str(version), "lastUpdated": _instant(datetime.now(PARIS))}
+        return JSONResponse({"reported": await _report(config, appointment, create=False)})
 
     @app.post("/_control")
     async def control(request: Request) -> dict[str, Any]:
@@ -195,6 +226,56 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
         return {**stats, "booked": len(booked), "accounts": len(accounts)}
 
     return app
+
+
+def _find_slot(config: SandboxConfig, practitioners: dict[str, SandboxPractitioner], slot_id: str) -> AgendaSlot | None:
+    idnps, site, stamp = slot_id.rsplit("-", 2)
+    practitioner = practitioners.get(idnps)
+    if practitioner is None:
+        return None
+    day = datetime.strptime(stamp, "%Y%m%d%H%M").date()
+    return next((s for s in day_slots(config, practitioner, int(site), day) if s.slot_id == slot_id), None)
+
+
+def _appointment(config: SandboxConfig, slot: AgendaSlot, operator: str, status: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Appointment",
+        "meta": {"versionId": "1", "lastUpdated": _instant(datetime.now(PARIS))},
+        "extension": [
+            {
+                "url": "http://interopsante.org/fhir/StructureDefinition/FrAppointmentOperator",
+                "valueReference": {"identifier": {"system": IDNPS_SYSTEM, "value": operator}},
+            }
+        ],
+        "identifier": [{"system": f"urn:sandbox:{config.vendor_id}", "value": uuid.uuid4().hex}],
+        "status": status,
+        "start": _instant(slot.start),
+        "end": _instant(slot.end),
+        "participant": [{"actor": {"identifier": {"system": IDNPS_SYSTEM, "value": slot.idnps}}, "status": "accepted"}],
+    }
+
+
+async def _report(config: SandboxConfig, appointment: dict[str, Any], create: bool) -> int | None:
+    """POST (or conditional PUT) the appointment to the platform; returns its HTTP status."""
+    headers = {"Content-Type": FHIR_JSON}
+    if config.platform_token:
+        headers["Authorization"] = f"Bearer {config.platform_token}"
+    base = (config.platform_url or "").rstrip("/")
+    ident = appointment["identifier"][0]
+    async with httpx.AsyncClient(timeout=5) as client:
+        try:
+            if create:
+                response = await client.post(f"{base}/Appointment", json=appointment, headers=headers)
+            else:
+                response = await client.put(
+                    f"{base}/Appointment",
+                    params={"identifier": f"{ident['system']}|{ident['value']}"},
+                    json=appointment,
+                    headers=headers,
+                )
+        except httpx.HTTPError:
+            return None
+    return response.status_code
 
 
 def _entry(base: str, kind: str, resource: dict[str, Any]) -> dict[str, Any]:

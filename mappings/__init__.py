@@ -12,7 +12,17 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-KINDS = ("practice_sites", "structures", "slots", "vendors", "participations", "vendor_status", "search_snapshots")
+KINDS = (
+    "practice_sites",
+    "structures",
+    "slots",
+    "vendors",
+    "participations",
+    "vendor_status",
+    "search_snapshots",
+    "appointments",
+    "booking_attempts",
+)
 
 
 @dataclass(frozen=True)
