@@ -16,6 +16,7 @@ from api.auth import Principal, Role
 from api.deps import get_backend, require
 from api.problems import Problem
 from dispo.records import Appointment, AppointmentStatus, BookingAttempt, Slot
+from indexer.accounts import ensure_account
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import ensure_live
 from indexer.registry import get_vendor
@@ -105,6 +106,10 @@ def start_booking(
             "slot-taken",
             next_slots=[s.model_dump(mode="json") for s in _next_slots(backend, slot["idnps"], now)],
         )
+    vendor = get_vendor(backend, slot["vendor"])
+    if vendor is not None:
+        # The regulator needs an account at the vendor before its page can book on their behalf.
+        ensure_account(backend, vendor, principal.label)
     attempt = BookingAttempt(
         attempt_id=uuid.uuid4().hex,
         regulator=principal.label,
@@ -161,3 +166,26 @@ def counts(
     return AppointmentCounts(
         by_department={k: dict(v) for k, v in by_dep.items()}, by_vendor={k: dict(v) for k, v in by_vendor.items()}
     )
+
+
+@router.get("/regulator-accounts", summary="Regulator accounts at vendors: state per regulator and vendor")
+def regulator_accounts(
+    backend: Annotated[Backend, Depends(get_backend)],
+    _: Annotated[Any, Depends(require(Role.maintainer))],
+    regulator: str | None = None,
+    vendor: str | None = None,
+) -> list[dict[str, Any]]:
+    filters = {k: [v] for k, v in (("regulator", regulator), ("vendor", vendor)) if v}
+    return [h.doc for h in backend.search("regulator_accounts", GeoQuery(filters=filters, limit=1000)).hits]
+
+
+@router.post("/regulator-accounts/{vendor_id}", summary="Create or update my account at a vendor now")
+def push_my_account(
+    vendor_id: str,
+    backend: Annotated[Backend, Depends(get_backend)],
+    principal: Annotated[Principal, Depends(require(Role.regulator))],
+) -> dict[str, Any]:
+    vendor = get_vendor(backend, vendor_id)
+    if vendor is None:
+        raise Problem(404, "Not found", f"no vendor {vendor_id!r}", "not-found")
+    return ensure_account(backend, vendor, principal.label, force=True)

@@ -22,6 +22,7 @@ KINDS = (
     "search_snapshots",
     "appointments",
     "booking_attempts",
+    "regulator_accounts",
 )
 
 

@@ -56,6 +56,7 @@ def loop(loaded: Backend, settings: Settings) -> Iterator[Loop]:
     made = {
         "regulator": new_token(Role.regulator, REGULATOR),
         "analyst": new_token(Role.analyst, "ars"),
+        "maintainer": new_token(Role.maintainer, "ops"),
         "v": new_token(Role.vendor, "v"),
         "w": new_token(Role.vendor, "w"),
     }
@@ -187,6 +188,12 @@ def test_the_full_loop(loop: Loop) -> None:
     assert started.status_code == 201, started.text
     url = started.json()["booking_url"]
     assert parse_qs(urlsplit(url).query)["origin"] == ["sas"] and started.json()["verified"] is True
+    # The regulator's account was pushed to the vendor before its first booking there (FrPractitionerRegul).
+    accounts = httpx.get(f"{api}/v1/regulator-accounts", headers=loop.headers("maintainer")).json()
+    assert [(a["regulator"], a["vendor"], a["state"]) for a in accounts] == [(REGULATOR, "v", "created")]
+    assert REGULATOR in loop.sandbox.app.state.accounts
+    pushed = httpx.post(f"{api}/v1/regulator-accounts/v", headers=reg).json()
+    assert pushed["state"] == "updated" and pushed["attempts"] == 2
     # The regulator books in the vendor's page, which reports the appointment back to the platform.
     page = httpx.get(url)
     assert page.status_code == 200 and "via le SAS" in page.text
