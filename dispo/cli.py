@@ -518,6 +518,8 @@ def sandbox(
     vendors: Annotated[int, typer.Option(help="start this many vendors over the directory and register them")] = 0,
     latency_ms: Annotated[float, typer.Option(help="with --vendors: maximum answer latency")] = 0.0,
     participations: Annotated[Path | None, typer.Option(help="with --vendors: participation CSV to load")] = None,
+    platform_url: Annotated[str | None, typer.Option(help="with --vendors: report bookings to this FHIR base")] = None,
+    platform_tokens: Annotated[Path | None, typer.Option(help="with --vendors: file of vendor_id:token lines")] = None,
 ) -> None:
     """Serve vendor sandboxes implementing the vendor side of the SAS contract (FHIR base: /fhir).
 
@@ -540,6 +542,10 @@ def sandbox(
             vendors,
             base_port=port,
             participations=participations,
+            platform_url=platform_url,
+            platform_tokens=dict(line.split(":", 1) for line in platform_tokens.read_text().split() if ":" in line)
+            if platform_tokens
+            else None,
             latency_ms_min=latency_ms / 3,
             latency_ms_max=latency_ms,
         )
@@ -680,6 +686,43 @@ def search(
         console.print(e.message)
     if answer.next_cursor:
         console.print(f"more: --cursor {answer.next_cursor}")
+
+
+appointments_app = typer.Typer(help="Appointments reported by vendors.", no_args_is_help=True)
+app.add_typer(appointments_app, name="appointments")
+
+
+@appointments_app.command("list")
+def appointments_list(
+    regulator: Annotated[str | None, typer.Option(help="the regulator (operator) identifier")] = None,
+    status: Annotated[str | None, typer.Option(help="booked, fulfilled, noshow, cancelled")] = None,
+    department: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Appointments with their statuses (no patient data is ever stored)."""
+    from dispo.records import Appointment
+    from indexer.backend import GeoQuery
+
+    filters = {k: [v] for k, v in (("operator", regulator), ("status", status), ("department", department)) if v}
+    hits = _backend(Settings()).search("appointments", GeoQuery(filters=filters, limit=10_000)).hits
+    rows = sorted((Appointment.model_validate(h.doc) for h in hits), key=lambda a: a.start)
+    if as_json:
+        sys.stdout.write(orjson.dumps([a.model_dump(mode="json") for a in rows]).decode() + "\n")
+        return
+    table = Table(title=f"{len(rows)} appointment(s)")
+    for col in ("start", "practitioner", "vendor", "regulator", "status", "history", "department"):
+        table.add_column(col)
+    for a in rows:
+        table.add_row(
+            a.start.astimezone(PARIS).strftime("%d/%m %H:%M"),
+            a.idnps,
+            a.vendor,
+            a.operator,
+            a.status.value,
+            " > ".join(h.status.value for h in a.history),
+            a.department_code or "",
+        )
+    console.print(table)
 
 
 audit_app = typer.Typer(help="Audits of the service's promises.", no_args_is_help=True)

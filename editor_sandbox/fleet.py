@@ -74,6 +74,8 @@ def start_fleet(
     base_port: int | None = None,
     participations: Path | None = None,
     settings: Settings | None = None,
+    platform_url: str | None = None,
+    platform_tokens: dict[str, str] | None = None,
     **knobs: float,
 ) -> list[SandboxServer]:
     """Start `n_vendors` sandboxes (`sandbox-a`, `sandbox-b`, ...) and register them; returns the servers.
@@ -106,7 +108,13 @@ def start_fleet(
     servers = []
     for i, (vendor_id, port) in enumerate(zip(vendor_ids, ports, strict=True)):
         config = SandboxConfig(
-            vendor_id=vendor_id, name=names[vendor_id], seed=seed + i, practitioners=serving[vendor_id], **knobs
+            vendor_id=vendor_id,
+            name=names[vendor_id],
+            seed=seed + i,
+            practitioners=serving[vendor_id],
+            platform_url=platform_url,
+            platform_token=(platform_tokens or {}).get(vendor_id),
+            **knobs,
         )
         servers.append(SandboxServer(config, port=port).start())
     return servers

@@ -28,6 +28,10 @@ TOKEN="$("$BIN/dispo" tokens create --role regulator --label demo-regulator 2>/d
 MAINTAINER="$("$BIN/dispo" tokens create --role maintainer --label demo-maintainer 2>/dev/null)"
 "$BIN/dispo" tokens create --role analyst --label demo-analyst >"$DISPO_DATA_DIR/analyst.token" 2>/dev/null
 echo "$TOKEN" >"$DISPO_DATA_DIR/regulator.token"
+# Each sandbox vendor reports bookings back with its own vendor token (the token's label is the vendor id).
+for v in sandbox-a sandbox-b sandbox-c; do
+  echo "$v:$("$BIN/dispo" tokens create --role vendor --label "$v" 2>/dev/null)" >>"$DISPO_DATA_DIR/vendor.tokens"
+done
 echo "$MAINTAINER" >"$DISPO_DATA_DIR/maintainer.token"
 
 # The real samples plus a generated Ain (01) directory in the same format, so that searches have doctors.
@@ -42,7 +46,8 @@ cleanup() { for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; don
 trap cleanup EXIT INT TERM
 
 # Three sandbox vendors serve the participants and register themselves; the participation list is loaded.
-"$BIN/dispo" sandbox --vendors 3 --port "$SANDBOX_PORT" --latency-ms 250 --participations "$PARTICIPATIONS" &
+"$BIN/dispo" sandbox --vendors 3 --port "$SANDBOX_PORT" --latency-ms 250 --participations "$PARTICIPATIONS" \
+  --platform-url "http://127.0.0.1:$PORT/fhir" --platform-tokens "$DISPO_DATA_DIR/vendor.tokens" &
 children+=($!)
 for _ in $(seq 1 50); do
   n="$("$BIN/dispo" vendors list --json 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0)"
@@ -68,6 +73,11 @@ Try:
   curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/search?department=01&modality=home"
   curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/practice-sites/search?postcode=01000&radius_km=20"
   DISPO_DATA_DIR=$DISPO_DATA_DIR $BIN/dispo search --address "Belley"
+Book: take a slot_id from a search, then
+  curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+       -d '{"slot_id": "<slot_id>"}' "$URL/v1/bookings"        # -> booking_url with origin=sas
+  open the booking_url, choose the regulator, "Réserver": the vendor reports the appointment back
+  curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/appointments"
   curl -s -H "Authorization: Bearer $MAINTAINER" "$URL/metrics"
   DISPO_DATA_DIR=$DISPO_DATA_DIR $BIN/dispo vendors status
 
