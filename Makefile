@@ -22,6 +22,7 @@ demo: install
 # Starts a throwaway Elasticsearch (unless DISPO_ES_URL is set), runs the whole suite on both backends.
 test: install
 	$(BIN)/ruff check .
+	bash scripts/ensure-chromium.sh
 	bash scripts/elasticsearch.sh run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

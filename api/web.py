@@ -1,0 +1,92 @@
+"""The regulators' web page (served at `/`, local assets only) and the small lookups it needs."""
+
+from __future__ import annotations
+
+import csv
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+
+from api.auth import Role
+from api.deps import require
+from dispo.geo import gazetteer
+from dispo.text import fold
+
+router = APIRouter(tags=["web page"])
+READERS = (Role.regulator, Role.maintainer, Role.analyst)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def page() -> str:
+    # The page itself holds no data: every call it makes carries the regulator's token.
+    return (resources.files("api") / "static" / "index.html").read_text(encoding="utf-8")
+
+
+class SpecialtyLabel(BaseModel):
+    code: str
+    label: str
+
+
+@cache
+def _specialties() -> list[SpecialtyLabel]:
+    out: dict[str, str] = {}
+    with (resources.files("dispo") / "data" / "correspondance_profession_savoirfaire.csv").open(
+        encoding="utf-8-sig"
+    ) as fh:
+        for row in csv.DictReader(fh):
+            code = row["Code savoir-faire"].strip()
+            if code and code not in out:
+                out[code] = row["codeprofession"].strip() or code
+    return sorted((SpecialtyLabel(code=c, label=lbl) for c, lbl in out.items()), key=lambda s: fold(s.label))
+
+
+@router.get("/v1/specialties", response_model=list[SpecialtyLabel], summary="Savoir-faire codes and labels")
+def specialties(_: Annotated[Any, Depends(require(*READERS))]) -> list[SpecialtyLabel]:
+    return _specialties()
+
+
+class PlaceSuggestion(BaseModel):
+    label: str
+    postcode: str | None
+    insee: str | None
+    lat: float
+    lon: float
+
+
+@router.get("/v1/places/suggest", response_model=list[PlaceSuggestion], summary="Communes and postcodes")
+def suggest(
+    _: Annotated[Any, Depends(require(*READERS))],
+    q: Annotated[str, Query(min_length=2, max_length=80)],
+    limit: Annotated[int, Query(ge=1, le=20)] = 8,
+) -> list[PlaceSuggestion]:
+    """Communes whose name starts with the text, or whose postcode starts with the digits (local tables)."""
+    gaz = gazetteer()
+    text = fold(q)
+    out: list[PlaceSuggestion] = []
+    if text.isdigit():
+        for postcode in sorted(p for p in gaz.postcodes if p.startswith(text))[:limit]:
+            area = gaz.postcodes[postcode]
+            names = ", ".join(gaz.communes[i].name.title() for i in area.communes[:3])
+            out.append(
+                PlaceSuggestion(label=f"{postcode} {names}", postcode=postcode, insee=None, lat=area.lat, lon=area.lon)
+            )
+        return out
+    for commune in sorted(gaz.communes.values(), key=lambda c: (len(c.name), c.name)):
+        if fold(commune.name).startswith(text):
+            postcode = commune.postcodes[0] if commune.postcodes else None
+            out.append(
+                PlaceSuggestion(
+                    label=f"{commune.name.title()} ({postcode or commune.department})",
+                    postcode=postcode,
+                    insee=commune.insee,
+                    lat=commune.lat,
+                    lon=commune.lon,
+                )
+            )
+            if len(out) >= limit:
+                break
+    return out

@@ -1,0 +1,184 @@
+"""The regulators' web page in headless Chromium (Debian's package) against the real stack on loopback:
+embedded index with a generated Ain directory, three sandbox vendors, the scheduler's first cycle, the API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from api.app import create_app
+from api.auth import Role, new_token
+from bench.generate import generate
+from dispo.settings import Settings
+from editor_sandbox.fleet import start_fleet
+from editor_sandbox.server import ThreadedServer
+from indexer.scheduler import Aggregator
+from indexer.sqlite_backend import SqliteBackend
+from rpps_import.pipeline import import_rpps
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _browser_or_skip():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("DISPO_REQUIRE_BROWSER") == "1":
+            pytest.fail("DISPO_REQUIRE_BROWSER=1 but Chromium is not installed (make test installs it as root)")
+        pytest.skip("no Chromium: install Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    return sync_playwright
+
+
+@dataclass
+class Stack:
+    url: str
+    token: str
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("web")
+    backend = SqliteBackend(tmp / "index")
+    regulator, regulator_entry = new_token(Role.regulator, "reg-web")
+    vendor_tokens = {f"sandbox-{c}": new_token(Role.vendor, f"sandbox-{c}") for c in "abc"}
+    settings = Settings(
+        data_dir=tmp / "dispo", tokens=",".join([regulator_entry, *(entry for _, entry in vendor_tokens.values())])
+    )
+    files = generate(tmp / "gen", "department", seed=1, n_vendors=3)
+    import_rpps(files["rpps"], backend, settings)
+    with ThreadedServer(create_app(settings, backend), name="api") as api:
+        servers = start_fleet(
+            backend,
+            3,
+            participations=files["participations"],
+            settings=settings,
+            churn_rate=0.0,
+            platform_url=api.url + "/fhir",
+            platform_tokens={v: t for v, (t, _) in vendor_tokens.items()},
+        )
+        asyncio.run(Aggregator(backend, settings).run_once())
+        yield Stack(api.url, regulator)
+        for s in servers:
+            s.stop()
+
+
+@pytest.fixture
+def page(stack: Stack):
+    sync_playwright = _browser_or_skip()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="fr-FR")
+        page = context.new_page()
+        yield page
+        browser.close()
+
+
+def sign_in(page, stack: Stack, path: str = "/") -> None:
+    page.goto(stack.url + path)
+    page.fill("#token", stack.token)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#app:not([hidden])")
+
+
+def search(page, address: str) -> None:
+    page.fill("#address", address)
+    page.keyboard.press("Enter")  # Enter searches
+    page.wait_for_function("document.querySelector('#status').textContent.includes('praticien')")
+
+
+def test_search_shows_cards_with_slots_and_distances_then_more(page, stack: Stack) -> None:
+    sign_in(page, stack)
+    search(page, "12 rue de la République 01000 Bourg-en-Bresse")
+    cards = page.locator(".card")
+    assert cards.count() == 10
+    first = cards.nth(0)
+    assert " km" in first.locator("h3").inner_text()
+    assert first.locator(".slot").count() > 0
+    assert "vérifié à" in first.locator(".slot").first.inner_text()
+    assert page.locator("#map circle.pin").count() == 10
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "results.png"), full_page=False)
+    page.click("#more")
+    page.wait_for_function("document.querySelectorAll('.card').length > 10")
+    assert page.locator(".card").count() == 20
+
+
+def test_filter_by_modality(page, stack: Stack) -> None:
+    sign_in(page, stack)
+    page.check("input[name=modality][value=home]")
+    search(page, "Bourg-en-Bresse (01000)")
+    slots = page.locator(".slot")
+    assert slots.count() > 0
+    texts = slots.all_inner_texts()
+    assert all("Domicile" in t and "Téléconsultation" not in t for t in texts)  # ("Cabinet Connect" is a vendor)
+
+
+def test_context_in_the_url_runs_the_search_at_once(page, stack: Stack) -> None:
+    sign_in(page, stack, "/?address=Belley%2001300&specialty=SM54")
+    page.wait_for_selector(".card")
+    assert page.input_value("#address") == "Belley 01300"
+
+
+def test_book_a_slot_and_follow_it(page, stack: Stack) -> None:
+    sign_in(page, stack)
+    search(page, "12 rue de la République 01000 Bourg-en-Bresse")
+    with page.context.expect_page() as popup_info:
+        page.locator(".card").first.locator(".slot").first.click()
+    vendor_page = popup_info.value
+    vendor_page.wait_for_url("**origin=sas**")  # the tab opens at once, then goes to the vendor's page
+    vendor_page.wait_for_load_state()
+    assert "origin=sas" in vendor_page.url and "via le SAS" in vendor_page.content()
+    vendor_page.select_option("#operator", "reg-web")
+    vendor_page.click("#book")
+    vendor_page.wait_for_load_state()
+    page.click("#tab-followup")
+    page.wait_for_selector("#appointments td.status")
+    assert page.locator("#appointments td.status").first.inner_text() == "réservé"
+
+
+def test_no_result_explains_itself(page, stack: Stack) -> None:
+    sign_in(page, stack)
+    page.select_option("#specialty", "SM20")  # gynécologie-obstétrique: nobody in the generated directory
+    search(page, "Bourg-en-Bresse (01000)")
+    assert page.locator(".card").count() == 0
+    assert "Aucun praticien avec un créneau libre" in page.inner_text("#status")
+
+
+def test_backend_down_says_what_to_do(stack: Stack, tmp_path: Path) -> None:
+    from indexer.es_backend import ElasticsearchBackend
+
+    sync_playwright = _browser_or_skip()
+    token, entry = new_token(Role.regulator, "reg-down")
+    dead = ElasticsearchBackend("http://127.0.0.1:9", prefix="none", timeout_s=1)
+    with (
+        ThreadedServer(create_app(Settings(data_dir=tmp_path, tokens=entry), dead), name="api-down") as api,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.goto(api.url + "/")
+        page.fill("#token", token)
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#app:not([hidden])")
+        page.fill("#address", "Bourg-en-Bresse (01000)")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#status .error")
+        assert "momentanément indisponible" in page.inner_text("#status")
+        browser.close()
