@@ -62,6 +62,7 @@ URL="http://127.0.0.1:$PORT"
 cat <<MSG
 
 Dispo demo: embedded index in $DISPO_DATA_DIR
+  Page             $URL/#token=$TOKEN   (signs in as the demo regulator)
   API              $URL   (OpenAPI docs: $URL/docs)
   regulator token  $TOKEN
   maintainer token $MAINTAINER

@@ -153,6 +153,13 @@ def test_book_a_slot_and_follow_it(page, stack: Stack) -> None:
     assert page.locator("#appointments td.status").first.inner_text() == "réservé"
 
 
+def test_the_credential_offered_in_the_fragment_signs_in(page, stack: Stack) -> None:
+    page.goto(f"{stack.url}/#token={stack.token}")
+    page.wait_for_selector("#app:not([hidden])")
+    assert "token" not in page.url  # forgotten once used
+    assert page.input_value("#specialty") == "SM54"
+
+
 def test_no_result_explains_itself(page, stack: Stack) -> None:
     sign_in(page, stack)
     page.select_option("#specialty", "SM20")  # gynécologie-obstétrique: nobody in the generated directory
