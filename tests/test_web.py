@@ -50,6 +50,7 @@ def _browser_or_skip():
 class Stack:
     url: str
     token: str
+    vendors: dict[str, str]  # vendor id -> sandbox URL
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             platform_tokens={v: t for v, (t, _) in vendor_tokens.items()},
         )
         asyncio.run(Aggregator(backend, settings).run_once())
-        yield Stack(api.url, regulator)
+        yield Stack(api.url, regulator, {s.config.vendor_id: s.url for s in servers})
         for s in servers:
             s.stop()
 
@@ -151,6 +152,23 @@ def test_book_a_slot_and_follow_it(page, stack: Stack) -> None:
     page.click("#tab-followup")
     page.wait_for_selector("#appointments td.status")
     assert page.locator("#appointments td.status").first.inner_text() == "réservé"
+
+
+def test_a_slot_taken_meanwhile_refreshes_the_card(page, stack: Stack) -> None:
+    import httpx
+
+    sign_in(page, stack)
+    search(page, "Belley (01300)")
+    card = page.locator(".card").nth(1)
+    slot_id = card.locator(".slot").first.get_attribute("data-slot")
+    vendor, resource = slot_id.split(":", 1)
+    httpx.post(f"{stack.vendors[vendor]}/booking/{resource}")  # taken by another patient, elsewhere
+    card.locator(".slot").first.click()
+    card.locator(".card-message").wait_for()
+    page.wait_for_function("[...document.querySelectorAll('.card-message')].some(e => e.textContent.includes('pris'))")
+    assert "vient d'être pris" in card.locator(".card-message").inner_text()
+    assert slot_id not in [b.get_attribute("data-slot") for b in card.locator(".slot").all()]
+    assert len(page.context.pages) == 1  # no vendor tab left open
 
 
 def test_the_credential_offered_in_the_fragment_signs_in(page, stack: Stack) -> None:
