@@ -688,6 +688,24 @@ def search(
         console.print(f"more: --cursor {answer.next_cursor}")
 
 
+@app.command()
+def bench(
+    scenario: Annotated[
+        list[str] | None, typer.Argument(help="import, search, aggregate, embedded (default: all)")
+    ] = None,
+    scale: Annotated[str, typer.Option(help="department | region | national")] = "department",
+) -> None:
+    """Run benchmarks and print figures with the ratio to their reference, measured in the same run."""
+    from bench.run import SCALES, SCENARIOS, print_table, run
+
+    names = scenario or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown or scale not in SCALES:
+        err.print(f"[red]error:[/] scenarios: {', '.join(SCENARIOS)}; scales: {', '.join(SCALES)}")
+        raise typer.Exit(2)
+    print_table(run(names, scale))
+
+
 appointments_app = typer.Typer(help="Appointments reported by vendors.", no_args_is_help=True)
 app.add_typer(appointments_app, name="appointments")
 

@@ -129,6 +129,38 @@ class Gazetteer:
             for row in csv.DictReader(fh, delimiter=";"):
                 self.cedex.setdefault(row["cedex"].strip(), row["insee"].strip())
 
+    _CELL = 0.1  # degrees: grid cell of the nearest-commune index
+
+    def nearest_commune(self, lat: float, lon: float) -> Commune | None:
+        """The commune whose centroid is nearest, from a grid of cells searched in growing rings."""
+        grid = self._grid()
+        ci, cj = math.floor(lat / self._CELL), math.floor(lon / self._CELL)
+        best: tuple[float, Commune] | None = None
+        for ring in range(0, 60):
+            for i in range(ci - ring, ci + ring + 1):
+                for j in range(cj - ring, cj + ring + 1):
+                    if max(abs(i - ci), abs(j - cj)) != ring:
+                        continue
+                    for commune in grid.get((i, j), ()):
+                        d = haversine_km(lat, lon, commune.lat, commune.lon)
+                        if best is None or d < best[0]:
+                            best = (d, commune)
+            # Every unseen commune is at least `ring` cells away (~11 km each in latitude): stop when the
+            # best found is nearer than that.
+            if best is not None and best[0] < ring * self._CELL * 111.0 * 0.5:
+                return best[1]
+        return best[1] if best else None
+
+    def _grid(self) -> dict[tuple[int, int], list[Commune]]:
+        grid = getattr(self, "_grid_cache", None)
+        if grid is None:
+            grid = {}
+            for commune in self.communes.values():
+                key = (math.floor(commune.lat / self._CELL), math.floor(commune.lon / self._CELL))
+                grid.setdefault(key, []).append(commune)
+            self._grid_cache = grid
+        return grid
+
     def commune(self, insee: str | None) -> Commune | None:
         return self.communes.get(insee) if insee else None
 

@@ -40,6 +40,8 @@ class GeoQuery:
     text: str | None = None  # already folded (dispo.text.fold)
     limit: int = 20
     after: tuple[Any, ...] | None = None
+    # Counting every match costs a second pass: scans that page through results do without (total = -1).
+    count_total: bool = True
 
     @property
     def has_centre(self) -> bool:

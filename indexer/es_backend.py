@@ -212,7 +212,7 @@ class ElasticsearchBackend(Backend):
             "query": {"bool": {"filter": filters, "must": must}},
             "sort": sort,
             "size": query.limit,
-            "track_total_hits": True,
+            "track_total_hits": query.count_total,
         }
         if query.after is not None:
             body["search_after"] = list(query.after)
@@ -224,7 +224,8 @@ class ElasticsearchBackend(Backend):
         for h in answer["hits"]["hits"]:
             key = tuple(h["sort"])
             hits.append(Hit(h["_source"], key[0] if query.has_centre else None, key))
-        return SearchPage(hits=hits, total=answer["hits"]["total"]["value"])
+        total = answer["hits"]["total"]["value"] if query.count_total else -1
+        return SearchPage(hits=hits, total=total)
 
     def health(self) -> Health:
         try:

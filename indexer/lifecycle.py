@@ -104,7 +104,7 @@ def iterate_all(
     """Every live document of a kind, in id order, a page at a time."""
     after = None
     while True:
-        result = backend.search(kind, GeoQuery(filters=filters or {}, limit=page, after=after))
+        result = backend.search(kind, GeoQuery(filters=filters or {}, limit=page, after=after, count_total=False))
         yield from (hit.doc for hit in result.hits)
         if len(result.hits) < page:
             return

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from dispo.geo import department_of_insee, department_of_postcode, gazetteer
+from dispo.geo import department_of_postcode, gazetteer
 from dispo.text import fold
 from indexer.availability import freshness
 from indexer.backend import Backend, GeoQuery, InvalidCursor
@@ -173,11 +173,8 @@ def _geocode_address(address: str, geocoder: Any) -> Place:
 
 
 def _nearest_department(lat: float, lon: float) -> str | None:
-    from dispo.geo import haversine_km
-
-    gaz = gazetteer()
-    best = min(gaz.communes.values(), key=lambda c: haversine_km(lat, lon, c.lat, c.lon), default=None)
-    return department_of_insee(best.insee) if best else None
+    commune = gazetteer().nearest_commune(lat, lon)
+    return commune.department if commune else None
 
 
 @dataclass
@@ -523,6 +520,7 @@ def _gather(
                 ranges=ranges,
                 limit=SCAN_PAGE,
                 after=after,
+                count_total=False,
             ),
         )
         for hit in page.hits:
@@ -585,7 +583,15 @@ def _without_slots(
     while True:
         page = backend.search(
             "practice_sites",
-            GeoQuery(lat=place.lat, lon=place.lon, radius_km=radius, filters=filters, limit=SCAN_PAGE, after=after),
+            GeoQuery(
+                lat=place.lat,
+                lon=place.lon,
+                radius_km=radius,
+                filters=filters,
+                limit=SCAN_PAGE,
+                after=after,
+                count_total=False,
+            ),
         )
         for hit in page.hits:
             if hit.doc["site_id"] in with_slots:

@@ -329,9 +329,13 @@ class SqliteBackend(Backend):
             if where:
                 inner += " WHERE " + " AND ".join(where)
             outer = ["dist <= :radius"] if query.radius_km is not None else []
-            total = db.execute(
-                f"SELECT count(*) FROM ({inner})" + (f" WHERE {' AND '.join(outer)}" if outer else ""), params
-            ).fetchone()[0]
+            total = (
+                db.execute(
+                    f"SELECT count(*) FROM ({inner})" + (f" WHERE {' AND '.join(outer)}" if outer else ""), params
+                ).fetchone()[0]
+                if query.count_total
+                else -1
+            )
             if query.after is not None:
                 params["a_dist"], params["a_id"] = float(query.after[0]), str(query.after[1])
                 outer.append("(dist > :a_dist OR (dist = :a_dist AND id > :a_id))")
@@ -345,7 +349,11 @@ class SqliteBackend(Backend):
             hits = [Hit(orjson.loads(body), dist, (dist, doc_id)) for doc_id, body, dist in rows]
             return SearchPage(hits=hits, total=total)
         cond = " AND ".join(where)
-        total = db.execute("SELECT count(*) FROM docs d" + (f" WHERE {cond}" if cond else ""), params).fetchone()[0]
+        total = (
+            db.execute("SELECT count(*) FROM docs d" + (f" WHERE {cond}" if cond else ""), params).fetchone()[0]
+            if query.count_total
+            else -1
+        )
         if query.after is not None:
             params["a_id"] = str(query.after[0])
             where.append("d.id > :a_id")
