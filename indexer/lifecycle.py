@@ -6,9 +6,10 @@ A failed or refused import drops its own version and never touches the live inde
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
-from indexer.backend import Backend, GeoQuery
+from indexer.backend import Backend, GeoQuery, Hit
 from indexer.report import ImportReport, ImportSummary
 
 
@@ -98,14 +99,19 @@ def ensure_live(backend: Backend, kind: str) -> str:
     return live
 
 
+def scan(backend: Backend, kind: str, query: GeoQuery, page: int = 5000) -> Iterator[Hit]:
+    """Every hit of a query, in its order, a page at a time (search_after), without counting them."""
+    after = None
+    while True:
+        result = backend.search(kind, replace(query, limit=page, after=after, count_total=False))
+        yield from result.hits
+        if len(result.hits) < page:
+            return
+        after = result.next_after
+
+
 def iterate_all(
     backend: Backend, kind: str, filters: dict[str, list[str]] | None = None, page: int = 5000
 ) -> Iterator[dict[str, Any]]:
     """Every live document of a kind, in id order, a page at a time."""
-    after = None
-    while True:
-        result = backend.search(kind, GeoQuery(filters=filters or {}, limit=page, after=after, count_total=False))
-        yield from (hit.doc for hit in result.hits)
-        if len(result.hits) < page:
-            return
-        after = result.next_after
+    return (hit.doc for hit in scan(backend, kind, GeoQuery(filters=filters or {}), page))

@@ -25,6 +25,7 @@ from dispo.geo import department_of_postcode, gazetteer
 from dispo.text import fold
 from indexer.availability import freshness
 from indexer.backend import Backend, GeoQuery, InvalidCursor
+from indexer.lifecycle import ensure_live, scan
 
 PARIS = ZoneInfo("Europe/Paris")
 MIN_WITH_SLOTS = 5  # the agency's radii aim at about five practitioners with slots
@@ -334,8 +335,6 @@ SNAPSHOT_TTL_S = 3600
 
 def _save_snapshot(backend: Backend, now: datetime, payload: dict[str, Any]) -> str:
     """Keep the ranked order for later pages; drop snapshots older than the TTL on the way."""
-    from indexer.lifecycle import ensure_live
-
     index = ensure_live(backend, SNAPSHOTS)
     snapshot_id = hashlib.blake2b(orjson.dumps(payload["order"]) + now.isoformat().encode(), digest_size=12).hexdigest()
     backend.write(index, [{"snapshot_id": snapshot_id, "created_at": now.isoformat(), "payload": payload}])
@@ -508,32 +507,16 @@ def _gather(
 ) -> dict[str, Candidate]:
     """Every site with at least one matching free slot in the circle, nearest first (slots scanned by distance)."""
     candidates: dict[str, Candidate] = {}
-    after = None
-    while True:
-        page = backend.search(
-            "slots",
-            GeoQuery(
-                lat=place.lat,
-                lon=place.lon,
-                radius_km=radius,
-                filters=filters,
-                ranges=ranges,
-                limit=SCAN_PAGE,
-                after=after,
-                count_total=False,
-            ),
-        )
-        for hit in page.hits:
-            doc = hit.doc
-            if not fresh.is_fresh(doc) or not doc.get("site_id"):
-                continue
-            cand = candidates.get(doc["site_id"])
-            if cand is None:
-                cand = candidates[doc["site_id"]] = Candidate(doc["site_id"], doc["idnps"], hit.distance_km or 0.0, [])
-            cand.slots.append(doc)
-        if len(page.hits) < SCAN_PAGE:
-            return candidates
-        after = page.next_after
+    query = GeoQuery(lat=place.lat, lon=place.lon, radius_km=radius, filters=filters, ranges=ranges)
+    for hit in scan(backend, "slots", query, SCAN_PAGE):
+        doc = hit.doc
+        if not fresh.is_fresh(doc) or not doc.get("site_id"):
+            continue
+        cand = candidates.get(doc["site_id"])
+        if cand is None:
+            cand = candidates[doc["site_id"]] = Candidate(doc["site_id"], doc["idnps"], hit.distance_km or 0.0, [])
+        cand.slots.append(doc)
+    return candidates
 
 
 def _participations(backend: Backend, idnps: list[str]) -> dict[str, dict[str, Any]]:
@@ -579,37 +562,22 @@ def _without_slots(
 ) -> list[Candidate]:
     filters = {"specialty": [specialty]} if specialty else {"profession": [profession or ""]}
     out = []
-    after = None
-    while True:
-        page = backend.search(
-            "practice_sites",
-            GeoQuery(
-                lat=place.lat,
-                lon=place.lon,
-                radius_km=radius,
-                filters=filters,
-                limit=SCAN_PAGE,
-                after=after,
-                count_total=False,
-            ),
-        )
-        for hit in page.hits:
-            if hit.doc["site_id"] in with_slots:
-                continue
-            band = 0 if place.zone else int((hit.distance_km or 0) // BAND_KM)
-            out.append(
-                Candidate(
-                    hit.doc["site_id"],
-                    hit.doc["practitioner"]["idnps"],
-                    hit.distance_km or 0.0,
-                    [],
-                    3,
-                    (3, band, _shuffle_key(seed, hit.doc["site_id"])),
-                )
+    query = GeoQuery(lat=place.lat, lon=place.lon, radius_km=radius, filters=filters)
+    for hit in scan(backend, "practice_sites", query, SCAN_PAGE):
+        if hit.doc["site_id"] in with_slots:
+            continue
+        band = 0 if place.zone else int((hit.distance_km or 0) // BAND_KM)
+        out.append(
+            Candidate(
+                hit.doc["site_id"],
+                hit.doc["practitioner"]["idnps"],
+                hit.distance_km or 0.0,
+                [],
+                3,
+                (3, band, _shuffle_key(seed, hit.doc["site_id"])),
             )
-        if len(page.hits) < SCAN_PAGE:
-            return sorted(out, key=lambda c: c.key)
-        after = page.next_after
+        )
+    return sorted(out, key=lambda c: c.key)
 
 
 def _count_in_reach(
