@@ -239,9 +239,9 @@ def test_a_slot_taken_elsewhere_leaves_the_card_and_the_index(world) -> None:
 def test_a_slow_vendor_leaves_its_cards_unverified_within_the_deadline(world) -> None:
     backend, _ = world
     slow = vendor_server(world, "sandbox-a")
-    httpx.post(slow.url + "/_control", json={"hang_rate": 1.0, "hang_s": 3.0})
+    httpx.post(slow.url + "/_control", json={"hang_rate": 1.0, "hang_s": 5.0})
     try:
-        result = run_search(backend, SearchRequest(address=BOURG, seed=8, limit=10), verify_deadline_s=0.5)
+        result = run_search(backend, SearchRequest(address=BOURG, seed=8, limit=10), verify_deadline_s=2.0)
     finally:
         httpx.post(slow.url + "/_control", json={"hang_rate": 0.0})
     v = result["verification"]
