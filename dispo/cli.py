@@ -469,6 +469,81 @@ def aggregate(
         asyncio.run(aggregator.run_forever())
 
 
+@vendors_app.command("check")
+def vendors_check(
+    vendor_id: str,
+    idnps: Annotated[
+        list[str] | None, typer.Option(help="practitioners to ask for (default: its participants)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check a vendor's slot-search answer against the verifiable requirements of the agency's test kit."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from editor_sandbox.conformance import check_answer
+    from indexer.aggregator import slot_window
+    from indexer.fhir_slots import CONTRACT_ACCEPT, slot_search_params
+    from indexer.registry import get_vendor, participants
+    from indexer.vendor_client import make_client
+
+    backend = _backend(Settings())
+    vendor = get_vendor(backend, vendor_id)
+    if vendor is None:
+        err.print(f"[red]error:[/] no vendor {vendor_id!r}; see `dispo vendors list`")
+        raise typer.Exit(2)
+    asked = (idnps or [p.idnps for p in participants(backend, vendor_id)])[:25]
+    if not asked:
+        err.print("[red]error:[/] no practitioner to ask for: give --idnps or load participations")
+        raise typer.Exit(2)
+    start, end = slot_window(datetime.now(UTC), 2)
+
+    async def call() -> httpx.Response:
+        async with make_client(vendor) as client:
+            return await client.get(
+                vendor.base_url.rstrip("/") + "/Slot",
+                params=slot_search_params(asked, start, end),
+                headers={"Accept": CONTRACT_ACCEPT},
+            )
+
+    try:
+        response = asyncio.run(call())
+        bundle = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        err.print(f"[red]the vendor did not give a JSON answer:[/] {exc}")
+        raise typer.Exit(1) from exc
+    checks = check_answer(bundle, asked, start, end)
+    failed = [c for c in checks if not c[1]]
+    if as_json:
+        sys.stdout.write(
+            orjson.dumps(
+                {
+                    "status": response.status_code,
+                    "checks": len(checks),
+                    "failed": [{"requirement": c[0], "detail": c[2]} for c in failed],
+                }
+            ).decode()
+            + "\n"
+        )
+    else:
+        by_requirement: dict[int, list[str]] = {}
+        for req_id, ok, detail in checks:
+            if not ok:
+                by_requirement.setdefault(req_id, []).append(detail)
+        console.print(
+            f"HTTP {response.status_code}; {len(checks)} checks on {len({c[0] for c in checks})} "
+            f"requirements of agg-psindiv; {len(failed)} failed"
+        )
+        for req_id in sorted(by_requirement):
+            console.print(
+                f"  [red]requirement {req_id}[/]: {by_requirement[req_id][0]}"
+                + (f" (+{len(by_requirement[req_id]) - 1} more)" if len(by_requirement[req_id]) > 1 else "")
+            )
+    raise typer.Exit(1 if failed or response.status_code != 200 else 0)
+
+
 @vendors_app.command("status")
 def vendors_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Per vendor: last success and error, latency, slots held, staleness, breaker."""

@@ -114,3 +114,23 @@ def test_vendors_add_list_disable(env: Path) -> None:
     assert run("vendors", "disable", "v1").exit_code == 0
     assert json.loads(run("vendors", "list", "--json").stdout)[0]["enabled"] is False
     assert run("vendors", "disable", "nope").exit_code == 1
+
+
+def test_vendors_check_runs_the_test_kit_requirements_against_a_vendor(tmp_path: Path, monkeypatch) -> None:
+    from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite
+    from editor_sandbox.server import SandboxServer
+
+    monkeypatch.setenv("DISPO_DATA_DIR", str(tmp_path / "dispo"))
+    monkeypatch.setenv("DISPO_BACKEND", "sqlite")
+    who = SandboxPractitioner(idnps="810100050075", family="THOMAS", sites=[
+        SandboxSite(idnst="1010000024", line="900 route de Paris", city="VIRIAT", postcode="01440")])
+    with SandboxServer(SandboxConfig(vendor_id="s", practitioners=[who], churn_rate=0.0)) as good:
+        assert run("vendors", "add", "s", "--base-url", good.fhir_base).exit_code == 0
+        r = run("vendors", "check", "s", "--idnps", "810100050075", "--json")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["failed"] == []
+    broken = who.model_copy(update={"sites": [SandboxSite(idnst="1010000024", postcode="1440")]})  # bad postcode
+    with SandboxServer(SandboxConfig(vendor_id="s", practitioners=[broken], churn_rate=0.0)) as bad:
+        assert run("vendors", "add", "s", "--base-url", bad.fhir_base).exit_code == 0
+        r = run("vendors", "check", "s", "--idnps", "810100050075")
+        assert r.exit_code == 1 and "requirement 40" in r.output and "requirement 38" in r.output
