@@ -122,8 +122,11 @@ def test_vendors_check_runs_the_test_kit_requirements_against_a_vendor(tmp_path:
 
     monkeypatch.setenv("DISPO_DATA_DIR", str(tmp_path / "dispo"))
     monkeypatch.setenv("DISPO_BACKEND", "sqlite")
-    who = SandboxPractitioner(idnps="810100050075", family="THOMAS", sites=[
-        SandboxSite(idnst="1010000024", line="900 route de Paris", city="VIRIAT", postcode="01440")])
+    who = SandboxPractitioner(
+        idnps="810100050075",
+        family="THOMAS",
+        sites=[SandboxSite(idnst="1010000024", line="900 route de Paris", city="VIRIAT", postcode="01440")],
+    )
     with SandboxServer(SandboxConfig(vendor_id="s", practitioners=[who], churn_rate=0.0)) as good:
         assert run("vendors", "add", "s", "--base-url", good.fhir_base).exit_code == 0
         r = run("vendors", "check", "s", "--idnps", "810100050075", "--json")

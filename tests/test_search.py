@@ -136,16 +136,17 @@ def test_the_preferred_doctor_comes_first_when_within_reach(world) -> None:
 
 
 def test_thin_results_enlarge_the_radius_step_by_step(world) -> None:
-    # Home visits in CPTS slots within 4 h are rare: the first radius holds fewer than five practitioners.
-    result = search(world, address=BOURG, seed=1, limit=20, modalities=["home"], slot_types=["CPTS"], within=["0-4h"])
-    steps = result["explanation"]["radius_steps"]
+    # Nobody in the generated directory practises gynaecology: every step is tried up to the department.
+    result = search(world, address=BOURG, seed=1, limit=20, specialty="SM20")
     rule = radius_table()["01"]
-    radii = [s["radius_km"] for s in steps]
-    assert len(steps) > 1
-    assert radii[0] == rule.city_km and radii[1] == rule.city_km + rule.step_km and radii[-1] <= rule.county_km
-    assert all(s["practitioners_with_slots"] < 5 for s in steps[:-1])
-    assert steps[-1]["practitioners_with_slots"] >= 5 or radii[-1] == rule.county_km
-    assert result["radius_km"] == radii[-1]
+    expected = [rule.city_km + i * rule.step_km for i in range(100) if rule.city_km + i * rule.step_km < rule.county_km]
+    steps = result["explanation"]["radius_steps"]
+    assert [s["radius_km"] for s in steps] == [*expected, rule.county_km]
+    assert all(s["practitioners_with_slots"] == 0 for s in steps)
+    assert result["radius_km"] == rule.county_km and result["cards"] == []
+    # With slots everywhere, the first step is enough (five practitioners or more within it).
+    enough = search(world, address=BOURG, seed=1, limit=20)["explanation"]["radius_steps"]
+    assert len(enough) == 1 and enough[0]["practitioners_with_slots"] >= 5
 
 
 def test_stale_vendors_are_left_out_and_named(world) -> None:
