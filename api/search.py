@@ -13,7 +13,6 @@ from api.auth import Role
 from api.deps import get_backend, get_settings, require
 from api.problems import Problem
 from dispo.settings import Settings
-from indexer.availability import freshness
 from indexer.backend import Backend
 from indexer.registry import list_vendors
 from indexer.search import PARIS, SearchError, SearchRequest, run_search
@@ -224,7 +223,7 @@ def address_geocoder(settings: Settings) -> Any:
 def build_answer(backend: Backend, settings: Settings, result: dict[str, Any], req: SearchRequest) -> SearchAnswer:
     now = result["now"]
     vendors = {v.vendor_id: v.name for v in list_vendors(backend)}
-    fresh = freshness(backend, now, settings.staleness_limit_s)
+    fresh = result["freshness"]  # the search's own view of vendor freshness: not read twice
     participations = {}
     cards = []
     today = now.astimezone(PARIS).date()

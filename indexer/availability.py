@@ -158,6 +158,11 @@ class Freshness:
     last_success: dict[str, datetime] = field(default_factory=dict)  # vendor -> its last successful batch
     failing: dict[str, set[str]] = field(default_factory=dict)  # vendor -> IDNPS whose last batch failed
 
+    @property
+    def stale_vendors(self) -> set[str]:
+        """Vendors with an aggregation state whose slots are hidden for staleness."""
+        return set(self.failing) - self.fresh_vendors
+
     def age_s(self, slot_doc: dict[str, Any], now: datetime) -> float:
         """How old the information is: since the vendor last confirmed this practitioner's agenda."""
         vendor = slot_doc.get("vendor", "")

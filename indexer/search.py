@@ -296,7 +296,7 @@ def run_search(
         "practitioners_in_reach": in_reach,
         "practitioners_with_slots": with_slots,
         "practitioners_without_slots": max(0, in_reach - with_slots),
-        "stale_vendors": sorted(set(_vendors_with_slots(backend)) - fresh.fresh_vendors),
+        "stale_vendors": sorted(fresh.stale_vendors),
     }
     cursor = None
     if next_offset < len(ranked):
@@ -325,6 +325,7 @@ def run_search(
         "next_cursor": cursor,
         "explanation": explanation,
         "verification": verification,
+        "freshness": fresh,
         "now": now,
     }
 
@@ -398,6 +399,7 @@ def _next_page(
         else None,
         "explanation": snap["explanation"],
         "verification": verification,
+        "freshness": fresh,
         "now": now,
         "offset": offset,
     }
@@ -437,10 +439,7 @@ def _page(
         remaining = t_end - time.monotonic()
         if remaining > 0.02:
             report = verify_cards(backend, [c for c in batch if c.slots], vendors, window, now, remaining)
-            for name in ("vendors_asked", "vendors_answered", "slots_confirmed", "slots_gone", "cards_emptied"):
-                setattr(total, name, getattr(total, name) + getattr(report, name))
-            total.timed_out += report.timed_out
-            total.failed += report.failed
+            total.add(report)
         page += [c for c in batch if c.slots or c.group == 3]
     return page, position, total
 
@@ -587,9 +586,3 @@ def _count_in_reach(
     return backend.search(
         "practice_sites", GeoQuery(lat=place.lat, lon=place.lon, radius_km=radius, filters=filters, limit=1)
     ).total
-
-
-def _vendors_with_slots(backend: Backend) -> list[str]:
-    from indexer.status import STATUS
-
-    return [h.doc["vendor_id"] for h in backend.search(STATUS, GeoQuery(limit=1000)).hits]

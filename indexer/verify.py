@@ -29,6 +29,11 @@ class VerifyReport:
     timed_out: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
+    def add(self, other: VerifyReport) -> None:
+        """Fold another round's report into this one (a page may take several rounds)."""
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 async def _ask(
     vendor: Vendor, idnps: list[str], window: tuple[datetime, datetime], now: datetime, timeout_s: float
