@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api import bookings, directory, fhir, participations, problems, search, vendors, web
+from api import bookings, coverage, directory, fhir, participations, problems, search, vendors, web
 from api.auth import Role, TokenRegistry
 from api.deps import require
 from dispo import __version__
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(search.router)
     app.include_router(bookings.router)
     app.include_router(fhir.router)
+    app.include_router(coverage.router)
     app.include_router(web.router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")

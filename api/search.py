@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from functools import cache
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, BackgroundTasks, Depends, Query
 from pydantic import BaseModel
 
+from analytics.snapshots import outcome_of, record_outcome
 from api.auth import Role
 from api.deps import get_backend, get_settings, require
 from api.problems import Problem
@@ -125,6 +127,7 @@ def _csv(values: list[str] | None) -> list[str]:
 
 @router.get("/search", response_model=SearchAnswer, summary="Nearest practitioners with a free slot")
 def search(
+    background: BackgroundTasks,
     backend: Annotated[Backend, Depends(get_backend)],
     settings: Annotated[Settings, Depends(get_settings)],
     _: Annotated[Any, Depends(require(Role.regulator))],
@@ -178,6 +181,7 @@ def search(
         limit=limit,
         cursor=cursor,
     )
+    started = time.perf_counter()
     try:
         result = run_search(
             backend,
@@ -188,7 +192,11 @@ def search(
         )
     except SearchError as exc:
         raise Problem(422, "Invalid search", f"{exc}.", "invalid-search") from exc
-    return build_answer(backend, settings, result, req)
+    answer = build_answer(backend, settings, result, req)
+    if cursor is None:  # a search, not a later page of one: its outcome is kept for analysts, after the answer
+        outcome = outcome_of(result, limit, (time.perf_counter() - started) * 1000)
+        background.add_task(record_outcome, backend, outcome)
+    return answer
 
 
 @cache

@@ -26,6 +26,12 @@ def page() -> str:
     return (resources.files("api") / "static" / "index.html").read_text(encoding="utf-8")
 
 
+@router.get("/analysts", response_class=HTMLResponse, include_in_schema=False)
+def analysts_page() -> str:
+    # Like the regulators' page: no data in it, every call carries the analyst's token.
+    return (resources.files("api") / "static" / "analysts.html").read_text(encoding="utf-8")
+
+
 class SpecialtyLabel(BaseModel):
     code: str
     label: str

@@ -177,7 +177,7 @@ def _world(scale: str, work: Path, backend_kind: str = "sqlite", latency_ms: flo
         latency_ms_min=latency_ms / 3,
         latency_ms_max=latency_ms,
     )
-    asyncio.run(Aggregator(backend, settings).run_once())
+    asyncio.run(Aggregator(backend, settings).run_once(snapshot=False))
     return backend, settings, servers
 
 
@@ -295,7 +295,7 @@ def bench_aggregate(scale: str, work: Path, latency_ms: float = 50.0) -> list[Ro
             httpx.post(s.url + "/_control", json={"churn_rate": 0.1, "churn_period_s": 1})
         time.sleep(1.1)
         t0 = time.perf_counter()
-        reports = asyncio.run(Aggregator(backend, settings).run_once())
+        reports = asyncio.run(Aggregator(backend, settings).run_once(snapshot=False))
         wall = time.perf_counter() - t0
         written = sum(r.stats.inserted + r.stats.updated + r.stats.removed for r in reports)
         kept = sum(r.stats.unchanged for r in reports)

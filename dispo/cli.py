@@ -871,6 +871,220 @@ def audit_neutrality_cmd(
     console.print("|z| < 3 for every vendor: no vendor departs from what distances earn it (3 standard deviations).")
 
 
+coverage_app = typer.Typer(help="Coverage for analysts: tables, exports, map and chart.", no_args_is_help=True)
+app.add_typer(coverage_app, name="coverage")
+Days = Annotated[float, typer.Option(help="period: the last N days")]
+AsJson = Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")]
+
+
+def _print_rows(rows: list, columns: list[str], title: str, as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            sys.stdout.write(orjson.dumps(row.model_dump(mode="json")).decode() + "\n")
+        return
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(
+            col, justify="left" if col in ("code", "name", "territory", "vendor_id", "status") else "right"
+        )
+    for row in rows:
+        values = row.model_dump()
+        table.add_row(
+            *(
+                "" if values[c] is None else f"{values[c]:.3g}" if isinstance(values[c], float) else str(values[c])
+                for c in columns
+            )
+        )
+    console.print(table)
+
+
+def _period(days: float):
+    from analytics.tables import Period
+
+    return Period.last(days)
+
+
+@coverage_app.command("snapshot")
+def coverage_snapshot() -> None:
+    """Take a coverage snapshot now (the scheduler takes them on its own)."""
+    from analytics.snapshots import snapshot_now
+
+    settings = Settings()
+    with console.status("counting participants and free slots per area..."):
+        s = snapshot_now(_backend(settings), settings)
+    console.print(
+        f"snapshot {s.snapshot}: {s.rows} rows, {s.participants} participants, {s.slots_72h} free slots within 72 h "
+        f"({s.pruned} old rows pruned) in {s.duration_s:.1f} s"
+    )
+
+
+@coverage_app.command("show")
+def coverage_show(
+    level: Annotated[str, typer.Option(help="national, territory, department or commune")] = "department",
+    horizon: Annotated[int, typer.Option(help="24, 48 or 72 hours")] = 48,
+    as_json: AsJson = False,
+) -> None:
+    """Coverage of every area of a level at the last snapshot (absolute and per 10,000 inhabitants)."""
+    from analytics.tables import coverage
+
+    try:
+        rows = coverage(_backend(Settings()), level, horizon)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    if not rows and not as_json:
+        err.print("no coverage snapshot yet: run `dispo coverage snapshot` (or `dispo aggregate --once`)")
+        raise typer.Exit(1)
+    columns = ["code", "name", "population", "participants", "practitioners_with_slots", "slots", "slots_per_10k"]
+    _print_rows(
+        rows, columns, f"Coverage by {level} at {horizon} h, snapshot {rows[0].snapshot if rows else '-'}", as_json
+    )
+
+
+@coverage_app.command("evolution")
+def coverage_evolution(
+    level: Annotated[str, typer.Option()] = "national",
+    code: Annotated[str | None, typer.Option(help="area code (all areas of the level if absent)")] = None,
+    horizon: Annotated[int, typer.Option()] = 48,
+    days: Days = 7,
+    as_json: AsJson = False,
+) -> None:
+    """An area's coverage over a period, snapshot by snapshot."""
+    from analytics.tables import evolution
+
+    try:
+        rows = evolution(_backend(Settings()), level, code, horizon, _period(days))
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    columns = ["snapshot", "code", "participants", "practitioners_with_slots", "slots", "slots_per_10k"]
+    _print_rows(rows, columns, f"Evolution ({level} {code or ''}, {horizon} h, last {days:g} days)", as_json)
+
+
+@coverage_app.command("under-served")
+def coverage_under_served(days: Days = 7, as_json: AsJson = False) -> None:
+    """Regulator searches with fewer than 5 cards with slots, by territory and hour of day."""
+    from analytics.tables import under_served
+
+    rows = under_served(_backend(Settings()), _period(days))
+    columns = ["territory", "hour", "searches", "under_served", "under_served_share", "median_radius_km"]
+    _print_rows(rows, columns, f"Under-served searches, last {days:g} days", as_json)
+
+
+@coverage_app.command("vendors")
+def coverage_vendors(days: Days = 7, as_json: AsJson = False) -> None:
+    """Participants, slots held, share, error rate, p95 latency and staleness per vendor over a period."""
+    from analytics.tables import vendors
+
+    rows = vendors(_backend(Settings()), _period(days))
+    columns = [
+        "vendor_id",
+        "participants",
+        "slots_72h",
+        "share_of_slots",
+        "requests",
+        "error_rate",
+        "latency_p95_ms",
+        "staleness_max_s",
+    ]
+    _print_rows(rows, columns, f"Vendors, last {days:g} days", as_json)
+
+
+@coverage_app.command("appointments")
+def coverage_appointments(days: Days = 7, as_json: AsJson = False) -> None:
+    """Appointments starting in the period, by territory and status."""
+    from analytics.tables import appointments
+
+    rows = appointments(_backend(Settings()), _period(days))
+    _print_rows(
+        rows, ["territory", "department", "status", "appointments"], f"Appointments, last {days:g} days", as_json
+    )
+
+
+@coverage_app.command("export")
+def coverage_export(
+    out: Annotated[Path, typer.Option(help="directory to write the tables into")],
+    fmt: Annotated[list[str] | None, typer.Option("--format", help="csv and/or parquet (both by default)")] = None,
+    days: Days = 7,
+) -> None:
+    """Every table as CSV and Parquet, with data_dictionary.md."""
+    from analytics.exports import FORMATS, export_all
+
+    formats = tuple(fmt or FORMATS)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        err.print(f"[red]error:[/] unknown format {', '.join(unknown)}: use csv or parquet")
+        raise typer.Exit(2)
+    with console.status("building the tables..."):
+        written = export_all(_backend(Settings()), out, _period(days), formats)  # type: ignore[arg-type]
+    for table, paths in written.items():
+        console.print(f"{table}: " + ", ".join(f"{p.name} ({p.stat().st_size:,} bytes)" for p in paths))
+    console.print(f"data dictionary: {out / 'data_dictionary.md'}")
+
+
+def _picture_format(out: Path) -> str:
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        err.print(f"[red]error:[/] {out.name}: the file must end in .png or .svg")
+        raise typer.Exit(2)
+    return fmt
+
+
+@coverage_app.command("map")
+def coverage_map(
+    out: Annotated[Path, typer.Option(help="file to write: .png or .svg")],
+    horizon: Annotated[int, typer.Option()] = 48,
+    width: Annotated[int, typer.Option(help="pixels")] = 1000,
+    height: Annotated[int, typer.Option(help="pixels")] = 1000,
+) -> None:
+    """Map of France by department coloured by free slots per 10,000 inhabitants, at the last snapshot."""
+    from analytics.pictures import render_map
+    from analytics.tables import coverage
+
+    fmt = _picture_format(out)
+    rows = coverage(_backend(Settings()), "department", horizon)
+    if not rows:
+        err.print("no coverage snapshot yet: run `dispo coverage snapshot` first; the map shows every department grey")
+    try:
+        body = render_map(rows, fmt, width, height, f"Créneaux libres à {horizon} h pour 10 000 habitants")  # type: ignore[arg-type]
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    out.write_bytes(body)
+    console.print(f"{out} ({len(body):,} bytes, {width}x{height})")
+
+
+@coverage_app.command("chart")
+def coverage_chart(
+    out: Annotated[Path, typer.Option(help="file to write: .png or .svg")],
+    days: Days = 7,
+    horizon: Annotated[int, typer.Option()] = 48,
+    width: Annotated[int, typer.Option(help="pixels")] = 1200,
+    height: Annotated[int, typer.Option(help="pixels")] = 500,
+) -> None:
+    """National free slots over the period and under-served searches per hour."""
+    from analytics.pictures import render_chart
+    from analytics.tables import evolution, search_activity
+
+    fmt = _picture_format(out)
+    backend = _backend(Settings())
+    period = _period(days)
+    try:
+        body = render_chart(
+            evolution(backend, "national", None, horizon, period),
+            search_activity(backend, period),
+            fmt,  # type: ignore[arg-type]
+            width,
+            height,
+            (period.start, period.end),
+        )
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    out.write_bytes(body)
+    console.print(f"{out} ({len(body):,} bytes, {width}x{height})")
+
+
 def main() -> None:
     app()
 

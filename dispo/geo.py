@@ -65,6 +65,11 @@ def department_of_postcode(postcode: str) -> str:
     return postcode[:2]
 
 
+def radius_code(code: str) -> str:
+    """A department code of the agency's radius table as Dispo writes it: the table says 20A/20B for 2A/2B."""
+    return {"20A": "2A", "20B": "2B"}.get(code, code)
+
+
 @dataclass(frozen=True, slots=True)
 class Commune:
     insee: str

@@ -275,3 +275,28 @@ class BookingAttempt(BaseModel):
     slot_start: datetime
     at: datetime
     verified: bool  # the vendor confirmed the slot was still free
+
+
+class SearchOutcome(BaseModel):
+    """What analysis keeps of one regulator search: never the point, the address, the regulator or the
+    patient; the place only as its commune, department and SAS territory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome_id: str
+    at: datetime  # UTC, to the second
+    hour: int = Field(ge=0, le=23)  # hour of day, Europe/Paris
+    department: str | None
+    territory: str | None
+    commune: str | None  # INSEE code of the commune nearest the searched place; none for a department search
+    place_kind: str  # how the place was given: point, address, municipality, postcode, department
+    specialty: str | None
+    profession: str | None
+    radius_km: float  # the radius finally used
+    enlargements: int  # radius steps beyond the first
+    practitioners_with_slots: int  # found in the final circle
+    cards_with_slots: int  # on the first page, after live verification
+    under_served: bool  # fewer than 5 cards with slots
+    verified: bool  # the page was re-checked live
+    verification_changed: bool  # the live re-check removed slots or emptied cards
+    latency_ms: float

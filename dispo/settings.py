@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     # Days after today the slot window covers (2 = today, tomorrow and the day after, as the contract).
     horizon_days: int = 2
 
+    # Coverage snapshots for analysts: taken after `dispo aggregate --once` and by the scheduler at this
+    # interval (at least hourly, as analysts compare hours of the day).
+    coverage_interval_s: float = Field(default=600.0, gt=0, le=3600)
+    # How long snapshots and search outcomes are kept; commune rows are many, so kept less.
+    coverage_retention_days: float = Field(default=90.0, gt=0)
+    coverage_commune_retention_days: float = Field(default=7.0, gt=0)
+
     # Largest page the search API returns.
     max_page_size: int = Field(default=200, ge=1)
 

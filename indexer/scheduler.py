@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -52,11 +52,25 @@ class Aggregator:
             self.on_cycle(report)
         return report
 
-    async def run_once(self) -> list[CycleReport]:
-        """One cycle of every enabled vendor, all at once; returns the reports in vendor order."""
+    async def run_once(self, snapshot: bool = True) -> list[CycleReport]:
+        """One cycle of every enabled vendor, all at once, then a coverage snapshot; returns the reports in
+        vendor order."""
         await asyncio.to_thread(self.refresh_vendors)
         reports = await asyncio.gather(*(self.cycle(v) for v in sorted(self.pullers)))
+        if snapshot:
+            await self.snapshot()
         return [r for r in reports if r is not None]
+
+    async def snapshot(self) -> None:
+        """A coverage snapshot for analysts; a failure is logged and waits for the next one."""
+        from analytics.snapshots import snapshot_now
+
+        try:
+            summary = await asyncio.to_thread(snapshot_now, self.backend, self.settings)
+        except Exception:
+            log.exception("coverage snapshot failed")
+            return
+        log.info("coverage snapshot %s: %d rows in %.1f s", summary.snapshot, summary.rows, summary.duration_s)
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         """Cycles every `aggregation_interval_s` per vendor; picks up vendor changes at the same pace."""
@@ -65,7 +79,7 @@ class Aggregator:
 
         async def sync_jobs() -> None:
             await asyncio.to_thread(self.refresh_vendors)
-            jobs = {job.id for job in scheduler.get_jobs()} - {"sync"}
+            jobs = {job.id for job in scheduler.get_jobs()} - {"sync", "coverage"}
             for vendor_id in self.pullers:
                 if f"vendor:{vendor_id}" not in jobs:
                     scheduler.add_job(
@@ -90,6 +104,16 @@ class Aggregator:
             max_instances=1,
             coalesce=True,
             next_run_time=datetime.now(UTC),
+        )
+        scheduler.add_job(
+            self.snapshot,
+            "interval",
+            seconds=self.settings.coverage_interval_s,
+            id="coverage",
+            max_instances=1,
+            coalesce=True,
+            # The first one once every vendor had a chance to answer.
+            next_run_time=datetime.now(UTC) + timedelta(seconds=min(60.0, self.settings.coverage_interval_s)),
         )
         scheduler.start()
         try:

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from dispo.geo import department_of_postcode, gazetteer
+from dispo.geo import department_of_postcode, gazetteer, radius_code
 from dispo.text import fold
 from indexer.availability import freshness
 from indexer.backend import Backend, GeoQuery, InvalidCursor
@@ -82,7 +82,7 @@ def radius_table() -> dict[str, RadiusRule]:
             city, county = float(row["cityDefaultRadius"]), float(row["countyRadius"])
             if city <= 0 or county <= 0:
                 continue
-            rules[row["code"]] = RadiusRule(
+            rules[radius_code(row["code"])] = RadiusRule(
                 city,
                 float(row["enlargementValue"]) or city,
                 county,

@@ -23,6 +23,8 @@ KINDS = (
     "appointments",
     "booking_attempts",
     "regulator_accounts",
+    "coverage",
+    "search_outcomes",
 )
 
 

@@ -10,6 +10,8 @@ export DISPO_DATA_DIR="${DISPO_DATA_DIR:-$ROOT/.dispo/demo}"
 export DISPO_TOKENS_FILE="$DISPO_DATA_DIR/tokens"
 export COLUMNS="${COLUMNS:-160}"
 export DISPO_AGGREGATION_INTERVAL_S="${DISPO_AGGREGATION_INTERVAL_S:-60}"
+# Coverage snapshots every 2 minutes, so the analysts' chart fills while the demo runs.
+export DISPO_COVERAGE_INTERVAL_S="${DISPO_COVERAGE_INTERVAL_S:-120}"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT="${DISPO_PORT:-$(free_port)}"
 SANDBOX_PORT="${DISPO_SANDBOX_PORT:-$(free_port)}"
@@ -26,7 +28,8 @@ rm -rf "$DISPO_DATA_DIR"
 mkdir -p "$DISPO_DATA_DIR"
 TOKEN="$("$BIN/dispo" tokens create --role regulator --label demo-regulator 2>/dev/null)"
 MAINTAINER="$("$BIN/dispo" tokens create --role maintainer --label demo-maintainer 2>/dev/null)"
-"$BIN/dispo" tokens create --role analyst --label demo-analyst >"$DISPO_DATA_DIR/analyst.token" 2>/dev/null
+ANALYST="$("$BIN/dispo" tokens create --role analyst --label demo-analyst 2>/dev/null)"
+echo "$ANALYST" >"$DISPO_DATA_DIR/analyst.token"
 echo "$TOKEN" >"$DISPO_DATA_DIR/regulator.token"
 # Each sandbox vendor reports bookings back with its own vendor token (the token's label is the vendor id).
 for v in sandbox-a sandbox-b sandbox-c; do
@@ -54,7 +57,7 @@ for _ in $(seq 1 50); do
   [ "$n" = 3 ] && break
   sleep 0.2
 done
-"$BIN/dispo" aggregate --once
+"$BIN/dispo" aggregate --once   # then a first coverage snapshot for the analysts' page
 "$BIN/dispo" aggregate >"$DISPO_DATA_DIR/aggregate.log" 2>&1 &
 children+=($!)
 
@@ -63,9 +66,11 @@ cat <<MSG
 
 Dispo demo: embedded index in $DISPO_DATA_DIR
   Page             $URL/#token=$TOKEN   (signs in as the demo regulator)
+  Analysts' page   $URL/analysts#token=$ANALYST   (coverage map, chart, tables, exports)
   API              $URL   (OpenAPI docs: $URL/docs)
   regulator token  $TOKEN
   maintainer token $MAINTAINER
+  analyst token    $ANALYST
   vendors          3 sandboxes from port $SANDBOX_PORT; slots pulled every $DISPO_AGGREGATION_INTERVAL_S s
                    (log: $DISPO_DATA_DIR/aggregate.log)
 
@@ -81,6 +86,10 @@ Book: take a slot_id from a search, then
   curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/appointments"
   curl -s -H "Authorization: Bearer $MAINTAINER" "$URL/metrics"
   DISPO_DATA_DIR=$DISPO_DATA_DIR $BIN/dispo vendors status
+Coverage (analysts):
+  DISPO_DATA_DIR=$DISPO_DATA_DIR $BIN/dispo coverage show --level department
+  DISPO_DATA_DIR=$DISPO_DATA_DIR $BIN/dispo coverage map --out coverage.png
+  DISPO_DATA_DIR=$DISPO_DATA_DIR $BIN/dispo coverage export --out coverage-exports
 
 Ctrl-C stops the demo.
 MSG

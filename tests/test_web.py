@@ -51,6 +51,7 @@ class Stack:
     url: str
     token: str
     vendors: dict[str, str]  # vendor id -> sandbox URL
+    analyst: str
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +59,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("web")
     backend = SqliteBackend(tmp / "index")
     regulator, regulator_entry = new_token(Role.regulator, "reg-web")
+    analyst, analyst_entry = new_token(Role.analyst, "analyst-web")
     vendor_tokens = {f"sandbox-{c}": new_token(Role.vendor, f"sandbox-{c}") for c in "abc"}
     settings = Settings(
-        data_dir=tmp / "dispo", tokens=",".join([regulator_entry, *(entry for _, entry in vendor_tokens.values())])
+        data_dir=tmp / "dispo",
+        tokens=",".join([regulator_entry, analyst_entry, *(entry for _, entry in vendor_tokens.values())]),
     )
     files = generate(tmp / "gen", "department", seed=1, n_vendors=3)
     import_rpps(files["rpps"], backend, settings)
@@ -75,7 +78,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             platform_tokens={v: t for v, (t, _) in vendor_tokens.items()},
         )
         asyncio.run(Aggregator(backend, settings).run_once())
-        yield Stack(api.url, regulator, {s.config.vendor_id: s.url for s in servers})
+        yield Stack(api.url, regulator, {s.config.vendor_id: s.url for s in servers}, analyst)
         for s in servers:
             s.stop()
 
@@ -207,3 +210,33 @@ def test_backend_down_says_what_to_do(stack: Stack, tmp_path: Path) -> None:
         page.wait_for_selector("#status .error")
         assert "momentanément indisponible" in page.inner_text("#status")
         browser.close()
+
+
+def test_the_analysts_page_shows_the_map_the_chart_and_the_tables(page, stack: Stack) -> None:
+    sign_in(page, stack)
+    search(page, "Belley (01300)")  # a regulator's search: one outcome for the analysts' tables
+    page.goto(f"{stack.url}/analysts#token={stack.analyst}")
+    page.wait_for_selector("#app:not([hidden])")
+    page.wait_for_function(
+        "['map', 'chart'].every(id => { const img = document.getElementById(id);"
+        " return img.complete && img.naturalWidth > 0; })"
+    )
+    assert "token" not in page.url
+    assert "01 Ain" in page.inner_text("#departments")
+    assert "Agenda Alpha" in page.inner_text("#vendors")
+    assert "SAS-01" in page.inner_text("#underserved")
+    assert page.locator("#exports a.download").count() == 13  # six tables x two formats, and the dictionary
+    assert "Instantané du" in page.inner_text("#status")
+    box = page.locator("#map").bounding_box()
+    assert box and box["width"] > 300 and box["height"] > 300
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "analysts.png"), full_page=True)
+
+
+def test_the_analysts_page_refuses_a_regulator_token(page, stack: Stack) -> None:
+    page.goto(f"{stack.url}/analysts")
+    page.fill("#token", stack.token)
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#signin-error').textContent.length > 0")
+    assert "rôle analyste" in page.inner_text("#signin-error")
+    assert page.locator("#app").is_hidden()

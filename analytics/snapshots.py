@@ -1,0 +1,341 @@
+"""Coverage snapshots and search outcomes: what analysts' tables are computed from.
+
+A snapshot reads the index once (active participations, their practice sites, the free slots of the
+next 72 hours, the vendors' aggregation state) and stores compact rows per department, SAS territory,
+commune, vendor and for the whole country. Taken after aggregation runs and on a schedule (at least
+hourly); pruned by retention so the time series stays small. Area rows count the slots regulators could
+see at that instant (fresh vendors only); vendor rows count every slot a vendor holds, fresh or not.
+
+A search outcome is recorded per first page of a regulator search, reduced to what analysis needs
+(`SearchOutcome`): the place becomes a commune, a department and a territory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from analytics.areas import commune_of, territory_of
+from dispo.geo import department_of_insee
+from dispo.records import SearchOutcome
+from dispo.settings import Settings
+from indexer.availability import freshness
+from indexer.backend import Backend, GeoQuery
+from indexer.lifecycle import ensure_live, iterate_all, scan
+from indexer.registry import list_vendors
+from indexer.status import STATUS
+
+log = logging.getLogger("dispo.coverage")
+
+KIND = "coverage"
+OUTCOMES = "search_outcomes"
+HORIZONS = (24, 48, 72)
+LEVELS = ("national", "territory", "department", "commune", "vendor")
+AREA_LEVELS = ("territory", "department", "commune")
+NATIONAL = "FR"
+PARIS = ZoneInfo("Europe/Paris")
+UNDER_SERVED_BELOW = 5  # the agency's radii aim at about five practitioners with slots
+
+
+def snapshot_id(taken_at: datetime) -> str:
+    """Second-resolution UTC instant: sorts as text in time order, on every backend."""
+    return taken_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Area:
+    participants: set[str] = field(default_factory=set)
+    practitioners: dict[int, set[str]] = field(default_factory=lambda: {h: set() for h in HORIZONS})
+    slots: Counter[int] = field(default_factory=Counter)
+    by_type: dict[int, Counter[str]] = field(default_factory=lambda: {h: Counter() for h in HORIZONS})
+    by_modality: dict[int, Counter[str]] = field(default_factory=lambda: {h: Counter() for h in HORIZONS})
+    vendor_participants: dict[str, set[str]] = field(default_factory=dict)
+    vendor_slots: dict[str, Counter[int]] = field(default_factory=dict)
+
+    def add_slot(self, doc: dict[str, Any], horizons: list[int]) -> None:
+        vendor = doc.get("vendor", "")
+        held = self.vendor_slots.setdefault(vendor, Counter())
+        for h in horizons:
+            self.slots[h] += 1
+            self.practitioners[h].add(doc.get("idnps") or "")
+            self.by_type[h].update(doc.get("types") or [])
+            self.by_modality[h].update(doc.get("modalities") or [])
+            held[h] += 1
+
+    def row(self, with_vendors: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"participants": len(self.participants)}
+        for h in HORIZONS:
+            out[f"practitioners_{h}h"] = len(self.practitioners[h])
+            out[f"slots_{h}h"] = self.slots[h]
+        out["by_type"] = {str(h): dict(self.by_type[h]) for h in HORIZONS}
+        out["by_modality"] = {str(h): dict(self.by_modality[h]) for h in HORIZONS}
+        if with_vendors:
+            vendors = set(self.vendor_participants) | set(self.vendor_slots)
+            out["by_vendor"] = {
+                v: {
+                    "participants": len(self.vendor_participants.get(v, ())),
+                    **{f"slots_{h}h": self.vendor_slots.get(v, Counter())[h] for h in HORIZONS},
+                }
+                for v in sorted(vendors)
+            }
+        return out
+
+
+@dataclass(frozen=True)
+class SnapshotSummary:
+    snapshot: str
+    taken_at: datetime
+    rows: int
+    participants: int
+    slots_72h: int
+    pruned: int
+    duration_s: float
+
+
+def _horizons(start: datetime, now: datetime) -> list[int]:
+    ahead_h = (start - now).total_seconds() / 3600
+    return [h for h in HORIZONS if 0 <= ahead_h < h]
+
+
+def _sites_of(backend: Backend, idnps: list[str]) -> Iterator[dict[str, Any]]:
+    for i in range(0, len(idnps), 500):
+        yield from (h.doc for h in scan(backend, "practice_sites", GeoQuery(filters={"idnps": idnps[i : i + 500]})))
+
+
+def _place(site: dict[str, Any]) -> tuple[str | None, str | None]:
+    address = site.get("address") or {}
+    location = site.get("location") or {}
+    insee, dep = commune_of(address.get("insee_code"), location.get("lat"), location.get("lon"))
+    return insee, site.get("department_code") or dep
+
+
+def take_snapshot(
+    backend: Backend,
+    now: datetime | None = None,
+    staleness_limit_s: float = 900.0,
+    retention_days: float = 90.0,
+    commune_retention_days: float = 7.0,
+) -> SnapshotSummary:
+    """Compute and store one snapshot at `now`; prune rows and outcomes beyond retention."""
+    t0 = time.perf_counter()
+    now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    snap = snapshot_id(now)
+    fresh = freshness(backend, now, staleness_limit_s)
+    areas: dict[tuple[str, str], _Area] = {}
+
+    def area(level: str, code: str) -> _Area:
+        found = areas.get((level, code))
+        if found is None:
+            found = areas[(level, code)] = _Area()
+        return found
+
+    def keys(insee: str | None, dep: str | None) -> list[tuple[str, str]]:
+        out = [("national", NATIONAL)]
+        if dep:
+            out += [("department", dep), ("territory", territory_of(dep) or "")]
+        if insee:
+            out.append(("commune", insee))
+        return out
+
+    participations = [p for p in iterate_all(backend, "participations") if p.get("active")]
+    vendors_of = {p["idnps"]: list(p.get("vendors") or []) for p in participations}
+    site_place: dict[str, tuple[str | None, str | None]] = {}
+    placed: set[str] = set()
+    for site in _sites_of(backend, sorted(vendors_of)):
+        idnps = site["practitioner"]["idnps"]
+        site_place[site["site_id"]] = place = _place(site)
+        placed.add(idnps)
+        for key in keys(*place):
+            a = area(*key)
+            a.participants.add(idnps)
+            for v in vendors_of.get(idnps, []):
+                a.vendor_participants.setdefault(v, set()).add(idnps)
+    national = area("national", NATIONAL)
+    for idnps, vendors in vendors_of.items():  # participants without a site in the directory count nationally
+        national.participants.add(idnps)
+        for v in vendors:
+            national.vendor_participants.setdefault(v, set()).add(idnps)
+
+    by_vendor: dict[str, _Area] = {}
+    window = {"start": (now.timestamp(), (now + timedelta(hours=max(HORIZONS))).timestamp())}
+    counted = 0
+    for hit in scan(backend, "slots", GeoQuery(ranges=window)):
+        doc = hit.doc
+        horizons = _horizons(datetime.fromisoformat(doc["start"]), now)
+        if not horizons:
+            continue
+        by_vendor.setdefault(doc.get("vendor", ""), _Area()).add_slot(doc, horizons)
+        if not fresh.is_fresh(doc):
+            continue
+        site_id = doc.get("site_id")
+        if site_id and site_id not in site_place:
+            site = backend.get("practice_sites", site_id)
+            site_place[site_id] = _place(site) if site else (None, None)
+        for key in keys(*site_place.get(site_id or "", (None, None))):
+            area(*key).add_slot(doc, horizons)
+        counted += 1
+
+    rows: list[dict[str, Any]] = []
+    for (level, code), a in areas.items():
+        if not code:
+            continue
+        department = {"department": code, "commune": department_of_insee(code)}.get(level)
+        rows.append(
+            {
+                "row_id": f"{snap}|{level}|{code}",
+                "snapshot": snap,
+                "taken_at": now.isoformat(),
+                "level": level,
+                "code": code,
+                "department": department,
+                **a.row(with_vendors=level != "commune"),
+            }
+        )
+    rows += _vendor_rows(backend, snap, now, by_vendor, vendors_of)
+    index = ensure_live(backend, KIND)
+    for i in range(0, len(rows), 2000):
+        backend.write(index, rows[i : i + 2000])
+    backend.refresh(index)
+    pruned = prune(backend, now, retention_days, commune_retention_days)
+    return SnapshotSummary(
+        snap,
+        now,
+        len(rows),
+        len(vendors_of),
+        national.slots[72],
+        pruned,
+        time.perf_counter() - t0,
+    )
+
+
+def _vendor_rows(
+    backend: Backend,
+    snap: str,
+    now: datetime,
+    by_vendor: dict[str, _Area],
+    vendors_of: dict[str, list[str]],
+) -> list[dict[str, Any]]:
+    participants: dict[str, set[str]] = {}
+    for idnps, vendors in vendors_of.items():
+        for v in vendors:
+            participants.setdefault(v, set()).add(idnps)
+    rows = []
+    for vendor in list_vendors(backend):
+        v = vendor.vendor_id
+        a = by_vendor.get(v, _Area())
+        a.participants = participants.get(v, set())
+        status = backend.get(STATUS, v) or {}
+        success = status.get("last_success_at")
+        row = {
+            "row_id": f"{snap}|vendor|{v}",
+            "snapshot": snap,
+            "taken_at": now.isoformat(),
+            "level": "vendor",
+            "code": v,
+            **a.row(with_vendors=False),
+            "requests": int(status.get("requests", 0)),
+            "errors": int(sum((status.get("errors_by_kind") or {}).values())),
+            "breaker": status.get("breaker") or ("disabled" if not vendor.enabled else None),
+        }
+        if status.get("latency_p95_ms") is not None:
+            row["latency_p95_ms"] = float(status["latency_p95_ms"])
+        if success:
+            row["staleness_s"] = max(0.0, (now - datetime.fromisoformat(success)).total_seconds())
+        rows.append(row)
+    return rows
+
+
+def _delete_matching(backend: Backend, kind: str, query: GeoQuery, id_field: str) -> int:
+    if backend.live_index(kind) is None:
+        return 0
+    index = ensure_live(backend, kind)
+    total = 0
+    while True:
+        hits = backend.search(kind, GeoQuery(filters=query.filters, ranges=query.ranges, limit=5000)).hits
+        if not hits:
+            break
+        total += backend.delete(index, [h.doc[id_field] for h in hits])
+        backend.refresh(index)
+    return total
+
+
+def prune(backend: Backend, now: datetime, retention_days: float, commune_retention_days: float) -> int:
+    """Drop snapshot rows and search outcomes older than their retention; returns how many went."""
+    old = (now - timedelta(days=retention_days)).timestamp()
+    old_communes = (now - timedelta(days=min(commune_retention_days, retention_days))).timestamp()
+    keep_levels = [lv for lv in LEVELS if lv != "commune"]
+    n = _delete_matching(
+        backend, KIND, GeoQuery(filters={"level": keep_levels}, ranges={"taken": (None, old - 1)}), "row_id"
+    )
+    n += _delete_matching(
+        backend, KIND, GeoQuery(filters={"level": ["commune"]}, ranges={"taken": (None, old_communes - 1)}), "row_id"
+    )
+    n += _delete_matching(backend, OUTCOMES, GeoQuery(ranges={"at": (None, old - 1)}), "outcome_id")
+    return n
+
+
+# -- search outcomes -----------------------------------------------------------------------------------
+
+
+def outcome_of(result: dict[str, Any], limit: int, latency_ms: float) -> SearchOutcome:
+    """Reduce a first-page search result (`indexer.search.run_search`) to its outcome."""
+    place = result["place"]
+    at = result["now"].astimezone(UTC).replace(microsecond=0)
+    commune = None
+    department = place.department
+    if place.precision != "department":
+        commune, found_dep = commune_of(None, place.lat, place.lon)
+        department = department or found_dep
+    cards_with_slots = sum(1 for c in result["cards"] if c.slots)
+    explanation = result["explanation"]
+    found = int(explanation["practitioners_with_slots"])
+    verification = result.get("verification")
+    changed = bool(verification and (verification.slots_gone or verification.cards_emptied))
+    # A page asked smaller than five cards says nothing of scarcity: judge on what was found then.
+    shown = cards_with_slots if limit >= UNDER_SERVED_BELOW else found
+    return SearchOutcome(
+        outcome_id=uuid.uuid4().hex,
+        at=at,
+        hour=at.astimezone(PARIS).hour,
+        department=department,
+        territory=territory_of(department),
+        commune=commune,
+        place_kind=place.precision,
+        specialty=result.get("specialty"),
+        profession=result.get("profession"),
+        radius_km=float(result["radius_km"]),
+        enlargements=max(0, len(explanation["radius_steps"]) - 1),
+        practitioners_with_slots=found,
+        cards_with_slots=cards_with_slots,
+        under_served=shown < UNDER_SERVED_BELOW,
+        verified=verification is not None,
+        verification_changed=changed,
+        latency_ms=round(latency_ms, 1),
+    )
+
+
+def record_outcome(backend: Backend, outcome: SearchOutcome) -> None:
+    """Store an outcome; analysis must never break a search, so failures are logged, not raised."""
+    try:
+        index = ensure_live(backend, OUTCOMES)
+        backend.write(index, [outcome.model_dump(mode="json")])
+    except Exception:
+        log.exception("could not record a search outcome")
+
+
+def snapshot_now(backend: Backend, settings: Settings, now: datetime | None = None) -> SnapshotSummary:
+    """A snapshot with the deployment's staleness limit and retention."""
+    return take_snapshot(
+        backend,
+        now,
+        staleness_limit_s=settings.staleness_limit_s,
+        retention_days=settings.coverage_retention_days,
+        commune_retention_days=settings.coverage_commune_retention_days,
+    )
