@@ -1,24 +1,35 @@
 """Deterministic national-scale data in the real formats, for the demo, the tests and the benchmarks.
 
 Model (documented sources, all shipped in the project):
-- Department population = ANCT inhabitants per km² x the department's area from the agency's radius
-  table; liberal general practitioners = ANCT GPs per 100,000 inhabitants x population. Mayotte and
-  Guyane, without published values, use 60 GPs / 100,000 and the population given below.
-- Other people of the Personne_activite file in proportion to GPs, with the national shares of the
-  RPPS/ADELI registers (order of magnitude): other doctors x1.3, nurses x3.5, physiotherapists x1.1,
-  pharmacists x1.0, dentists x0.6, midwives x0.35, other ADELI professions x1.6.
-- Practice sites on the real communes of the department (La Poste base), weighted by population where
-  known (communes over 20,000 inhabitants) and uniformly over the others, so cities are dense and the
-  countryside sparse. 9 % of lines have no structure; 6 % of doctors practise at a second site.
-- Participation: a share of GPs (60 %) takes part, spread over vendors of unequal size (Zipf).
+- Department population = ANCT inhabitants per km² x the department's area (`analytics.areas`, the
+  agency's own tables); liberal general practitioners = ANCT GPs per 100,000 inhabitants x population.
+  Mayotte, without published values, uses 60 GPs / 100,000 and 320,000 inhabitants.
+- Everybody else of the Personne_activite file in proportion to liberal GPs, with the orders of
+  magnitude of the RPPS/ADELI registers (DREES 2023, rounded): other doctors (specialists and salaried
+  GPs) x3.3 with the specialty mix below, nurses x12.3, physiotherapists x1.9, pharmacists x1.4, dentists
+  x0.9, midwives x0.45, ADELI professions (opticians, speech therapists, psychomotor therapists,
+  radiographers, podiatrists...) x3.4; a liberal (L), salaried (S) or voluntary (B) mode per profession.
+  About 1.3 million people nationally.
+- Activities: 9 % of people have no structure (one line without a site); 30 % of the others practise at
+  a second site and 10 % at a third, each site a line of its own, so ~2 million lines nationally.
+- Sites on the real communes of the department (La Poste base), weighted by population where known
+  (communes over 20,000 inhabitants) and uniformly over the others: cities dense, countryside sparse.
+- Dirty lines, 1 in 2,000, of the kinds the importer reports: truncated lines, an identifier that is
+  not one, a missing name, an exact duplicate of the previous line. Their counts are returned.
+- Participation: 65 % of GPs with a site and 25 % of liberal specialists with a site take part (60,000
+  nationally), spread over vendors of unequal size (Zipf).
+- FINESS: establishments in proportion to population (~100,000 nationally) over the communes, in the
+  etalab stock format (`structureet` then `geolocalisation` lines), coordinates projected in each
+  territory's system (Lambert-93, UTM 20N/22N/40S/38S); 1 % without geolocalisation.
 The real sample lines are written first, so real and generated records share every code path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -27,16 +38,53 @@ from pathlib import Path
 from dispo.geo import department_of_insee, gazetteer
 
 SCALES = {"department": ["01"], "region": ["01", "03", "07", "15", "26", "38", "42", "43", "63", "69", "73", "74"]}
-OTHER_PEOPLE = [  # (profession code, label, id type, share per GP, specialty code, specialty label, mode)
-    ("10", "Médecin", "8", 1.3, "SM26", "Qualifié en Médecine Générale", "L"),
-    ("60", "Infirmier", "0", 3.5, None, None, "L"),
-    ("70", "Masseur-Kinésithérapeute", "8", 1.1, None, None, "L"),
-    ("21", "Pharmacien", "8", 1.0, None, None, "S"),
-    ("40", "Chirurgien-Dentiste", "8", 0.6, None, None, "L"),
-    ("50", "Sage-Femme", "8", 0.35, None, None, "L"),
-    ("28", "Opticien-Lunetier", "0", 0.8, None, None, "S"),
-    ("96", "Psychomotricien", "0", 0.8, None, None, "S"),
+# (profession code, label, id type, people per liberal GP, share liberal); ADELI professions have id type 0.
+OTHER_PEOPLE = [
+    ("10", "Médecin", "8", 3.3, 0.5),
+    ("60", "Infirmier", "8", 12.3, 0.15),
+    ("70", "Masseur-Kinésithérapeute", "8", 1.9, 0.8),
+    ("21", "Pharmacien", "8", 1.4, 0.35),
+    ("40", "Chirurgien-Dentiste", "8", 0.9, 0.9),
+    ("50", "Sage-Femme", "8", 0.45, 0.3),
+    ("28", "Opticien-Lunetier", "0", 0.75, 0.3),
+    ("91", "Orthophoniste", "0", 0.55, 0.8),
+    ("96", "Psychomotricien", "0", 0.3, 0.4),
+    ("80", "Pédicure-Podologue", "0", 0.3, 0.9),
+    ("98", "Manipulateur ERM", "0", 0.8, 0.05),
+    ("94", "Ergothérapeute", "0", 0.3, 0.2),
+    ("86", "Diététicien", "0", 0.25, 0.4),
+    ("95", "Orthoptiste", "0", 0.15, 0.5),
 ]
+# Specialties of the "other doctors" (weights ~ DREES counts); nuclear medicine (SM28) is left out on
+# purpose so that the tests have a specialty nobody practises.
+SPECIALTIES = [
+    ("SM26", "Qualifié en Médecine Générale", 30),
+    ("SM42", "Psychiatrie", 9),
+    ("SM02", "Anesthésie-réanimation", 7),
+    ("SM44", "Radio-diagnostic", 5.5),
+    ("SM40", "Pédiatrie", 5),
+    ("SM04", "Cardiologie et Maladies vasculaires", 4.5),
+    ("SM38", "Ophtalmologie", 3.5),
+    ("SM20", "Gynécologie-obstétrique", 3.5),
+    ("SM25", "Médecine du travail", 3),
+    ("SM15", "Dermatologie et Vénéréologie", 2.4),
+    ("SM24", "Gastro-entérologie et Hépatologie", 2.4),
+    ("SM08", "Chirurgie orthopédique et Traumatologie", 2.2),
+    ("SM41", "Pneumologie", 2),
+    ("SM32", "Neurologie", 1.8),
+    ("SM34", "ORL et Chirurgie cervico-faciale", 1.8),
+    ("SM59", "Médecine d'urgence", 1.8),
+    ("SM48", "Rhumatologie", 1.6),
+    ("SM27", "Médecine interne", 1.6),
+    ("SM03", "Biologie médicale", 1.8),
+    ("SM19", "Gynécologie médicale", 1),
+    ("SM62", "Endocrinologie diabétologie nutrition", 1.2),
+    ("SM30", "Néphrologie", 1.1),
+    ("SM18", "Gériatrie", 1.2),
+    ("SM12", "Chirurgie urologique", 0.8),
+]
+MODE_LABELS = {"L": "Libéral", "S": "Salarié", "B": "Bénévole"}
+DIRTY_EVERY = 2000  # one dirty line in this many
 STREETS = [
     "DE LA REPUBLIQUE",
     "DU GENERAL DE GAULLE",
@@ -104,33 +152,32 @@ FIRST = [
 ]
 # The real sample shipped with the project: its header is the format's, its lines go first.
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "samples" / "PS_LibreAcces_Personne_activite_sample.txt"
-FALLBACK_DENSITY = {"976": (60.0, 320_000), "973": (60.0, 290_000)}
+FALLBACK = {"976": (60.0, 320_000)}  # GPs per 100,000, inhabitants: Mayotte has no published figure
 
 
 @dataclass(frozen=True)
 class Department:
     code: str
     gps: int
+    population: int
 
 
 def departments(codes: list[str] | None) -> list[Department]:
-    data = resources.files("dispo") / "data"
-    area = {}
-    with (data / "sas_search_radius_2025.csv").open(encoding="utf-8") as fh:
+    from analytics.areas import departments as known
+
+    density: dict[str, float] = {}
+    with (resources.files("dispo") / "data" / "anct_gp_density_by_department_2020.csv").open(encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            area[row["code"]] = float(row["area"])
+            with contextlib.suppress(ValueError):
+                density[row["codgeo"]] = float(row["dens_nb_medg_per_100k"])
     out = []
-    with (data / "anct_gp_density_by_department_2020.csv").open(encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            code = row["codgeo"]
-            if codes is not None and code not in codes:
-                continue
-            try:
-                per_100k, per_km2 = float(row["dens_nb_medg_per_100k"]), float(row["dens_pop_per_km2"])
-                population = per_km2 * area.get(code, 0.0)
-            except ValueError:
-                per_100k, population = FALLBACK_DENSITY.get(code, (60.0, 100_000))
-            out.append(Department(code, max(1, round(per_100k * population / 100_000))))
+    for code, dep in known().items():
+        if codes is not None and code not in codes:
+            continue
+        per_100k, population = density.get(code) or FALLBACK.get(code, (60.0, 0))[0], dep.population
+        if not population or not per_100k:
+            per_100k, population = FALLBACK.get(code, (60.0, 100_000))
+        out.append(Department(code, max(1, round(per_100k * population / 100_000)), population))
     return out
 
 
@@ -149,10 +196,33 @@ def _line(fields: dict[str, str], header: list[str]) -> str:
     return "|".join(fields.get(name, "") for name in header) + "|"
 
 
+@dataclass
+class Generated:
+    lines: int = 0
+    people: int = 0
+    gps: int = 0
+    departments: int = 0
+    dirty: Counter[str] | None = None
+    gp_ids: list[str] | None = None  # GPs with a site
+    specialist_ids: list[str] | None = None  # liberal specialists with a site
+
+
+def _dirty(line: str, kind: str, header: list[str]) -> str:
+    """A copy of a good line broken the way real extracts are."""
+    fields = line.split("|")
+    if kind == "wrong number of fields":
+        return "|".join(fields[: len(header) // 2]) + "|"
+    if kind == "invalid identifier":
+        fields[1], fields[2] = "ABC", fields[0] + "ABC"  # Identifiant PP, Identification nationale PP
+    elif kind == "missing name":
+        fields[7] = ""  # Nom d'exercice
+    return "|".join(fields)
+
+
 def generate_rpps(
     out: Path, scale: str = "department", seed: int = 0, sample: Path | None = None, only: list[str] | None = None
-) -> dict[str, int]:
-    """Write a PS_LibreAcces_Personne_activite file; returns counts (lines, GPs, departments)."""
+) -> Generated:
+    """Write a PS_LibreAcces_Personne_activite file; returns what was written, dirty lines by reason."""
     rng = random.Random(seed)
     codes = only or SCALES.get(scale)  # None = every department (national)
     sample = sample or SAMPLE
@@ -161,31 +231,37 @@ def generate_rpps(
     header = header_line.split("|")[:-1]
     weights = _commune_weights()
     gaz = gazetteer()
-    counts = {"lines": 0, "gps": 0, "departments": 0}
+    done = Generated(dirty=Counter(), gp_ids=[], specialist_ids=[])
+    dirty_kinds = ["wrong number of fields", "invalid identifier", "missing name", "duplicate line"]
+    sp_codes = [(c, lbl) for c, lbl, _ in SPECIALTIES]
+    sp_weights = [w for _, _, w in SPECIALTIES]
     rpps_next, adeli_next, siret_next = 10_000_000_000 + seed * 1_000_000_000 % 9_000_000_000, 100_000_000, 0
     with out.open("w", encoding="utf-8") as fh:
         fh.write(header_line + "\n")
         for line in sample_lines[1:]:
             fh.write(line + "\n")
-            counts["lines"] += 1
+            done.lines += 1
         for dep in departments(codes):
             communes = weights.get(dep.code) or []
             if not communes:
                 continue
-            counts["departments"] += 1
+            done.departments += 1
             insees = [c for c, _ in communes]
             cum = [w for _, w in communes]
-            people: list[tuple[str, str, str, str | None, str | None, str]] = [
-                ("10", "Médecin", "8", "SM54", "Médecine générale", "L")
-            ] * dep.gps
-            for code, label, id_type, share, sp, sp_label, mode in OTHER_PEOPLE:
-                people += [(code, label, id_type, sp, sp_label, mode)] * round(dep.gps * share)
-            counts["gps"] += dep.gps
-            for code, label, id_type, sp, sp_label, mode in people:
+            people: list[tuple[str, str, str, float]] = [("10", "Médecin", "8", 1.0)] * dep.gps
+            for code, label, id_type, per_gp, liberal in OTHER_PEOPLE:
+                people += [(code, label, id_type, liberal)] * round(dep.gps * per_gp)
+            done.gps += dep.gps
+            for i, (code, label, id_type, liberal) in enumerate(people):
+                is_gp = i < dep.gps
                 if id_type == "8":
                     pp_id, rpps_next = f"{rpps_next:011d}", rpps_next + 1
                 else:
                     pp_id, adeli_next = f"{dep.code[:2]}{adeli_next % 10_000_000:07d}", adeli_next + 1
+                mode = "L" if rng.random() < liberal else ("B" if rng.random() < 0.02 else "S")
+                sp, sp_label = ("SM54", "Médecine générale") if is_gp else (None, None)
+                if code == "10" and not is_gp:
+                    sp, sp_label = rng.choices(sp_codes, weights=sp_weights)[0]
                 person = {
                     "Type d'identifiant PP": id_type,
                     "Identifiant PP": pp_id,
@@ -203,13 +279,18 @@ def generate_rpps(
                     "Code savoir-faire": sp or "",
                     "Libellé savoir-faire": sp_label or "",
                     "Code mode exercice": mode,
-                    "Libellé mode exercice": "Libéral" if mode == "L" else "Salarié",
+                    "Libellé mode exercice": MODE_LABELS[mode],
                 }
-                n_sites = 0 if rng.random() < 0.09 else (2 if code == "10" and rng.random() < 0.06 else 1)
+                done.people += 1
+                draw = rng.random()
+                n_sites = 0 if draw < 0.09 else (3 if draw > 0.9 else (2 if draw > 0.6 else 1))
+                if is_gp and n_sites:
+                    done.gp_ids.append(id_type + pp_id)
+                elif code == "10" and mode == "L" and n_sites:
+                    done.specialist_ids.append(id_type + pp_id)
+                lines = []
                 if n_sites == 0:
-                    fh.write(_line(person, header) + "\n")
-                    counts["lines"] += 1
-                    continue
+                    lines.append(_line(person, header))
                 for _ in range(n_sites):
                     insee = rng.choices(insees, weights=cum)[0]
                     commune = gaz.communes[insee]
@@ -232,59 +313,195 @@ def generate_rpps(
                         "Téléphone (coord. structure)": f"0{rng.randint(100000000, 599999999)}",
                         "Code Département (structure)": department_of_insee(insee),
                     }
-                    fh.write(_line({**person, **site}, header) + "\n")
-                    counts["lines"] += 1
-    return counts
+                    lines.append(_line({**person, **site}, header))
+                for line in lines:
+                    fh.write(line + "\n")
+                    done.lines += 1
+                    if rng.randrange(DIRTY_EVERY) == 0:
+                        kind = rng.choice(dirty_kinds)
+                        fh.write((line if kind == "duplicate line" else _dirty(line, kind, header)) + "\n")
+                        done.lines += 1
+                        done.dirty[kind] += 1
+    return done
 
 
 def participation_rows(
-    idnps: list[str], vendors: list[str], seed: int = 0, share: float = 0.6
+    gps: list[str],
+    specialists: list[str],
+    vendors: list[str],
+    seed: int = 0,
+    gp_share: float = 0.65,
+    specialist_share: float = 0.25,
 ) -> Iterator[dict[str, str]]:
-    """A share of the given practitioners, each with one vendor; vendor sizes follow Zipf (1, 1/2, 1/3...)."""
+    """A share of GPs and liberal specialists, each with one vendor; vendor sizes follow Zipf (1, 1/2...)."""
     rng = random.Random(seed)
     weights = [1 / (i + 1) for i in range(len(vendors))]
-    for i in sorted(idnps):
-        if rng.random() < share:
-            via = rng.choices(["practice", "cpts", "msp", "sos"], weights=[75, 15, 8, 2])[0]
-            yield {
-                "idnps": i,
-                "vendors": rng.choices(vendors, weights=weights)[0],
-                "via": via,
-                "extra_patients": "oui" if rng.random() < 0.2 else "non",
-                "active": "oui",
-            }
+    chosen = [i for i in gps if rng.random() < gp_share] + [i for i in specialists if rng.random() < specialist_share]
+    for i in sorted(chosen):
+        via = rng.choices(["practice", "cpts", "msp", "sos"], weights=[75, 15, 8, 2])[0]
+        yield {
+            "idnps": i,
+            "vendors": rng.choices(vendors, weights=weights)[0],
+            "via": via,
+            "extra_patients": "oui" if rng.random() < 0.2 else "non",
+            "active": "oui",
+        }
+
+
+# FINESS: categories of establishments (code, label, aggregate code, aggregate label, weight per 100,000
+# inhabitants) and the coordinate system each territory's geolocalisation uses.
+CATEGORIES = [
+    ("620", "Pharmacie d'Officine", "3401", "Pharmacies d'Officine", 31.0),
+    ("500", "Etablissement d'hébergement pour personnes âgées dépendantes", "4401", "EHPAD", 11.0),
+    ("611", "Laboratoire d'Analyses Médicales", "3201", "Laboratoires de Biologie Médicale", 6.0),
+    ("124", "Centre de Santé", "1301", "Centres de Santé", 4.0),
+    ("603", "Maison de santé (L.6223-3)", "1302", "Maisons de Santé", 3.0),
+    ("223", "Protection Maternelle et Infantile (P.M.I.)", "2202", "Etablissements de PMI", 7.0),
+    ("355", "Centre Hospitalier (C.H.)", "1102", "Centres Hospitaliers", 1.5),
+    ("365", "Etablissement de Soins Pluridisciplinaire", "1106", "Etablissements de soins", 1.5),
+    ("460", "Service d'aide et d'accompagnement à domicile", "4602", "Services à domicile", 10.0),
+    ("390", "Etablissement pour enfants ou adolescents handicapés", "4302", "Enfance handicapée", 12.0),
+    ("182", "Service de Soins Infirmiers A Domicile (S.S.I.A.D)", "4601", "SSIAD", 8.0),
+    ("430", "Centre Médico-Psychologique (C.M.P.)", "2206", "Psychiatrie ambulatoire", 4.5),
+    ("252", "Foyer de Vie pour Adultes Handicapés", "4301", "Adultes handicapés", 14.0),
+    ("246", "Etablissement et Service d'Aide par le Travail (E.S.A.T.)", "4303", "Travail protégé", 5.0),
+    ("214", "Centre d'Hébergement et de Réinsertion Sociale (C.H.R.S.)", "4501", "Hébergement social", 5.0),
+    ("228", "Centre de Planification ou d'Education Familiale", "2204", "Planification familiale", 2.5),
+    ("165", "Appartement de Coordination Thérapeutique (A.C.T.)", "4701", "Soins résidentiels", 4.0),
+    ("698", "Autre Etablissement Loisirs Social", "4699", "Autres établissements sociaux", 17.5),
+]
+SYSTEMS = {
+    "971": (5490, "2,ATLASANTE,96,BAN,EPSG:5490 RGAF09/UTM Zone 20N (Antilles)"),
+    "972": (5490, "2,ATLASANTE,96,BAN,EPSG:5490 RGAF09/UTM Zone 20N (Antilles)"),
+    "973": (2972, "3,ATLASANTE,96,BAN,EPSG:2972 RGFG95 / UTM zone 22N (Guyane)"),
+    "974": (2975, "4,ATLASANTE,96,BAN,EPSG:2975 RGR92 / UTM zone 40S (Réunion)"),
+    "976": (4471, "6,ATLASANTE,96,BAN,EPSG:4471 RGM04 / UTM zone 38S (Mayotte)"),
+}
+LAMBERT = (2154, "1,ATLASANTE,96,BAN,EPSG:2154 RGF93 / Lambert-93 (Métropole)")
+FINESS_DEPARTMENT = {"971": "9A", "972": "9B", "973": "9C", "974": "9D", "976": "9F"}
+
+
+def generate_finess(out: Path, scale: str = "department", seed: int = 0) -> dict[str, int]:
+    """Write an etalab FINESS stock file (structureet then geolocalisation records); returns counts."""
+    from pyproj import Transformer
+
+    rng = random.Random(seed + 101)
+    codes = SCALES.get(scale)
+    weights = _commune_weights()
+    gaz = gazetteer()
+    transformers: dict[int, Transformer] = {}
+    counts = Counter()
+    total_weight = sum(c[4] for c in CATEGORIES)
+    geos: list[str] = []
+    with out.open("w", encoding="utf-8") as fh:
+        fh.write("finess;etalab;111;2026-11-26\n")
+        serial = 0
+        for dep in departments(codes):
+            communes = weights.get(dep.code) or []
+            if not communes:
+                continue
+            insees, cum = [c for c, _ in communes], [w for _, w in communes]
+            n = max(1, round(dep.population * total_weight / 100_000))
+            epsg, source = SYSTEMS.get(dep.code, LAMBERT)
+            transformer = transformers.setdefault(
+                epsg, Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
+            )
+            fdep = FINESS_DEPARTMENT.get(dep.code, dep.code)
+            for _ in range(n):
+                serial += 1
+                category = rng.choices(CATEGORIES, weights=[c[4] for c in CATEGORIES])[0]
+                insee = rng.choices(insees, weights=cum)[0]
+                commune = gaz.communes[insee]
+                finess = f"{fdep[:2]}{serial % 10_000_000:07d}"
+                legal = f"{fdep[:2]}{(serial + 5_000_000) % 10_000_000:07d}"
+                postcode = commune.postcodes[0] if commune.postcodes else ""
+                name = f"{category[1].upper()[:30]} {commune.name}"[:60]
+                stype, _ = rng.choice(STREET_TYPES)
+                row = [
+                    "structureet",
+                    finess,
+                    legal,
+                    name[:38],
+                    name,
+                    "",
+                    "",
+                    str(rng.randint(1, 90)),
+                    stype,
+                    rng.choice(STREETS),
+                    "",
+                    "",
+                    insee[-3:],
+                    fdep,
+                    "",
+                    f"{postcode} {commune.name}",
+                    f"0{rng.randint(100000000, 599999999)}",
+                    "",
+                    category[0],
+                    category[1],
+                    category[2],
+                    category[3],
+                    f"{rng.randint(10**13, 10**14 - 1)}",
+                    "",
+                    "01",
+                    "Tarif libre",
+                    "",
+                    "",
+                    "2001-01-01",
+                    "2001-01-01",
+                    "2026-01-15",
+                ]
+                fh.write(";".join(row) + ";\n")
+                counts["establishments"] += 1
+                if rng.random() < 0.01:
+                    counts["without geolocalisation"] += 1
+                    continue
+                # Within ~1 km of the commune centroid: establishments are in town, not in the fields.
+                lat = commune.lat + rng.uniform(-0.008, 0.008)
+                lon = commune.lon + rng.uniform(-0.011, 0.011)
+                x, y = transformer.transform(lon, lat)
+                geos.append(f"geolocalisation;{finess};{x:.1f};{y:.1f};{source};2026-11-20")
+        for line in geos:
+            fh.write(line + "\n")
+            counts["geolocalisations"] += 1
+        # One orphan geolocalisation, as real extracts have: the importer rejects it and says why.
+        fh.write(f"geolocalisation;019999999;870262.2;6571540.8;{LAMBERT[1]};2026-11-20\n")
+        counts["orphan geolocalisations"] += 1
+    return dict(counts)
 
 
 def generate(
-    out_dir: Path, scale: str = "department", seed: int = 0, n_vendors: int = 3, sample: Path | None = None
+    out_dir: Path,
+    scale: str = "department",
+    seed: int = 0,
+    n_vendors: int = 3,
+    sample: Path | None = None,
+    finess: bool = False,
 ) -> dict[str, object]:
-    """The RPPS file and the participation CSV of a scale, in `out_dir`; returns what was written."""
+    """The RPPS file, the participation CSV (and with `finess`, a FINESS stock file) of a scale."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rpps = out_dir / f"PS_LibreAcces_Personne_activite_{scale}_{seed}.txt"
-    counts = generate_rpps(rpps, scale, seed, sample)
-    gps = []
-    with rpps.open(encoding="utf-8") as fh:
-        next(fh)
-        seen = set()
-        for line in fh:
-            f = line.split("|")
-            if f[15] == "SM54" and f[23] and f[2] not in seen:  # GPs with a practice structure
-                seen.add(f[2])
-                gps.append(f[2])
-    vendors = [f"sandbox-{chr(ord('a') + i)}" for i in range(n_vendors)]
+    done = generate_rpps(rpps, scale, seed, sample)
+    vendors = [f"sandbox-{chr(ord('a') + i)}" if i < 26 else f"sandbox-{i}" for i in range(n_vendors)]
     participations = out_dir / f"participations_{scale}_{seed}.csv"
     with participations.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["idnps", "vendors", "via", "extra_patients", "active"])
         writer.writeheader()
         n = 0
-        for row in participation_rows(gps, vendors, seed):
+        for row in participation_rows(done.gp_ids or [], done.specialist_ids or [], vendors, seed):
             writer.writerow(row)
             n += 1
-    return {
+    written: dict[str, object] = {
         "rpps": rpps,
         "participations": participations,
-        "lines": counts["lines"],
-        "gps": counts["gps"],
+        "lines": done.lines,
+        "people": done.people,
+        "gps": done.gps,
+        "dirty": dict(done.dirty or {}),
         "participants": n,
         "vendors": vendors,
     }
+    if finess:
+        path = out_dir / f"etalab-cs1100507-stock-{scale}-{seed}.csv"
+        written["finess"] = path
+        written["finess_counts"] = generate_finess(path, scale, seed)
+    return written

@@ -652,16 +652,29 @@ def generate(
     scale: Annotated[str, typer.Option(help="department | region | national")] = "department",
     seed: Annotated[int, typer.Option()] = 0,
     vendors: Annotated[int, typer.Option(help="sandbox vendors the participants are spread over")] = 3,
+    finess: Annotated[bool, typer.Option(help="also write a FINESS etalab stock file")] = True,
 ) -> None:
-    """Deterministic data in the real formats: a PS_LibreAcces file and a participation CSV."""
+    """Deterministic data in the real formats: PS_LibreAcces, FINESS etalab stock, participation CSV."""
     from bench.generate import SCALES
     from bench.generate import generate as run
 
     if scale not in (*SCALES, "national"):
         err.print(f"[red]error:[/] unknown scale {scale!r}: department, region or national")
         raise typer.Exit(2)
-    written = run(out, scale, seed, vendors)
-    console.print(f"{written['lines']:,} lines ({written['gps']:,} GPs) -> {written['rpps']}")
+    with console.status(f"generating the {scale} scale..."):
+        written = run(out, scale, seed, vendors, finess=finess)
+    dirty = ", ".join(f"{n} {reason}" for reason, n in sorted(written["dirty"].items())) or "none"  # type: ignore[union-attr]
+    console.print(
+        f"{written['lines']:,} lines, {written['people']:,} people ({written['gps']:,} liberal GPs) "
+        f"-> {written['rpps']}"
+    )
+    console.print(f"  dirty lines planted (the import rejects them): {dirty}")
+    if finess:
+        counts = written["finess_counts"]
+        console.print(
+            f"{counts['establishments']:,} establishments, {counts['geolocalisations']:,} geolocalisations "  # type: ignore[index]
+            f"-> {written['finess']}"
+        )
     console.print(
         f"{written['participants']:,} participants over {len(written['vendors'])} vendors "
         f"-> {written['participations']}"

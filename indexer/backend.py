@@ -10,9 +10,12 @@ import base64
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from indexer.writer import BackgroundWriter
 
 
 class BackendUnavailable(Exception):
@@ -113,6 +116,12 @@ class Backend(ABC):
     @abstractmethod
     def delete(self, index: str, ids: Iterable[str]) -> int:
         """Remove documents by id from a version; returns how many existed."""
+
+    def bulk_writer(self, index: str) -> BackgroundWriter:
+        """A writer for a long series of batches into a new version (imports); synchronous by default."""
+        from indexer.writer import BackgroundWriter
+
+        return BackgroundWriter(lambda docs: self.write(index, docs))
 
     def refresh(self, index: str) -> None:  # noqa: B027 - only near-real-time backends need it
         """Make recent writes to a live version visible to searches now rather than within a second."""

@@ -99,6 +99,12 @@ class ElasticsearchBackend(Backend):
             raise BackendUnavailable(f"Elasticsearch at {self.url} is unreachable: {exc}") from exc
         return n
 
+    def bulk_writer(self, index: str) -> Any:
+        """Bulk requests go out from a thread while the import reads the next chunk (indexing is the JVM's)."""
+        from indexer.writer import ThreadWriter
+
+        return ThreadWriter(lambda docs: self.write(index, docs))
+
     def refresh(self, index: str) -> None:
         self._call(self.es.indices.refresh, index=index)
 

@@ -46,12 +46,15 @@ def publish(
     index = backend.create_version(kind)
     report.summary.index = index
     try:
-        written = 0
         pending = [first] if first is not None else []
-        for docs in _chain(pending, iterator):
-            written += backend.write(index, docs)
-            if on_batch is not None:
-                on_batch(written)
+        with backend.bulk_writer(index) as writer:
+            handed = 0
+            for docs in _chain(pending, iterator):
+                writer.put(docs)
+                handed += len(docs)
+                if on_batch is not None:
+                    on_batch(handed)
+            writer.close()
         backend.seal(index)
         count = backend.count(kind, index=index)
         report.summary.records_written = count

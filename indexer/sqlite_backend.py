@@ -151,12 +151,61 @@ class SqliteBackend(Backend):
 
     def write(self, index: str, docs: Iterable[dict[str, Any]]) -> int:
         spec = definition(self._kind_of(index))
-        n = 0
+        batch = list(docs)
         with self._transaction(index) as db:
-            for doc in docs:
-                self._upsert(db, spec.id_field, spec.location_field, spec.text_field, spec.filters, doc, spec.ranges)
-                n += 1
-        return n
+            # Documents not yet in the version (all of them in an import) go in with one statement per
+            # table for the whole batch; the others are replaced one by one with their side rows.
+            latest = {doc[spec.id_field]: doc for doc in batch}  # the last write of an id wins, as in a bulk
+            ids = list(latest)
+            existing: set[str] = set()
+            for i in range(0, len(ids), 900):
+                chunk = ids[i : i + 900]
+                marks = ",".join("?" * len(chunk))
+                existing.update(r[0] for r in db.execute(f"SELECT id FROM docs WHERE id IN ({marks})", chunk))
+            for doc_id in existing:
+                self._upsert(
+                    db, spec.id_field, spec.location_field, spec.text_field, spec.filters, latest[doc_id], spec.ranges
+                )
+            fresh = [doc for doc_id, doc in latest.items() if doc_id not in existing]
+            if fresh:
+                self._insert_many(db, spec, fresh)
+        return len(batch)
+
+    def bulk_writer(self, index: str) -> Any:
+        """Rows are built and written in a child process with its own connection, while this one reads on."""
+        from indexer.writer import ProcessWriter
+
+        root = self.root
+
+        def make_write() -> Any:
+            own = SqliteBackend(root)  # fresh connections: none is shared across the fork
+            return lambda docs: own.write(index, docs)
+
+        return ProcessWriter(make_write)
+
+    @staticmethod
+    def _insert_many(db: sqlite3.Connection, spec: Any, docs: list[dict[str, Any]]) -> None:
+        start = (db.execute("SELECT max(rowid) FROM docs").fetchone()[0] or 0) + 1
+        rows, geo, terms, nums, texts = [], [], [], [], []
+        for rowid, doc in enumerate(docs, start):
+            location = doc.get(spec.location_field) if spec.location_field else None
+            lat = lon = None
+            if location:
+                lat, lon = _quantise(location["lat"], location["lon"])
+                geo.append((rowid, lat, lat, lon, lon))
+            rows.append((rowid, doc[spec.id_field], orjson.dumps(doc), lat, lon))
+            terms.extend({(name, v, rowid) for name, path in spec.filters.items() for v in field_values(doc, path)})
+            nums.extend(
+                {(name, _epoch(v), rowid) for name, path in spec.ranges.items() for v in field_values(doc, path)}
+            )
+            text = doc.get(spec.text_field) if spec.text_field else None
+            if text:
+                texts.append((rowid, text))
+        db.executemany("INSERT INTO docs (rowid, id, body, lat, lon) VALUES (?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO geo VALUES (?, ?, ?, ?, ?)", geo)
+        db.executemany("INSERT OR IGNORE INTO terms (field, value, doc) VALUES (?, ?, ?)", terms)
+        db.executemany("INSERT OR IGNORE INTO nums (field, value, doc) VALUES (?, ?, ?)", nums)
+        db.executemany("INSERT INTO fts (rowid, text) VALUES (?, ?)", texts)
 
     @staticmethod
     def _upsert(

@@ -201,3 +201,25 @@ def test_searches_during_an_import_never_fail(loaded: Backend, settings: Setting
         thread.join()
     assert errors == []
     assert counts and set(counts) == {8}
+
+
+def test_a_write_failing_midway_drops_the_new_version_and_keeps_the_live_one(loaded: Backend) -> None:
+    from indexer.lifecycle import publish
+    from indexer.report import ImportReport
+    from indexer.writer import WriterFailed
+
+    live = loaded.live_index("practice_sites")
+    before = loaded.count("practice_sites")
+    versions = loaded.versions("practice_sites")
+    good = [{"site_id": f"s{i}", "practitioner": {"idnps": f"8{i:011d}"}} for i in range(5)]
+    broken = [{"practitioner": {"idnps": "800000000099"}}]  # no id field: the backend cannot store it
+
+    def batches():
+        yield good
+        yield broken
+        yield good
+
+    with pytest.raises((WriterFailed, KeyError, ValueError)):
+        publish(loaded, "practice_sites", batches(), ImportReport("rpps", "test", None), force=True)
+    assert loaded.live_index("practice_sites") == live and loaded.count("practice_sites") == before
+    assert loaded.versions("practice_sites") == versions  # the failed version is gone

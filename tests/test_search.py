@@ -136,8 +136,8 @@ def test_the_preferred_doctor_comes_first_when_within_reach(world) -> None:
 
 
 def test_thin_results_enlarge_the_radius_step_by_step(world) -> None:
-    # Nobody in the generated directory practises gynaecology: every step is tried up to the department.
-    result = search(world, address=BOURG, seed=1, limit=20, specialty="SM20")
+    # Nobody in the generated directory practises nuclear medicine: every step is tried up to the department.
+    result = search(world, address=BOURG, seed=1, limit=20, specialty="SM28")
     rule = radius_table()["01"]
     expected = [rule.city_km + i * rule.step_km for i in range(100) if rule.city_km + i * rule.step_km < rule.county_km]
     steps = result["explanation"]["radius_steps"]
@@ -182,7 +182,7 @@ def test_api_answers_cards_and_explains_empty_results(world) -> None:
         slot = next(s for day in unverified["cards"][0]["slots"].values() for s in day)
         assert slot["verified"] is False and slot["age_s"] >= 0 and unverified["verification"] is None
         assert card["participation"]["vendors"]
-        empty = c.get("/v1/search", params={"address": BOURG, "specialty": "SM20", "radius_km": 5}, headers=REG).json()
+        empty = c.get("/v1/search", params={"address": BOURG, "specialty": "SM28", "radius_km": 5}, headers=REG).json()
         assert empty["cards"] == [] and "No practitioner with a free slot" in empty["explanation"]["message"]
 
 

@@ -183,7 +183,7 @@ def test_the_credential_offered_in_the_fragment_signs_in(page, stack: Stack) -> 
 
 def test_no_result_explains_itself(page, stack: Stack) -> None:
     sign_in(page, stack)
-    page.select_option("#specialty", "SM20")  # gynécologie-obstétrique: nobody in the generated directory
+    page.select_option("#specialty", "SM28")  # médecine nucléaire: nobody in the generated directory
     search(page, "Bourg-en-Bresse (01000)")
     assert page.locator(".card").count() == 0
     assert "Aucun praticien avec un créneau libre" in page.inner_text("#status")
