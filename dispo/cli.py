@@ -779,7 +779,7 @@ def search(
 @app.command()
 def bench(
     scenario: Annotated[
-        list[str] | None, typer.Argument(help="import, search, aggregate, embedded (default: all)")
+        list[str] | None, typer.Argument(help="import, search, verify, aggregate, embedded (default: all)")
     ] = None,
     scale: Annotated[str, typer.Option(help="department | region | national")] = "department",
 ) -> None:
@@ -791,7 +791,8 @@ def bench(
     if unknown or scale not in SCALES:
         err.print(f"[red]error:[/] scenarios: {', '.join(SCENARIOS)}; scales: {', '.join(SCALES)}")
         raise typer.Exit(2)
-    print_table(run(names, scale))
+    # The table so far after each scenario: a long national run shows its figures as they come.
+    print_table(run(names, scale, on_rows=print_table if len(names) > 1 else None))
 
 
 appointments_app = typer.Typer(help="Appointments reported by vendors.", no_args_is_help=True)

@@ -53,6 +53,8 @@ class SandboxConfig(BaseModel):
     hang_s: float = 30.0
     churn_rate: float = 0.1  # share of slots hidden (taken) in any churn period
     churn_period_s: int = 120
+    # Share of practitioners whose agenda is full: no free slot at all (scarce availability).
+    full_rate: float = 0.0
     # Where bookings made with origin=sas are reported (the platform's FHIR base) and with which token.
     platform_url: str | None = None
     platform_token: str | None = None
@@ -134,6 +136,8 @@ def free_slots(
     now: datetime,
     booked: set[str],
 ) -> list[AgendaSlot]:
+    if config.full_rate and _unit("full", config.seed, practitioner.idnps) < config.full_rate:
+        return []
     days = (start_le.astimezone(PARIS).date() - start_ge.astimezone(PARIS).date()).days
     out = []
     for offset in range(days + 1):

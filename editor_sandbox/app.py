@@ -32,6 +32,7 @@ R38_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R38-SpecialiteOrdinale/FHIR/TRE
 V20276 = "http://terminology.hl7.org/CodeSystem/v2-0276"
 V20203 = "http://interopsante.org/fhir/CodeSystem/fr-v2-0203"
 KNOBS = (
+    "full_rate",
     "latency_ms_min",
     "latency_ms_max",
     "error_rate",

@@ -7,6 +7,7 @@ and every practitioner's participation names the vendor that serves them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from dispo.records import Participation, Vendor
@@ -34,13 +35,22 @@ def international_phone(phone: str | None) -> str | None:
     return "+33" + digits[1:] if len(digits) == 10 and digits.startswith("0") else None
 
 
-def directory_practitioners(backend: Backend) -> list[SandboxPractitioner]:
-    """Practitioners with at least one placed practice site with a postcode, with those sites, in IDNPS order.
+def _sites(backend: Backend, only: list[str] | None) -> Iterator[dict]:
+    if only is None:
+        yield from iterate_all(backend, "practice_sites")
+        return
+    for i in range(0, len(only), 500):
+        yield from iterate_all(backend, "practice_sites", {"idnps": only[i : i + 500]})
+
+
+def directory_practitioners(backend: Backend, only: list[str] | None = None) -> list[SandboxPractitioner]:
+    """Practitioners with at least one placed practice site with a postcode, with those sites, in IDNPS order
+    (only those of `only` when given: at national scale the directory has two million sites).
 
     The contract names practitioners by RPPS; the demo directory also holds ADELI professionals, who are
     served the same way so that the sample data shows slots."""
     by_idnps: dict[str, SandboxPractitioner] = {}
-    for doc in iterate_all(backend, "practice_sites"):
+    for doc in _sites(backend, only):
         if not doc.get("location") or not (doc.get("address") or {}).get("postcode"):
             continue
         p = doc["practitioner"]
@@ -89,17 +99,18 @@ def start_fleet(
         save_vendor(
             backend, Vendor(vendor_id=vendor_id, name=names[vendor_id], base_url=f"http://127.0.0.1:{port}/fhir")
         )
-    practitioners = {p.idnps: p for p in directory_practitioners(backend)}
     serving: dict[str, list[SandboxPractitioner]] = {v: [] for v in vendor_ids}
     if participations is not None:
         from rpps_import.pipeline import load_participations
 
         load_participations(participations, backend, settings or Settings(), force=True)
+        practitioners = {p.idnps: p for p in directory_practitioners(backend, [p.idnps for p in participants(backend)])}
         for vendor_id in vendor_ids:
             serving[vendor_id] = [
                 practitioners[p.idnps] for p in participants(backend, vendor_id) if p.idnps in practitioners
             ]
     else:
+        practitioners = {p.idnps: p for p in directory_practitioners(backend)}
         ordered = [practitioners[k] for k in sorted(practitioners)]
         for i, vendor_id in enumerate(vendor_ids):
             serving[vendor_id] = ordered[i::n_vendors]

@@ -10,17 +10,25 @@ import pytest
 from bench.run import SCENARIOS, print_table, run
 
 
-@pytest.mark.parametrize("scenario", ["import", "embedded"])
-def test_benchmarks_run_and_report_a_ratio(scenario: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    rows = run([scenario], "department", tmp_path)
-    assert rows and rows[0].ratio is not None and rows[0].ratio > 0
-    assert any(r.what.startswith("reference") for r in rows)
+def test_every_benchmark_runs_and_reports_a_ratio(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = run(list(SCENARIOS), "department", tmp_path, quick=True)
+    for scenario in (
+        "import",
+        "search http 16 clients",
+        "first verified page, dense, open agendas",
+        "first verified page, sparse, 20% of agendas open",
+        "aggregation cycle",
+        "embedded dense query",
+    ):
+        mine = [r for r in rows if r.scenario == scenario]
+        assert any(r.what.startswith("reference") for r in mine), scenario
+        assert any(r.ratio is not None and r.ratio > 0 for r in mine), scenario
     print_table(rows)
     assert "Dispo benchmarks" in capsys.readouterr().out
 
 
 def test_every_scenario_is_listed() -> None:
-    assert set(SCENARIOS) == {"import", "search", "aggregate", "embedded"}
+    assert set(SCENARIOS) == {"import", "search", "verify", "aggregate", "embedded"}
 
 
 def test_generated_files_are_accepted_with_the_expected_report(tmp_path: Path) -> None:
