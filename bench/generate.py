@@ -257,7 +257,9 @@ def generate_rpps(
                 if id_type == "8":
                     pp_id, rpps_next = f"{rpps_next:011d}", rpps_next + 1
                 else:
-                    pp_id, adeli_next = f"{dep.code[:2]}{adeli_next % 10_000_000:07d}", adeli_next + 1
+                    # ADELI numbers are digits, the department first (Corsica's 2A/2B number as 20).
+                    prefix = "20" if dep.code in ("2A", "2B") else dep.code[:2]
+                    pp_id, adeli_next = f"{prefix}{adeli_next % 10_000_000:07d}", adeli_next + 1
                 mode = "L" if rng.random() < liberal else ("B" if rng.random() < 0.02 else "S")
                 sp, sp_label = ("SM54", "Médecine générale") if is_gp else (None, None)
                 if code == "10" and not is_gp:

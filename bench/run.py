@@ -15,7 +15,6 @@ import asyncio
 import math
 import os
 import random
-import resource
 import sqlite3
 import statistics
 import subprocess
@@ -92,14 +91,40 @@ def print_table(rows: list[Row]) -> None:
     Console(width=200).print(table)
 
 
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (an import has a writer process), in MB."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            ppid, pages = int(fields[1]), int(fields[21])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+        rss[int(entry.name)] = pages
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += rss.get(current, 0)
+        todo += children.get(current, [])
+    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def _child_run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall time and peak RSS (MB) of a child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall time and peak resident memory (MB, the process and its children together, sampled)."""
     t0 = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0.0
+    while child.poll() is None:
+        peak = max(peak, _tree_rss_mb(child.pid))
+        time.sleep(0.2)
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, cmd)
+    return wall, peak
 
 
 def backends() -> list[tuple[str, str | None]]:
@@ -174,17 +199,28 @@ def bench_import(scale: str, work: Path) -> list[Row]:
 
 
 _WORLDS: dict[tuple[str, str], tuple[Any, Any, list[Any]]] = {}
+_SANDBOXES: list[subprocess.Popen[bytes]] = []
+
+
+@dataclass
+class _Sandbox:
+    url: str  # base URL of one vendor sandbox (its FHIR base is url + "/fhir")
 
 
 def _world(scale: str, work: Path, backend_kind: str = "sqlite", es_url: str | None = None):
-    """Directory + participations + sandboxes + one aggregation cycle, built once per scale and backend
-    for all the scenarios of a run; returns (backend, settings, servers)."""
+    """Directory + participations + sandbox vendors + one aggregation cycle, built once per scale and backend
+    for all the scenarios of a run; returns (backend, settings, sandboxes).
+
+    The vendors run in a process of their own (`dispo sandbox --vendors N`), as real vendors are other
+    machines: they do not compete with the aggregator or the API for this process's interpreter."""
     key = (scale, backend_kind)
     if key in _WORLDS:
         return _WORLDS[key]
+    import httpx
+
     from dispo.settings import Settings
-    from editor_sandbox.fleet import start_fleet
     from indexer.factory import make_backend
+    from indexer.registry import list_vendors
     from indexer.scheduler import Aggregator
     from rpps_import.pipeline import import_rpps
 
@@ -199,20 +235,46 @@ def _world(scale: str, work: Path, backend_kind: str = "sqlite", es_url: str | N
     )
     backend = make_backend(settings)
     import_rpps(Path(files["rpps"]), backend, settings, force=True)
-    servers = start_fleet(
-        backend, n_vendors, participations=Path(files["participations"]), settings=settings, churn_rate=0.0
-    )
+    env = {
+        **os.environ,
+        "DISPO_DATA_DIR": str(settings.data_dir),
+        "DISPO_BACKEND": backend_kind,
+        "DISPO_INDEX_PREFIX": settings.index_prefix,
+    }
+    if es_url:
+        env["DISPO_ES_URL"] = es_url
+    base = random.Random(os.getpid()).randrange(20_000, 40_000, 50)
+    log = (work / f"sandbox-{backend_kind}.log").open("wb")
+    command = [sys.executable, "-m", "dispo.cli", "sandbox", "--vendors", str(n_vendors), "--port", str(base)]
+    command += ["--participations", str(files["participations"])]
+    _SANDBOXES.append(subprocess.Popen(command, env=env, stdout=log, stderr=log))
+    sandboxes = [_Sandbox(f"http://127.0.0.1:{base + i}") for i in range(n_vendors)]
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline:
+        if _SANDBOXES[-1].poll() is not None:
+            raise RuntimeError(f"the sandbox process stopped; see {log.name}")
+        try:
+            for sandbox in sandboxes:
+                httpx.get(sandbox.url + "/fhir/metadata", timeout=2)
+            if len(list_vendors(backend)) >= n_vendors:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    _control(sandboxes, churn_rate=0.0)
     asyncio.run(Aggregator(backend, settings).run_once(snapshot=False))
-    _WORLDS[key] = (backend, settings, servers)
+    _WORLDS[key] = (backend, settings, sandboxes)
     return _WORLDS[key]
 
 
 def close_worlds() -> None:
-    for backend, _settings, servers in _WORLDS.values():
-        for s in servers:
-            s.stop()
+    for backend, _settings, _sandboxes in _WORLDS.values():
         backend.close()
     _WORLDS.clear()
+    for process in _SANDBOXES:
+        process.terminate()
+        process.wait(timeout=30)
+    _SANDBOXES.clear()
 
 
 def _control(servers: list[Any], **knobs: float) -> None:
@@ -352,8 +414,8 @@ def bench_verify(scale: str, work: Path, n: int = 20, scarce: float = 0.8) -> li
             for kind, insee in PLACES[scale].items():
                 rows += _verify_at(backend, settings, scale, f"{kind}, {regime}", insee, n)
     finally:
+        # The index keeps the scarce agendas until the next cycle: `run` puts this scenario last.
         _control(servers, latency_ms_min=0, latency_ms_max=0, full_rate=0.0)
-        asyncio.run(Aggregator(backend, settings).run_once(snapshot=False))  # back to the generated agendas
     return rows
 
 
@@ -589,12 +651,12 @@ def bench_embedded(scale: str, work: Path, n: int = 300) -> list[Row]:
     ]
 
 
-SCENARIOS: dict[str, Callable[..., list[Row]]] = {
+SCENARIOS: dict[str, Callable[..., list[Row]]] = {  # in the order they run
     "import": bench_import,
     "search": bench_search,
-    "verify": bench_verify,
-    "aggregate": bench_aggregate,
     "embedded": bench_embedded,
+    "aggregate": bench_aggregate,
+    "verify": bench_verify,
 }
 
 
@@ -608,15 +670,25 @@ def run(
     work: Path | None = None,
     quick: bool = False,
     on_rows: Callable[[list[Row]], None] | None = None,
+    repeat: int | None = None,
 ) -> list[Row]:
-    """Run scenarios in order; a scenario that fails leaves a row saying why and the others still run."""
+    """Run scenarios in order; a scenario that fails leaves a row saying why and the others still run.
+    `repeat` sets the number of searches of the search and embedded scenarios (a tenth of it, at least 5,
+    for the live-verification one, whose searches wait on vendors)."""
     work = work or Path(tempfile.mkdtemp(prefix="dispo-bench-"))
     rows: list[Row] = []
     try:
-        for name in names:
+        for name in sorted(names, key=list(SCENARIOS).index):
             started = time.perf_counter()
             try:
-                rows += SCENARIOS[name](scale, work, **(QUICK.get(name, {}) if quick else {}))
+                knobs = QUICK.get(name, {}) if quick else {}
+                if repeat and not quick:
+                    knobs = {
+                        "search": {"requests": repeat},
+                        "verify": {"n": max(5, repeat // 10)},
+                        "embedded": {"n": repeat},
+                    }.get(name, {})
+                rows += SCENARIOS[name](scale, work, **knobs)
             except Exception as exc:
                 if quick:
                     raise

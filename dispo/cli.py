@@ -782,8 +782,13 @@ def bench(
         list[str] | None, typer.Argument(help="import, search, verify, aggregate, embedded (default: all)")
     ] = None,
     scale: Annotated[str, typer.Option(help="department | region | national")] = "department",
+    repeat: Annotated[
+        int | None, typer.Option(help="searches per search scenario (default 400; 20 for live verification)")
+    ] = None,
 ) -> None:
-    """Run benchmarks and print figures with the ratio to their reference, measured in the same run."""
+    """Run benchmarks and print figures with the ratio to their reference, measured in the same run.
+
+    The embedded index is always measured; Elasticsearch too when DISPO_ES_URL is set."""
     from bench.run import SCALES, SCENARIOS, print_table, run
 
     names = scenario or list(SCENARIOS)
@@ -792,7 +797,7 @@ def bench(
         err.print(f"[red]error:[/] scenarios: {', '.join(SCENARIOS)}; scales: {', '.join(SCALES)}")
         raise typer.Exit(2)
     # The table so far after each scenario: a long national run shows its figures as they come.
-    print_table(run(names, scale, on_rows=print_table if len(names) > 1 else None))
+    print_table(run(names, scale, on_rows=print_table if len(names) > 1 else None, repeat=repeat))
 
 
 appointments_app = typer.Typer(help="Appointments reported by vendors.", no_args_is_help=True)
