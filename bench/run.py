@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 SCALES = ("department", "region", "national")
 
 
@@ -234,7 +236,10 @@ def _world(scale: str, work: Path, backend_kind: str = "sqlite", es_url: str | N
         tokens="",
     )
     backend = make_backend(settings)
-    import_rpps(Path(files["rpps"]), backend, settings, force=True)
+    imported = settings.data_dir / "imported"  # a reused work folder keeps its directory
+    if not imported.exists():
+        import_rpps(Path(files["rpps"]), backend, settings, force=True)
+        imported.write_text("rpps\n")
     env = {
         **os.environ,
         "DISPO_DATA_DIR": str(settings.data_dir),
@@ -291,9 +296,14 @@ def generate_cached(scale: str, work: Path) -> dict[str, Any]:
     from bench.generate import generate
 
     if scale not in _GENERATED:
-        _GENERATED[scale] = generate(
-            work / f"gen-{scale}", scale, seed=1, n_vendors=25 if scale == "national" else 3, finess=True
-        )
+        out = work / f"gen-{scale}"
+        done = out / "generated.json"  # a work folder given again (DISPO_BENCH_WORK) reuses its files
+        if done.exists():
+            _GENERATED[scale] = orjson.loads(done.read_bytes())
+        else:
+            written = generate(out, scale, seed=1, n_vendors=25 if scale == "national" else 3, finess=True)
+            done.write_bytes(orjson.dumps(written, default=str))
+            _GENERATED[scale] = orjson.loads(done.read_bytes())
     return _GENERATED[scale]
 
 
@@ -675,7 +685,10 @@ def run(
     """Run scenarios in order; a scenario that fails leaves a row saying why and the others still run.
     `repeat` sets the number of searches of the search and embedded scenarios (a tenth of it, at least 5,
     for the live-verification one, whose searches wait on vendors)."""
-    work = work or Path(tempfile.mkdtemp(prefix="dispo-bench-"))
+    # DISPO_BENCH_WORK keeps the generated files and imported worlds between runs (a national world takes
+    # minutes to build); by default every run starts from nothing.
+    work = work or Path(os.environ.get("DISPO_BENCH_WORK") or tempfile.mkdtemp(prefix="dispo-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     try:
         for name in sorted(names, key=list(SCENARIOS).index):

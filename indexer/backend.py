@@ -100,6 +100,9 @@ class Backend(ABC):
     """Storage and search of index documents; identical semantics on every implementation."""
 
     name: str
+    # The largest page one search may return: a scan reads in pages of at most this (each page of a sorted
+    # scan re-runs the query, so fewer pages is faster; Elasticsearch caps it with max_result_window).
+    max_page: int = 10_000
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @abstractmethod

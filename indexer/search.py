@@ -40,7 +40,6 @@ BUCKETS_H = {
 }
 MODALITIES = {"practice": "AMB", "home": "HH", "tele": "VR", "AMB": "AMB", "HH": "HH", "VR": "VR"}
 SLOT_TYPES = {"PUBLIC", "PRO", "SNP", "CPTS"}
-SCAN_PAGE = 2000
 
 
 class SearchError(ValueError):
@@ -507,7 +506,7 @@ def _gather(
     """Every site with at least one matching free slot in the circle, nearest first (slots scanned by distance)."""
     candidates: dict[str, Candidate] = {}
     query = GeoQuery(lat=place.lat, lon=place.lon, radius_km=radius, filters=filters, ranges=ranges)
-    for hit in scan(backend, "slots", query, SCAN_PAGE):
+    for hit in scan(backend, "slots", query, backend.max_page):
         doc = hit.doc
         if not fresh.is_fresh(doc) or not doc.get("site_id"):
             continue
@@ -562,7 +561,7 @@ def _without_slots(
     filters = {"specialty": [specialty]} if specialty else {"profession": [profession or ""]}
     out = []
     query = GeoQuery(lat=place.lat, lon=place.lon, radius_km=radius, filters=filters)
-    for hit in scan(backend, "practice_sites", query, SCAN_PAGE):
+    for hit in scan(backend, "practice_sites", query, backend.max_page):
         if hit.doc["site_id"] in with_slots:
             continue
         band = 0 if place.zone else int((hit.distance_km or 0) // BAND_KM)
