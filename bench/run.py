@@ -286,7 +286,8 @@ def _control(servers: list[Any], **knobs: float) -> None:
     import httpx
 
     for s in servers:
-        httpx.post(s.url + "/_control", json=knobs).raise_for_status()
+        # Generous: the vendors' process may still be answering a burst of slot searches.
+        httpx.post(s.url + "/_control", json=knobs, timeout=120).raise_for_status()
 
 
 _GENERATED: dict[str, dict[str, Any]] = {}
