@@ -93,8 +93,20 @@ def print_table(rows: list[Row]) -> None:
     Console(width=200).print(table)
 
 
+def _pss_kb(pid: int) -> int | None:
+    """Proportional set size: pages shared with a forked writer count once, not twice."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def _tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (an import has a writer process), in MB."""
+    """Memory of a process and all its descendants (an import has a writer process), in MB: the sum of
+    their proportional set sizes where the kernel gives them, else of their resident sizes."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -107,12 +119,13 @@ def _tree_rss_mb(pid: int) -> float:
             continue
         children.setdefault(ppid, []).append(int(entry.name))
         rss[int(entry.name)] = pages
-    total, todo = 0, [pid]
+    total_kb, todo = 0.0, [pid]
     while todo:
         current = todo.pop()
-        total += rss.get(current, 0)
+        pss = _pss_kb(current)
+        total_kb += pss if pss is not None else rss.get(current, 0) * os.sysconf("SC_PAGE_SIZE") / 1024
         todo += children.get(current, [])
-    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return total_kb / 1024
 
 
 def _child_run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
