@@ -346,10 +346,9 @@ class SqliteBackend(Backend):
             if high is not None:
                 conds.append(f"value <= :rhi{i}")
                 params[f"rhi{i}"] = high
-            if per_row:
-                where.append(f"EXISTS (SELECT 1 FROM nums WHERE doc = d.rowid AND {' AND '.join(conds)})")
-            else:
-                where.append(f"d.rowid IN (SELECT doc FROM nums WHERE {' AND '.join(conds)})")
+            # Always per row: a time range matches most of a kind (every slot of the next days), and a
+            # scan paging through it in id order would otherwise gather all of them again for each page.
+            where.append(f"EXISTS (SELECT 1 FROM nums WHERE doc = d.rowid AND {' AND '.join(conds)})")
         for i, (name, values) in enumerate(sorted(filters.items())):
             if name not in known:
                 raise KeyError(f"unknown filter {name!r}")
