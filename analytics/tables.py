@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from analytics import areas
-from analytics.snapshots import AREA_LEVELS, HORIZONS, KIND, NATIONAL, OUTCOMES, snapshot_id
+from analytics.snapshots import AREA_LEVELS, HORIZONS, KIND, NATIONAL, OUTCOMES
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import scan
 from indexer.registry import list_vendors
@@ -374,6 +374,3 @@ TABLES = {
 
 def snapshot_instant(snapshot: str) -> datetime:
     return datetime.strptime(snapshot, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
-__all__ = ["TABLES", "Period", "snapshot_id"]

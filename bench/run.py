@@ -511,9 +511,7 @@ async def _platform_method(backend: Any, lat: float, lon: float, now: Any) -> tu
     radius = rule_for(_nearest_department(lat, lon)).county_km
     seen: set[str] = set()
     with_slots = calls = 0
-    batch: list[str] = []
     query = GeoQuery(lat=lat, lon=lon, radius_km=radius, filters={"specialty": ["SM54"]})
-    participation: dict[str, str] = {}
     sites = scan(backend, "practice_sites", query, 500)
     async with _clients(vendors) as clients:
         while with_slots < 5:
