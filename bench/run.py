@@ -142,12 +142,15 @@ def _child_run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, peak
 
 
+_ONLY: list[str | None] = [None]  # the backend a run keeps (`dispo bench --backend`), None for all
+
+
 def backends() -> list[tuple[str, str | None]]:
-    """The embedded index always; Elasticsearch too when DISPO_ES_URL names a cluster."""
+    """The embedded index; Elasticsearch too when DISPO_ES_URL names a cluster; only one with --backend."""
     out: list[tuple[str, str | None]] = [("sqlite", None)]
     if os.environ.get("DISPO_ES_URL"):
         out.append(("elasticsearch", os.environ["DISPO_ES_URL"]))
-    return out
+    return [b for b in out if _ONLY[0] in (None, b[0])]
 
 
 def bench_import(scale: str, work: Path) -> list[Row]:
@@ -261,7 +264,14 @@ def _world(scale: str, work: Path, backend_kind: str = "sqlite", es_url: str | N
     }
     if es_url:
         env["DISPO_ES_URL"] = es_url
-    base = random.Random(os.getpid()).randrange(20_000, 40_000, 50)
+    # A reused world keeps its vendors' ports: the booking URLs in its slots name them, and new ports would
+    # make the first cycle rewrite every slot.
+    port_file = settings.data_dir / "sandbox-port"
+    if port_file.exists():
+        base = int(port_file.read_text())
+    else:
+        base = random.Random(os.getpid()).randrange(20_000, 40_000, 50)
+        port_file.write_text(f"{base}\n")
     log = (work / f"sandbox-{backend_kind}.log").open("wb")
     command = [sys.executable, "-m", "dispo.cli", "sandbox", "--vendors", str(n_vendors), "--port", str(base)]
     command += ["--participations", str(files["participations"])]
@@ -280,7 +290,15 @@ def _world(scale: str, work: Path, backend_kind: str = "sqlite", es_url: str | N
             pass
         time.sleep(1)
     _control(sandboxes, churn_rate=0.0)
-    asyncio.run(Aggregator(backend, settings).run_once(snapshot=False))
+    started = time.perf_counter()
+    reports = asyncio.run(Aggregator(backend, settings).run_once(snapshot=False))
+    print(
+        f"[bench] world {scale}/{backend_kind}: first cycle {time.perf_counter() - started:.0f} s, "
+        f"{sum(r.stats.inserted for r in reports)} slots inserted, "
+        f"{sum(r.batches_failed for r in reports)} failed batches",
+        file=sys.stderr,
+        flush=True,
+    )
     _WORLDS[key] = (backend, settings, sandboxes)
     return _WORLDS[key]
 
@@ -427,7 +445,8 @@ def bench_verify(scale: str, work: Path, n: int = 20, scarce: float = 0.8) -> li
     taken into the index by one aggregation cycle first)."""
     from indexer.scheduler import Aggregator
 
-    backend, settings, servers = _world(scale, work)
+    kind, es_url = backends()[0]  # on the first backend: the vendors' latency dominates, not the index
+    backend, settings, servers = _world(scale, work, kind, es_url)
     rows: list[Row] = []
     try:
         for regime, full in (("open agendas", 0.0), (f"{1 - scarce:.0%} of agendas open", scarce)):
@@ -566,12 +585,19 @@ class _clients:
 
 
 def bench_aggregate(scale: str, work: Path, latency_ms: float = 50.0) -> list[Row]:
+    rows: list[Row] = []
+    for kind, es_url in backends():
+        rows += _aggregate_on(scale, work, kind, es_url, latency_ms)
+    return rows
+
+
+def _aggregate_on(scale: str, work: Path, kind: str, es_url: str | None, latency_ms: float) -> list[Row]:
     from indexer.aggregator import slot_window
     from indexer.registry import list_vendors, participants
     from indexer.scheduler import Aggregator
     from indexer.vendor_client import VendorError, make_client, search_slots
 
-    backend, settings, servers = _world(scale, work)
+    backend, settings, servers = _world(scale, work, kind, es_url)
     rows = []
     # Vendors answer in about 50 ms and 10 % of slots change between cycles.
     _control(servers, latency_ms_min=latency_ms / 3, latency_ms_max=latency_ms, churn_rate=0.1, churn_period_s=1)
@@ -583,12 +609,14 @@ def bench_aggregate(scale: str, work: Path, latency_ms: float = 50.0) -> list[Ro
         written = sum(r.stats.inserted + r.stats.updated + r.stats.removed for r in reports)
         kept = sum(r.stats.unchanged for r in reports)
         n = sum(r.participants for r in reports)
+        failed = sum(r.batches_failed for r in reports)
         rows.append(
             Row(
                 "aggregation cycle",
                 scale,
                 backend.name,
-                f"cycle, {len(reports)} vendors ({written} documents written, {kept} unchanged)",
+                f"cycle, {len(reports)} vendors ({written} documents written, {kept} unchanged, "
+                f"{failed} failed batches)",
                 n,
                 wall_s=wall,
                 throughput=n / wall,
@@ -648,6 +676,8 @@ def bench_embedded(scale: str, work: Path, n: int = 300) -> list[Row]:
     from indexer.backend import GeoQuery
     from indexer.search import SearchRequest, run_search
 
+    if ("sqlite", None) not in backends():
+        return []
     backend, _settings, _servers = _world(scale, work)
     insee, radius = DENSE[scale]
     centre = gazetteer().commune(insee)
@@ -708,6 +738,7 @@ def run(
     quick: bool = False,
     on_rows: Callable[[list[Row]], None] | None = None,
     repeat: int | None = None,
+    backend: str | None = None,
 ) -> list[Row]:
     """Run scenarios in order; a scenario that fails leaves a row saying why and the others still run.
     `repeat` sets the number of searches of the search and embedded scenarios (a tenth of it, at least 5,
@@ -716,6 +747,7 @@ def run(
     # minutes to build); by default every run starts from nothing.
     work = work or Path(os.environ.get("DISPO_BENCH_WORK") or tempfile.mkdtemp(prefix="dispo-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    _ONLY[0] = backend
     rows: list[Row] = []
     try:
         for name in sorted(names, key=list(SCENARIOS).index):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -785,19 +786,29 @@ def bench(
     repeat: Annotated[
         int | None, typer.Option(help="searches per search scenario (default 400; 20 for live verification)")
     ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="only this backend: sqlite | elasticsearch (default: every one available)")
+    ] = None,
 ) -> None:
     """Run benchmarks and print figures with the ratio to their reference, measured in the same run.
 
-    The embedded index is always measured; Elasticsearch too when DISPO_ES_URL is set."""
+    The embedded index is measured, and Elasticsearch too when DISPO_ES_URL is set; --backend keeps one."""
     from bench.run import SCALES, SCENARIOS, print_table, run
 
     names = scenario or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
-    if unknown or scale not in SCALES:
-        err.print(f"[red]error:[/] scenarios: {', '.join(SCENARIOS)}; scales: {', '.join(SCALES)}")
+    if unknown or scale not in SCALES or backend not in (None, "sqlite", "elasticsearch"):
+        err.print(
+            f"[red]error:[/] scenarios: {', '.join(SCENARIOS)}; scales: {', '.join(SCALES)}; "
+            "backends: sqlite, elasticsearch"
+        )
+        raise typer.Exit(2)
+    if backend == "elasticsearch" and not os.environ.get("DISPO_ES_URL"):
+        err.print("[red]error:[/] --backend elasticsearch needs DISPO_ES_URL (scripts/elasticsearch.sh starts one)")
         raise typer.Exit(2)
     # The table so far after each scenario: a long national run shows its figures as they come.
-    print_table(run(names, scale, on_rows=print_table if len(names) > 1 else None, repeat=repeat))
+    rows = run(names, scale, on_rows=print_table if len(names) > 1 else None, repeat=repeat, backend=backend)
+    print_table(rows)
 
 
 appointments_app = typer.Typer(help="Appointments reported by vendors.", no_args_is_help=True)

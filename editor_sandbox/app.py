@@ -19,10 +19,21 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from editor_sandbox.agenda import PARIS, AgendaSlot, SandboxConfig, SandboxPractitioner, day_slots, free_slots
+from editor_sandbox.agenda import (
+    MODALITIES,
+    PARIS,
+    REASONS,
+    TYPES,
+    AgendaSlot,
+    SandboxConfig,
+    SandboxPractitioner,
+    day_slots,
+    free_slots,
+)
 from indexer.fhir_slots import IDNPS_SYSTEM, IDNST_SYSTEM, MAX_IDENTIFIERS, parse_instant
 
 FHIR_JSON = "application/fhir+json"
@@ -141,7 +152,7 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
             "link": links,
             "entry": entries,
         }
-        return JSONResponse(bundle, media_type=FHIR_JSON)
+        return Response(orjson.dumps(bundle), media_type=FHIR_JSON)
 
     @app.post("/fhir/Practitioner")
     async def create_account(request: Request) -> Response:
@@ -287,14 +298,22 @@ def _entry(base: str, kind: str, resource: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The coded parts of a Slot take few values: built once and shared by every slot that uses them (a slot
+# search answers up to a thousand slots; orjson writes a shared object as many times as it appears).
+_SECURITY = {code: {"security": [{"system": TYPE_SYSTEM, "code": code}]} for code, _ in TYPES}
+_APPOINTMENT = {code: {"coding": [{"system": V20276, "code": code}]} for code in ("ROUTINE", "WALKIN")}
+_MODALITY = {code: {"coding": [{"system": ACT_SYSTEM, "code": code}]} for code, _ in MODALITIES}
+_REASON = {text: {"text": text} for text in REASONS}
+
+
 def _slot(base: str, slot: AgendaSlot) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Slot",
         "id": slot.slot_id,
-        "meta": {"security": [{"system": TYPE_SYSTEM, "code": slot.slot_type}]},
-        "serviceType": [{"coding": [{"system": ACT_SYSTEM, "code": slot.modality}]}, {"text": slot.reason}],
+        "meta": _SECURITY[slot.slot_type],
+        "serviceType": [_MODALITY[slot.modality], _REASON[slot.reason]],
         "specialty": [{"coding": [{"system": R38_SYSTEM, "code": slot.specialty}]}],
-        "appointmentType": {"coding": [{"system": V20276, "code": slot.appointment_type}]},
+        "appointmentType": _APPOINTMENT[slot.appointment_type],
         "schedule": {"reference": f"Schedule/{slot.idnps}-{slot.site_index}"},
         "status": "free",
         "start": _instant(slot.start),

@@ -18,7 +18,7 @@ import orjson
 
 from dispo.records import Slot
 from indexer.backend import Backend, GeoQuery
-from indexer.lifecycle import ensure_live
+from indexer.lifecycle import ensure_live, iterate_all, scan
 
 KIND = "slots"
 # Fields that, when they change, make a slot worth rewriting (fetched_at alone does not).
@@ -44,8 +44,9 @@ def ensure_slots_index(backend: Backend) -> str:
 
 
 def slot_document(slot: Slot, site: dict[str, Any]) -> dict[str, Any]:
-    """The slot's document: the record, plus what searches filter on from the site it belongs to."""
+    """The slot's document: the record placed on `site`, plus what searches filter on from that site."""
     doc = slot.model_dump(mode="json", exclude_none=True)
+    doc["site_id"] = site["site_id"]
     practitioner = site.get("practitioner") or {}
     doc["profession_code"] = practitioner.get("profession_code")
     doc["practitioner_specialties"] = [s["code"] for s in practitioner.get("specialties", [])]
@@ -65,9 +66,19 @@ class SiteMapper:
 
     def sites(self, idnps: str) -> list[dict[str, Any]]:
         if idnps not in self._cache:
-            page = self.backend.search("practice_sites", GeoQuery(filters={"idnps": [idnps]}, limit=100))
-            self._cache[idnps] = [h.doc for h in page.hits]
+            self.prefetch([idnps])
         return self._cache[idnps]
+
+    def prefetch(self, idnps: Sequence[str]) -> None:
+        """Read the sites of a whole batch of practitioners in one query rather than one query each
+        (a national cycle places slots of 60,000 practitioners)."""
+        missing = [i for i in dict.fromkeys(idnps) if i not in self._cache]
+        if not missing:
+            return
+        found: dict[str, list[dict[str, Any]]] = {i: [] for i in missing}
+        for doc in iterate_all(self.backend, "practice_sites", {"idnps": missing}):
+            found[doc["practitioner"]["idnps"]].append(doc)
+        self._cache.update(found)
 
     def place(self, slot: Slot) -> dict[str, Any] | None:
         """The site document the slot belongs to, or None when it cannot be placed."""
@@ -104,18 +115,17 @@ def reconcile(
     """Make the index hold exactly `slots` for these practitioners at this vendor. Returns stats and the
     count of slots that could not be placed on a directory site (by reason)."""
     index = ensure_slots_index(backend)
+    mapper.prefetch(idnps)
     stats = ReconcileStats()
     unplaced: dict[str, int] = {}
-    existing: dict[str, str] = {}
-    after = None
-    while True:
-        page = backend.search(
-            KIND, GeoQuery(filters={"vendor": [vendor_id], "idnps": list(idnps)}, limit=1000, after=after)
+    existing = {
+        hit.doc["slot_id"]: hit.doc.get("content_hash", "")
+        for hit in scan(
+            backend,
+            KIND,
+            GeoQuery(filters={"vendor": [vendor_id], "idnps": list(idnps)}, fields=("slot_id", "content_hash")),
         )
-        existing.update({h.doc["slot_id"]: h.doc.get("content_hash", "") for h in page.hits})
-        if len(page.hits) < 1000:
-            break
-        after = page.next_after
+    }
     to_write = []
     seen: set[str] = set()
     for slot in slots:
@@ -127,7 +137,6 @@ def reconcile(
             reason = "practitioner not in the directory" if not mapper.sites(slot.idnps or "") else "no matching site"
             unplaced[reason] = unplaced.get(reason, 0) + 1
             continue
-        slot = slot.model_copy(update={"site_id": site["site_id"]})
         doc = slot_document(slot, site)
         seen.add(slot.slot_id)
         old = existing.get(slot.slot_id)

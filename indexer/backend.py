@@ -45,6 +45,9 @@ class GeoQuery:
     after: tuple[Any, ...] | None = None
     # Counting every match costs a second pass: scans that page through results do without (total = -1).
     count_total: bool = True
+    # Only these top-level fields of each document (None: whole documents). A reconciliation compares the
+    # hashes of a thousand slots per batch: decoding their whole documents cost more than the comparison.
+    fields: tuple[str, ...] | None = None
 
     @property
     def has_centre(self) -> bool:

@@ -222,6 +222,8 @@ class ElasticsearchBackend(Backend):
         }
         if query.after is not None:
             body["search_after"] = list(query.after)
+        if query.fields is not None:
+            body["_source"] = list(query.fields)
         try:
             answer = self._call(self.es.search, index=self.alias(kind), **body)
         except NotFoundError:

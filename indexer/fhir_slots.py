@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
 
 from dispo.records import Modality, Slot, SlotPlace, SlotType
 
@@ -22,6 +21,9 @@ IDNST_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
 MAX_IDENTIFIERS = 25  # the contract allows 1 to 25 practitioners per call
 CONTRACT_ACCEPT = "application/json+fhir"  # the Accept header the contract prescribes
 APPOINTMENT_TYPES = {"ROUTINE", "WALKIN"}
+# Looked up for every slot: an enum's __members__ builds a new mapping proxy at each access.
+_SLOT_TYPES = frozenset(SlotType.__members__)
+_MODALITIES = frozenset(Modality.__members__)
 
 
 class MalformedBundle(ValueError):
@@ -66,8 +68,9 @@ def parse_instant(value: Any) -> tuple[datetime, str]:
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError("no offset")
-    offset = moment.strftime("%z")
-    return moment.astimezone(UTC), f"{offset[:3]}:{offset[3:]}"
+    minutes = int(moment.utcoffset().total_seconds()) // 60  # type: ignore[union-attr]
+    sign = "-" if minutes < 0 else "+"
+    return moment.astimezone(UTC), f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def _codes(concepts: Any) -> list[tuple[str | None, str | None, str | None]]:
@@ -89,6 +92,7 @@ class _Context:
 
     def __init__(self, entries: list[dict[str, Any]]) -> None:
         self.by_ref: dict[str, dict[str, Any]] = {}
+        self._behind: dict[Any, dict[str, Any] | None] = {}
         for entry in entries:
             resource = entry.get("resource") or {}
             kind, rid = resource.get("resourceType"), resource.get("id")
@@ -96,6 +100,16 @@ class _Context:
                 self.by_ref[f"{kind}/{rid}"] = resource
             if entry.get("fullUrl"):
                 self.by_ref[entry["fullUrl"]] = resource
+
+    def behind(self, reference: Any) -> dict[str, Any] | None:
+        """What stands behind a schedule reference (see `_behind`), worked out once per schedule: a Bundle
+        holds up to a thousand slots over a few dozen schedules."""
+        key = (reference or {}).get("reference") if isinstance(reference, dict) else None
+        if key not in self._behind:
+            schedule = self.resolve(reference)
+            self._behind[key] = None if schedule is None else _behind(self, schedule)
+        found = self._behind[key]
+        return None if found is None else dict(found)
 
     def resolve(self, reference: Any, container: dict[str, Any] | None = None) -> dict[str, Any] | None:
         ref = (reference or {}).get("reference") if isinstance(reference, dict) else None
@@ -158,14 +172,14 @@ def parse_slot(
     types = [
         SlotType(code)
         for _, code, _ in _codes([{"coding": resource.get("meta", {}).get("security", [])}])
-        if code in SlotType.__members__
+        if code in _SLOT_TYPES
     ]
     if not types:
         return "no slot type in meta.security"
     modalities: list[Modality] = []
     reasons: list[str] = []
     for _, code, text in _codes(resource.get("serviceType")):
-        if code in Modality.__members__:
+        if code in _MODALITIES:
             if Modality(code) not in modalities:
                 modalities.append(Modality(code))
         elif code or text:
@@ -180,11 +194,19 @@ def parse_slot(
     if appointment is None:
         return "no appointmentType"
     url = resource.get("comment")
-    if url is not None and urlparse(str(url)).scheme not in ("http", "https"):
+    if url is not None and str(url).partition(":")[0].lower() not in ("http", "https"):
         return "booking URL is not an http(s) URL"
     if url is None and appointment == "ROUTINE":
         return "no booking URL in comment"
-    slot = Slot(
+    behind: dict[str, Any] = {}
+    if context is not None:
+        found = context.behind(resource.get("schedule"))
+        if found is None:
+            return "schedule not in the Bundle"
+        if found.get("idnps") is None and found.get("structure_idnst") is None:
+            return "no practitioner or structure behind the schedule"
+        behind = found
+    return Slot(
         slot_id=f"{vendor}:{resource.get('id')}",
         vendor=vendor,
         resource_id=str(resource.get("id")),
@@ -198,36 +220,35 @@ def parse_slot(
         reasons=reasons,
         booking_url=url,
         fetched_at=fetched_at,
+        **behind,
     )
-    if context is None:
-        return slot
-    schedule = context.resolve(resource.get("schedule"))
-    if schedule is None:
-        return "schedule not in the Bundle"
+
+
+def _behind(context: _Context, schedule: dict[str, Any]) -> dict[str, Any]:
+    """Who and where a schedule's slots are: practitioner, name, structure and place from its actors."""
+    out: dict[str, Any] = {}
     for actor_ref in schedule.get("actor", []) or []:
         actor = context.resolve(actor_ref)
         if actor is None:
             continue
         kind = actor.get("resourceType")
         if kind == "Practitioner":
-            slot.idnps = _identifier(actor, IDNPS_SYSTEM)
-            slot.practitioner_name = _name(actor)
+            out["idnps"] = _identifier(actor, IDNPS_SYSTEM)
+            out["practitioner_name"] = _name(actor)
         elif kind == "PractitionerRole":
             org = actor.get("organization") or {}
             ident = org.get("identifier") if isinstance(org, dict) else None
             if isinstance(ident, dict) and ident.get("value"):
-                slot.structure_idnst = str(ident["value"])
+                out["structure_idnst"] = str(ident["value"])
             for loc_ref in actor.get("location", []) or []:
-                slot.place = _place(context.resolve(loc_ref, container=actor)) or slot.place
-            if slot.idnps is None:
-                slot.idnps = _identifier(context.resolve(actor.get("practitioner")), IDNPS_SYSTEM)
+                out["place"] = _place(context.resolve(loc_ref, container=actor)) or out.get("place")
+            if out.get("idnps") is None:
+                out["idnps"] = _identifier(context.resolve(actor.get("practitioner")), IDNPS_SYSTEM)
         elif kind == "Location":
-            slot.place = _place(actor)
+            out["place"] = _place(actor)
             organization = context.resolve(actor.get("managingOrganization"))
-            slot.structure_idnst = _identifier(organization, IDNST_SYSTEM) or slot.structure_idnst
-    if slot.idnps is None and slot.structure_idnst is None:
-        return "no practitioner or structure behind the schedule"
-    return slot
+            out["structure_idnst"] = _identifier(organization, IDNST_SYSTEM) or out.get("structure_idnst")
+    return out
 
 
 def parse_bundle(

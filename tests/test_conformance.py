@@ -192,6 +192,64 @@ def test_rewriting_a_document_replaces_it(backend: Backend) -> None:
     assert backend.count("practice_sites", {"department": ["75"]}) == 1
 
 
+def test_rewritten_documents_keep_their_place_in_every_query(backend: Backend) -> None:
+    """A rewrite replaces the document's filter, position and text rows with the new ones (the embedded
+    index drops and re-inserts them): old values no longer match, new ones do, nothing is duplicated."""
+    index = load(backend)
+    movers = [d for d in DOCS if d.get("location")][:20]
+    moved = [dict(d, department_code="75", location={"lat": 48.8566, "lon": 2.3522}) for d in movers]
+    backend.write(index, moved + moved[:5])  # an id written twice in one bulk: the last write wins
+    backend.seal(index)
+    assert backend.count("practice_sites") == len(DOCS)
+    assert backend.count("practice_sites", {"department": ["75"]}) == len(moved)
+    near_paris = backend.search("practice_sites", GeoQuery(lat=48.8566, lon=2.3522, radius_km=1, limit=100))
+    assert sorted(h.doc["site_id"] for h in near_paris.hits) == sorted(d["site_id"] for d in moved)
+    left = {d["site_id"] for d in movers}
+    near_lyon = all_pages(backend, GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=200))
+    assert not left & {h for h, _ in near_lyon}
+    folded = fold(movers[0]["practitioner"]["last_name"]).split()[0]
+    by_name = backend.search("practice_sites", GeoQuery(text=folded, limit=1000))
+    assert len({h.doc["site_id"] for h in by_name.hits}) == len(by_name.hits)  # no leftover text rows
+
+
+def test_a_selective_filter_with_a_broad_one_matches_their_intersection(backend: Backend) -> None:
+    """The embedded index gathers the most selective filter's documents and checks the others per row:
+    whichever order the filters come in, the answer is the intersection."""
+    load(backend)
+    few = [d["practitioner"]["idnps"] for d in DOCS[:6]]
+    for filters in (
+        {"profession": ["10"], "idnps": few},
+        {"idnps": few, "profession": ["10"]},
+        {"idnps": few, "profession": ["10", "40", "70"], "department": ["69", "01", "38"]},
+    ):
+        expected = sorted(
+            d["site_id"]
+            for d in DOCS
+            if d["practitioner"]["idnps"] in few
+            and d["practitioner"]["profession_code"] in filters["profession"]
+            and d["department_code"] in filters.get("department", [d["department_code"]])
+        )
+        page = backend.search("practice_sites", GeoQuery(filters=filters, limit=1000))
+        assert sorted(h.doc["site_id"] for h in page.hits) == expected and page.total == len(expected)
+        assert backend.count("practice_sites", filters) == len(expected)
+
+
+def test_a_query_can_read_only_some_fields(backend: Backend) -> None:
+    """`fields` keeps the named top-level fields of each hit (a nested object and a list included, a field a
+    document lacks left out), in the same order and with the same values as whole documents."""
+    load(backend)
+    names = ("site_id", "practitioner", "location", "department_code")
+    for query in (GeoQuery(limit=50), GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=30, limit=50)):
+        whole = backend.search("practice_sites", query)
+        some = backend.search("practice_sites", GeoQuery(**{**query.__dict__, "fields": names}))
+        assert [h.sort for h in some.hits] == [h.sort for h in whole.hits] and some.total == whole.total
+        for a, b in zip(whole.hits, some.hits, strict=True):
+            assert b.doc == {k: a.doc[k] for k in names if a.doc.get(k) is not None}
+    single = backend.search("practice_sites", GeoQuery(limit=5, fields=("site_id",)))
+    assert all(list(h.doc) == ["site_id"] for h in single.hits) and len(single.hits) == 5
+    assert any("location" not in h.doc for h in backend.search("practice_sites", GeoQuery(limit=50, fields=names)).hits)
+
+
 def test_empty_before_first_import(backend: Backend) -> None:
     assert backend.live_index("practice_sites") is None
     assert backend.count("practice_sites") == 0

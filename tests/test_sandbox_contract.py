@@ -252,3 +252,30 @@ def test_the_client_follows_next_links(sandbox: SandboxServer) -> None:
     assert [s.slot_id for s in result.slots] == [s.slot_id for s in whole.slots]
     assert len(calls) == -(-len(whole.slots) // 7) > 1
     assert result.rejected == {}
+
+
+def test_agendas_are_deterministic_and_hold_about_forty_slots_over_72_hours() -> None:
+    """The generated agendas the benchmarks rely on: the same seed gives the same slots, another seed others,
+    and the default density gives ~40 free slots per practitioner over three days of opening hours."""
+    from editor_sandbox.agenda import day_slots
+
+    many = [
+        SandboxPractitioner(
+            idnps=f"8100000{i:05d}", family="X", sites=[SandboxSite(idnst=f"10100{i:05d}")] * (1 + i % 2)
+        )
+        for i in range(200)
+    ]
+    config = SandboxConfig(vendor_id="sbx", seed=3, practitioners=many)
+    days = [datetime(2026, 11, 23 + d, tzinfo=PARIS).date() for d in range(3)]  # Monday to Wednesday
+
+    def agenda(cfg: SandboxConfig, p: SandboxPractitioner) -> list[str]:
+        return [s.slot_id for d in days for i in range(len(p.sites)) for s in day_slots(cfg, p, i, d)]
+
+    counts = [len(agenda(config, p)) for p in many]
+    assert 36 <= sum(counts) / len(counts) <= 44
+    assert agenda(config, many[7]) == agenda(config, many[7])
+    assert agenda(config.model_copy(update={"seed": 4}), many[7]) != agenda(config, many[7])
+    slot = day_slots(config, many[1], 1, days[0])[0]
+    assert slot.slot_id.startswith(f"{many[1].idnps}-1-20261123") and slot.start.tzinfo is PARIS
+    assert slot.end - slot.start == timedelta(minutes=config.slot_minutes)
+    assert {s.start.hour for p in many[:20] for s in day_slots(config, p, 0, days[0])} <= set(range(8, 19))
