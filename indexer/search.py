@@ -39,6 +39,23 @@ BUCKETS_H = {
     "48-72h": (48, 72),
 }
 MODALITIES = {"practice": "AMB", "home": "HH", "tele": "VR", "AMB": "AMB", "HH": "HH", "VR": "VR"}
+# What ranking, freshness, live verification and cards read of a slot: a dense circle holds tens of thousands
+# of slots, and reading only these fields (not places, names, hashes) halves the time spent decoding them.
+SLOT_FIELDS = (
+    "slot_id",
+    "site_id",
+    "idnps",
+    "vendor",
+    "start",
+    "end",
+    "types",
+    "modalities",
+    "appointment_type",
+    "booking_url",
+    "fetched_at",
+    "profession_code",
+    "practitioner_specialties",
+)
 SLOT_TYPES = {"PUBLIC", "PRO", "SNP", "CPTS"}
 
 
@@ -372,7 +389,8 @@ def _next_page(
     for i in range(0, len(site_ids), 500):
         chunk = site_ids[i : i + 500]
         for hit in backend.search(
-            "slots", GeoQuery(filters={**filters, "site": chunk}, ranges=ranges, limit=50 * len(chunk))
+            "slots",
+            GeoQuery(filters={**filters, "site": chunk}, ranges=ranges, limit=50 * len(chunk), fields=SLOT_FIELDS),
         ).hits:
             if fresh.is_fresh(hit.doc):
                 slots.setdefault(hit.doc["site_id"], []).append(hit.doc)
@@ -505,7 +523,7 @@ def _gather(
 ) -> dict[str, Candidate]:
     """Every site with at least one matching free slot in the circle, nearest first (slots scanned by distance)."""
     candidates: dict[str, Candidate] = {}
-    query = GeoQuery(lat=place.lat, lon=place.lon, radius_km=radius, filters=filters, ranges=ranges)
+    query = GeoQuery(lat=place.lat, lon=place.lon, radius_km=radius, filters=filters, ranges=ranges, fields=SLOT_FIELDS)
     for hit in scan(backend, "slots", query, backend.max_page):
         doc = hit.doc
         if not fresh.is_fresh(doc) or not doc.get("site_id"):

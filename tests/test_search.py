@@ -229,7 +229,8 @@ def test_a_slot_taken_elsewhere_leaves_the_card_and_the_index(world) -> None:
     first = run_search(backend, SearchRequest(address=BOURG, seed=8, limit=5))["cards"][0]
     taken = first.slots[0]
     server = vendor_server(world, taken["vendor"])
-    assert httpx.post(f"{server.url}/booking/{taken['resource_id']}").status_code == 201
+    resource_id = taken["slot_id"].split(":", 1)[1]  # "<vendor>:<Slot.id>"
+    assert httpx.post(f"{server.url}/booking/{resource_id}").status_code == 201
     result = run_search(backend, SearchRequest(address=BOURG, seed=8, limit=5), verify_deadline_s=5.0)
     card = next(c for c in result["cards"] if c.site_id == first.site_id)
     assert taken["slot_id"] not in {d["slot_id"] for d in card.slots}
