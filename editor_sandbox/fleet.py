@@ -13,7 +13,7 @@ from pathlib import Path
 from dispo.records import Participation, Vendor
 from dispo.settings import Settings
 from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite
-from editor_sandbox.server import SandboxServer, free_port
+from editor_sandbox.server import SandboxServer, bound_socket
 from indexer.backend import Backend
 from indexer.lifecycle import iterate_all
 from indexer.registry import participants, save_participation, save_vendor
@@ -93,7 +93,8 @@ def start_fleet(
     With a participation CSV, it is loaded (with its report) once the vendors exist and each vendor serves
     its participants; without one, the directory's placed practitioners are dealt round robin."""
     vendor_ids = [f"sandbox-{chr(ord('a') + i)}" for i in range(n_vendors)]
-    ports = [base_port + i if base_port else free_port() for i in range(n_vendors)]
+    sockets = [bound_socket(base_port + i if base_port else 0) for i in range(n_vendors)]
+    ports = [sock.getsockname()[1] for sock in sockets]
     names = {v: VENDOR_NAMES[i % len(VENDOR_NAMES)] for i, v in enumerate(vendor_ids)}
     for vendor_id, port in zip(vendor_ids, ports, strict=True):
         save_vendor(
@@ -117,7 +118,7 @@ def start_fleet(
             for p in serving[vendor_id]:
                 save_participation(backend, Participation(idnps=p.idnps, vendors=[vendor_id]))
     servers = []
-    for i, (vendor_id, port) in enumerate(zip(vendor_ids, ports, strict=True)):
+    for i, (vendor_id, sock) in enumerate(zip(vendor_ids, sockets, strict=True)):
         config = SandboxConfig(
             vendor_id=vendor_id,
             name=names[vendor_id],
@@ -127,5 +128,5 @@ def start_fleet(
             platform_token=(platform_tokens or {}).get(vendor_id),
             **knobs,
         )
-        servers.append(SandboxServer(config, port=port).start())
+        servers.append(SandboxServer(config, sock=sock).start())
     return servers

@@ -17,21 +17,37 @@ from editor_sandbox.app import create_sandbox_app
 
 
 def free_port() -> int:
+    """A port nobody listened on a moment ago (for an address that must refuse connections)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def bound_socket(port: int = 0) -> socket.socket:
+    """A loopback socket bound now (port 0: any free one), handed to the server later: choosing a free port
+    and binding it afterwards let another process take it in between."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
 
 
 class ThreadedServer:
     """`with ThreadedServer(app) as server:` serves `app` at `server.url` until the block ends."""
 
     def __init__(
-        self, app: Any, port: int | None = None, tls: tuple[str, str, str] | None = None, name: str = "server"
+        self,
+        app: Any,
+        port: int | None = None,
+        tls: tuple[str, str, str] | None = None,
+        name: str = "server",
+        sock: socket.socket | None = None,
     ) -> None:
         """`tls` = (server certificate, server key, CA bundle): serve HTTPS and require a client certificate
-        signed by that CA (mutual TLS)."""
+        signed by that CA (mutual TLS). `sock`: an already bound socket to serve on (see `bound_socket`)."""
         self.app = app
-        self.port = port or free_port()
+        self._sock = sock or bound_socket(port or 0)
+        self.port = self._sock.getsockname()[1]
         self.scheme = "https" if tls else "http"
         self.name = name
         options: dict[str, Any] = {}
@@ -47,7 +63,7 @@ class ThreadedServer:
                 app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, lifespan="off", **options
             )
         )
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name=name)
+        self._thread = threading.Thread(target=self._server.run, args=([self._sock],), daemon=True, name=name)
 
     @property
     def url(self) -> str:
@@ -65,6 +81,7 @@ class ThreadedServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+        self._sock.close()
 
     def __enter__(self):
         return self.start()
@@ -79,10 +96,16 @@ class SandboxServer(ThreadedServer):
     """A sandbox vendor on loopback; its FHIR base is `fhir_base`."""
 
     def __init__(
-        self, config: SandboxConfig, port: int | None = None, clock: Any = None, tls: tuple[str, str, str] | None = None
+        self,
+        config: SandboxConfig,
+        port: int | None = None,
+        clock: Any = None,
+        tls: tuple[str, str, str] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.config = config
-        super().__init__(create_sandbox_app(config, clock=clock), port, tls, name=f"sandbox-{config.vendor_id}")
+        app = create_sandbox_app(config, clock=clock)
+        super().__init__(app, port, tls, name=f"sandbox-{config.vendor_id}", sock=sock)
 
     @property
     def fhir_base(self) -> str:

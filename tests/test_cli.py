@@ -137,3 +137,12 @@ def test_vendors_check_runs_the_test_kit_requirements_against_a_vendor(tmp_path:
         assert run("vendors", "add", "s", "--base-url", bad.fhir_base).exit_code == 0
         r = run("vendors", "check", "s", "--idnps", "810100050075")
         assert r.exit_code == 1 and "requirement 40" in r.output and "requirement 38" in r.output
+
+
+def test_bench_refuses_a_backend_it_cannot_measure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dispo bench --backend` names one of the two backends, and Elasticsearch needs a cluster to measure."""
+    monkeypatch.delenv("DISPO_ES_URL", raising=False)
+    r = run("bench", "search", "--backend", "elasticsearch")
+    assert r.exit_code == 2 and "DISPO_ES_URL" in r.output
+    r = run("bench", "search", "--backend", "solr")
+    assert r.exit_code == 2 and "backends: sqlite, elasticsearch" in r.output
