@@ -12,6 +12,7 @@ the same run are what compare across machines (see BENCHMARKS.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -270,7 +271,7 @@ def _world(scale: str, work: Path, backend_kind: str = "sqlite", es_url: str | N
     if port_file.exists():
         base = int(port_file.read_text())
     else:
-        base = random.Random(os.getpid()).randrange(20_000, 40_000, 50)
+        base = _free_ports(n_vendors)
         port_file.write_text(f"{base}\n")
     log = (work / f"sandbox-{backend_kind}.log").open("wb")
     command = [sys.executable, "-m", "dispo.cli", "sandbox", "--vendors", str(n_vendors), "--port", str(base)]
@@ -301,6 +302,22 @@ def _world(scale: str, work: Path, backend_kind: str = "sqlite", es_url: str | N
     )
     _WORLDS[key] = (backend, settings, sandboxes)
     return _WORLDS[key]
+
+
+def _free_ports(n: int) -> int:
+    """The first of `n` consecutive loopback ports free now (each world's vendors have their own)."""
+    import socket
+
+    rng = random.Random()
+    while True:
+        base = rng.randrange(20_000, 40_000, 50)
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(base, base + n):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return base
 
 
 def close_worlds() -> None:
