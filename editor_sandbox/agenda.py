@@ -1,10 +1,9 @@
 """Deterministic agendas for sandbox practitioners: the same seed gives the same slots, which evolve.
 
-Slots are laid out per practitioner x site x day in Europe/Paris opening hours; a generator seeded
-by the practitioner, site and day decides which candidate times exist, their type, modality and
-appointment type. Churn hides a share of slots
-per period (taken by other patients) and brings them back later, so agendas change between cycles
-without any state.
+Slots are laid out per practitioner x site x day in Europe/Paris opening hours; a generator seeded by
+the practitioner, site and day decides which candidate times exist, their type, modality and appointment
+type. Churn hides a share of slots per period (taken by other patients) and brings them back later, so
+agendas change between cycles without any state.
 """
 
 from __future__ import annotations

@@ -108,8 +108,7 @@ class _Context:
         if key not in self._behind:
             schedule = self.resolve(reference)
             self._behind[key] = None if schedule is None else _behind(self, schedule)
-        found = self._behind[key]
-        return None if found is None else dict(found)
+        return self._behind[key]  # shared by the schedule's slots: read, never changed
 
     def resolve(self, reference: Any, container: dict[str, Any] | None = None) -> dict[str, Any] | None:
         ref = (reference or {}).get("reference") if isinstance(reference, dict) else None
