@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from dispo.geo import department_of_insee, gazetteer, radius_code
+from core.geo import department_of_insee, gazetteer, radius_code
 
 OVERSEAS_AREA_KM2 = {"971": 1628.0, "972": 1128.0, "973": 83534.0, "974": 2512.0, "976": 374.0}
 
@@ -32,7 +32,7 @@ class Department:
 
 @cache
 def departments() -> dict[str, Department]:
-    data = resources.files("dispo") / "data"
+    data = resources.files("core") / "data"
     radius: dict[str, dict[str, str]] = {}
     with (data / "sas_search_radius_2025.csv").open(encoding="utf-8") as fh:
         for row in csv.DictReader(fh):

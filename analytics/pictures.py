@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from analytics.tables import CoverageArea, SearchActivity, snapshot_instant
-from dispo.geo import gazetteer
+from core.geo import gazetteer
 
 Format = Literal["png", "svg"]
 DPI = 100

@@ -22,15 +22,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from aggregation.availability import freshness
+from aggregation.status import STATUS
 from analytics.areas import commune_of, territory_of
-from dispo.geo import department_of_insee
-from dispo.records import SearchOutcome
-from dispo.settings import Settings
-from indexer.availability import freshness
+from core.geo import department_of_insee
+from core.records import SearchOutcome
+from core.settings import Settings
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import ensure_live, iterate_all, scan
 from indexer.registry import list_vendors
-from indexer.status import STATUS
 
 log = logging.getLogger("dispo.coverage")
 
@@ -285,7 +285,7 @@ def prune(backend: Backend, now: datetime, retention_days: float, commune_retent
 
 
 def outcome_of(result: dict[str, Any], limit: int, latency_ms: float) -> SearchOutcome:
-    """Reduce a first-page search result (`indexer.search.run_search`) to its outcome."""
+    """Reduce a first-page search result (`search.engine.run_search`) to its outcome."""
     place = result["place"]
     at = result["now"].astimezone(UTC).replace(microsecond=0)
     commune = None

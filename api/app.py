@@ -8,15 +8,15 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from aggregation import metrics
+from aggregation.status import vendor_statuses
 from api import bookings, coverage, directory, fhir, participations, problems, search, vendors, web
 from api.auth import Role, TokenRegistry
 from api.deps import require
-from dispo import __version__
-from dispo.settings import Settings, get_settings
-from indexer import metrics
+from core import __version__
+from core.settings import Settings, get_settings
 from indexer.backend import Backend
 from indexer.factory import make_backend
-from indexer.status import vendor_statuses
 
 
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:

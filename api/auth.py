@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from dispo.settings import Settings
+from core.settings import Settings
 
 
 class Role(StrEnum):

@@ -12,15 +12,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
+from aggregation.client import VendorError, make_client, search_slots
 from api.auth import Principal, Role
 from api.deps import get_backend, require
 from api.problems import Problem
-from dispo.records import Appointment, AppointmentStatus, BookingAttempt, Slot
-from indexer.accounts import ensure_account
+from booking.accounts import ensure_account
+from core.records import Appointment, AppointmentStatus, BookingAttempt, Slot
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import ensure_live
 from indexer.registry import get_vendor
-from indexer.vendor_client import VendorError, make_client, search_slots
 
 router = APIRouter(prefix="/v1", tags=["bookings"])
 RECHECK_DEADLINE_S = 1.0

@@ -21,7 +21,7 @@ from analytics.snapshots import snapshot_now
 from api.auth import Role
 from api.deps import get_backend, get_settings, require
 from api.problems import Problem
-from dispo.settings import Settings
+from core.settings import Settings
 from indexer.backend import Backend
 
 router = APIRouter(prefix="/v1/coverage", tags=["coverage"])

@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import Principal, Role, TokenRegistry
 from api.problems import Problem
-from dispo.settings import Settings
+from core.settings import Settings
 from indexer.backend import Backend
 
 _bearer = HTTPBearer(auto_error=False)

@@ -8,13 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
+from aggregation.availability import freshness
 from api.deps import DIRECTORY_READERS, get_backend, get_settings, require
 from api.problems import Problem
-from dispo.geo import gazetteer
-from dispo.records import PracticeSite, Practitioner, Slot, Structure
-from dispo.settings import Settings
-from dispo.text import fold
-from indexer.availability import freshness
+from core.geo import gazetteer
+from core.records import PracticeSite, Practitioner, Slot, Structure
+from core.settings import Settings
+from core.text import fold
 from indexer.backend import Backend, GeoQuery, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/v1", tags=["directory"])

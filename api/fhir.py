@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from api.auth import Principal, Role
 from api.deps import get_backend, require
 from api.problems import Problem
-from indexer.appointments import AppointmentRejected, find_by_identifier, parse_appointment, record, to_fhir
+from booking.appointments import AppointmentRejected, find_by_identifier, parse_appointment, record, to_fhir
 from indexer.backend import Backend
 from indexer.registry import get_vendor
 

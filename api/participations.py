@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from api.auth import Role
 from api.deps import get_backend, require
 from api.problems import Problem
-from dispo.records import Participation
+from core.records import Participation
 from indexer.backend import Backend
 from indexer.registry import get_participation, get_vendor, participants, save_participation
 

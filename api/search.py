@@ -14,10 +14,10 @@ from analytics.snapshots import outcome_of, record_outcome
 from api.auth import Role
 from api.deps import get_backend, get_settings, require
 from api.problems import Problem
-from dispo.settings import Settings
+from core.settings import Settings
 from indexer.backend import Backend
 from indexer.registry import list_vendors
-from indexer.search import PARIS, SearchError, SearchRequest, run_search
+from search.engine import PARIS, SearchError, SearchRequest, run_search
 
 router = APIRouter(prefix="/v1", tags=["search"])
 GROUPS = {0: "preferred", 1: "participant", 2: "other", 3: "no_slots"}
@@ -335,12 +335,12 @@ def build_answer(backend: Backend, settings: Settings, result: dict[str, Any], r
 def _offset(req: SearchRequest) -> int:
     if not req.cursor:
         return 0
-    from indexer.search import decode_search_cursor
+    from search.engine import decode_search_cursor
 
     return int(decode_search_cursor(req.cursor)["offset"])
 
 
 def _label(address: dict[str, Any]) -> str | None:
-    from dispo.records import Address
+    from core.records import Address
 
     return Address.model_validate(address).label() if address else None

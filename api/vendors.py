@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from api.auth import Role
 from api.deps import get_backend, require
 from api.problems import Problem
-from dispo.records import Vendor
+from core.records import Vendor
 from indexer.backend import Backend
 from indexer.registry import list_vendors, save_vendor, set_enabled
 

@@ -13,8 +13,8 @@ from pydantic import BaseModel
 
 from api.auth import Role
 from api.deps import require
-from dispo.geo import gazetteer
-from dispo.text import fold
+from core.geo import gazetteer
+from core.text import fold
 
 router = APIRouter(tags=["web page"])
 READERS = (Role.regulator, Role.maintainer, Role.analyst)
@@ -40,7 +40,7 @@ class SpecialtyLabel(BaseModel):
 @cache
 def _specialties() -> list[SpecialtyLabel]:
     out: dict[str, str] = {}
-    with (resources.files("dispo") / "data" / "correspondance_profession_savoirfaire.csv").open(
+    with (resources.files("core") / "data" / "correspondance_profession_savoirfaire.csv").open(
         encoding="utf-8-sig"
     ) as fh:
         for row in csv.DictReader(fh):

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from dispo.geo import department_of_insee, gazetteer
+from core.geo import department_of_insee, gazetteer
 
 SCALES = {"department": ["01"], "region": ["01", "03", "07", "15", "26", "38", "42", "43", "63", "69", "73", "74"]}
 # (profession code, label, id type, people per liberal GP, share liberal); ADELI professions have id type 0.
@@ -166,7 +166,7 @@ def departments(codes: list[str] | None) -> list[Department]:
     from analytics.areas import departments as known
 
     density: dict[str, float] = {}
-    with (resources.files("dispo") / "data" / "anct_gp_density_by_department_2020.csv").open(encoding="utf-8") as fh:
+    with (resources.files("core") / "data" / "anct_gp_density_by_department_2020.csv").open(encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             with contextlib.suppress(ValueError):
                 density[row["codgeo"]] = float(row["dens_nb_medg_per_100k"])

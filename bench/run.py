@@ -237,10 +237,10 @@ def _world(scale: str, work: Path, backend_kind: str = "sqlite", es_url: str | N
         return _WORLDS[key]
     import httpx
 
-    from dispo.settings import Settings
+    from aggregation.scheduler import Aggregator
+    from core.settings import Settings
     from indexer.factory import make_backend
     from indexer.registry import list_vendors
-    from indexer.scheduler import Aggregator
     from rpps_import.pipeline import import_rpps
 
     n_vendors = 25 if scale == "national" else 3
@@ -357,7 +357,7 @@ def generate_cached(scale: str, work: Path) -> dict[str, Any]:
 
 
 def _points(backend: Any, n: int, seed: int) -> list[tuple[float, float]]:
-    from indexer.audit import _points as weighted_points
+    from search.audit import _points as weighted_points
 
     return weighted_points(backend, n, random.Random(seed))
 
@@ -376,7 +376,7 @@ def _search_on(scale: str, work: Path, kind: str, es_url: str | None, requests: 
     from api.auth import Role, new_token
     from editor_sandbox.server import ThreadedServer
     from indexer.backend import GeoQuery
-    from indexer.search import SearchRequest, run_search
+    from search.engine import SearchRequest, run_search
 
     backend, settings, _servers = _world(scale, work, kind, es_url)
     token, entry = new_token(Role.regulator, "bench")
@@ -460,7 +460,7 @@ def bench_verify(scale: str, work: Path, n: int = 20, scarce: float = 0.8) -> li
     after batch, until 5 cards have slots. Twice: with every participant publishing slots (the generated
     agendas), and with scarce availability (`scarce`: the share of participants whose agenda is full,
     taken into the index by one aggregation cycle first)."""
-    from indexer.scheduler import Aggregator
+    from aggregation.scheduler import Aggregator
 
     kind, es_url = backends()[0]  # on the first backend: the vendors' latency dominates, not the index
     backend, settings, servers = _world(scale, work, kind, es_url)
@@ -482,8 +482,8 @@ def bench_verify(scale: str, work: Path, n: int = 20, scarce: float = 0.8) -> li
 def _verify_at(backend: Any, settings: Any, scale: str, label: str, insee: str, n: int) -> list[Row]:
     from datetime import UTC, datetime
 
-    from dispo.geo import gazetteer
-    from indexer.search import SearchRequest, run_search
+    from core.geo import gazetteer
+    from search.engine import SearchRequest, run_search
 
     commune = gazetteer().commune(insee)
     assert commune is not None, insee
@@ -535,12 +535,12 @@ def _verify_at(backend: Any, settings: Any, scale: str, label: str, insee: str, 
 
 async def _platform_method(backend: Any, lat: float, lon: float, now: Any) -> tuple[int, int]:
     """The national platform's way: no availability index, vendors asked batch after batch."""
-    from indexer.aggregator import slot_window
+    from aggregation.client import VendorError, search_slots
+    from aggregation.puller import slot_window
     from indexer.backend import GeoQuery
     from indexer.lifecycle import scan
     from indexer.registry import list_vendors
-    from indexer.search import _nearest_department, rule_for
-    from indexer.vendor_client import VendorError, search_slots
+    from search.engine import _nearest_department, rule_for
 
     vendors = {v.vendor_id: v for v in list_vendors(backend, enabled_only=True)}
     window = slot_window(now, 2)
@@ -592,7 +592,7 @@ class _clients:
     async def __aenter__(self) -> dict[str, Any]:
         from contextlib import AsyncExitStack
 
-        from indexer.vendor_client import make_client
+        from aggregation.client import make_client
 
         self.stack = AsyncExitStack()
         return {v: await self.stack.enter_async_context(make_client(vendor)) for v, vendor in self.vendors.items()}
@@ -609,10 +609,10 @@ def bench_aggregate(scale: str, work: Path, latency_ms: float = 50.0) -> list[Ro
 
 
 def _aggregate_on(scale: str, work: Path, kind: str, es_url: str | None, latency_ms: float) -> list[Row]:
-    from indexer.aggregator import slot_window
+    from aggregation.client import VendorError, make_client, search_slots
+    from aggregation.puller import slot_window
+    from aggregation.scheduler import Aggregator
     from indexer.registry import list_vendors, participants
-    from indexer.scheduler import Aggregator
-    from indexer.vendor_client import VendorError, make_client, search_slots
 
     backend, settings, servers = _world(scale, work, kind, es_url)
     rows = []
@@ -689,9 +689,9 @@ DENSE = {"department": ("01053", 20.0), "region": ("69383", 10.0), "national": (
 
 def bench_embedded(scale: str, work: Path, n: int = 300) -> list[Row]:
     """Dense query in process on the embedded index vs a naive R*Tree + Python haversine over the slots."""
-    from dispo.geo import gazetteer, haversine_km
+    from core.geo import gazetteer, haversine_km
     from indexer.backend import GeoQuery
-    from indexer.search import SearchRequest, run_search
+    from search.engine import SearchRequest, run_search
 
     if ("sqlite", None) not in backends():
         return []

@@ -1,3 +1,1 @@
-"""Dispo: national directory and availability index for the SAS (Service d'accès aux soins)."""
-
-__version__ = "0.1.0"
+"""The `dispo` command line: one sub-command group per area, on top of every other package."""

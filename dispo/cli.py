@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dispo.settings import Settings
-from indexer.search import PARIS
+from core.settings import Settings
+from search.engine import PARIS
 
 app = typer.Typer(help="Dispo: national directory and availability index for the SAS.", no_args_is_help=True)
 import_app = typer.Typer(
@@ -56,9 +56,9 @@ def _count_lines(path: Path) -> int:
 
 
 def _run_import(kind: str, path: Path, force: bool) -> None:
+    from core.report import FileRejected
     from indexer.backend import BackendUnavailable
     from indexer.lifecycle import ImportRefused
-    from indexer.report import FileRejected
     from rpps_import.pipeline import import_finess, import_rpps, load_participations
 
     settings = Settings()
@@ -356,7 +356,7 @@ def vendors_add(
     rps: Annotated[float, typer.Option(help="requests per second")] = 20.0,
 ) -> None:
     """Declare (or update) a vendor."""
-    from dispo.records import Vendor
+    from core.records import Vendor
     from indexer.registry import save_vendor
 
     vendor = Vendor(
@@ -413,7 +413,7 @@ def aggregate(
     import asyncio
     import logging
 
-    from indexer.scheduler import Aggregator
+    from aggregation.scheduler import Aggregator
 
     settings = Settings()
     backend = _backend(settings)
@@ -421,7 +421,7 @@ def aggregate(
     if metrics_port:
         from prometheus_client import start_http_server
 
-        from indexer.metrics import REGISTRY
+        from aggregation.metrics import REGISTRY
 
         start_http_server(metrics_port, addr=settings.host, registry=REGISTRY)
     if once:
@@ -484,11 +484,11 @@ def vendors_check(
 
     import httpx
 
+    from aggregation.client import make_client
+    from aggregation.contract import CONTRACT_ACCEPT, slot_search_params
+    from aggregation.puller import slot_window
     from editor_sandbox.conformance import check_answer
-    from indexer.aggregator import slot_window
-    from indexer.fhir_slots import CONTRACT_ACCEPT, slot_search_params
     from indexer.registry import get_vendor, participants
-    from indexer.vendor_client import make_client
 
     backend = _backend(Settings())
     vendor = get_vendor(backend, vendor_id)
@@ -548,7 +548,7 @@ def vendors_check(
 @vendors_app.command("status")
 def vendors_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Per vendor: last success and error, latency, slots held, staleness, breaker."""
-    from indexer.status import vendor_statuses
+    from aggregation.status import vendor_statuses
 
     rows = vendor_statuses(_backend(Settings()))
     if as_json:
@@ -705,7 +705,7 @@ def search(
 ) -> None:
     """The regulator search: nearest practitioners with a free slot, neutral and explained."""
     from api.search import address_geocoder, build_answer
-    from indexer.search import SearchError, SearchRequest, run_search
+    from search.engine import SearchError, SearchRequest, run_search
 
     settings = Settings()
     backend = _backend(settings)
@@ -823,7 +823,7 @@ def appointments_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Appointments with their statuses (no patient data is ever stored)."""
-    from dispo.records import Appointment
+    from core.records import Appointment
     from indexer.backend import GeoQuery
 
     filters = {k: [v] for k, v in (("operator", regulator), ("status", status), ("department", department)) if v}
@@ -860,7 +860,7 @@ def audit_neutrality_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Per vendor: first-page exposure against what distances earn, and rank within equal-distance ties."""
-    from indexer.audit import audit_neutrality
+    from search.audit import audit_neutrality
 
     settings = Settings()
     rows = audit_neutrality(_backend(settings), searches, seed, limit, settings.staleness_limit_s)

@@ -23,6 +23,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from aggregation.contract import IDNPS_SYSTEM, IDNST_SYSTEM, MAX_IDENTIFIERS, parse_instant
 from editor_sandbox.agenda import (
     MODALITIES,
     PARIS,
@@ -34,7 +35,6 @@ from editor_sandbox.agenda import (
     day_slots,
     free_slots,
 )
-from indexer.fhir_slots import IDNPS_SYSTEM, IDNST_SYSTEM, MAX_IDENTIFIERS, parse_instant
 
 FHIR_JSON = "application/fhir+json"
 TYPE_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R314-TypeCreneau/FHIR/TRE-R314-TypeCreneau"

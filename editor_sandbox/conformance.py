@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from indexer.fhir_slots import IDNPS_SYSTEM, IDNST_SYSTEM, parse_instant
+from aggregation.contract import IDNPS_SYSTEM, IDNST_SYSTEM, parse_instant
 
 INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.000[+-]\d{2}:\d{2}$")
 POSTCODE = re.compile(r"^[0-9]{5}$")

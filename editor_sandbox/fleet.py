@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from dispo.records import Participation, Vendor
-from dispo.settings import Settings
+from core.records import Participation, Vendor
+from core.settings import Settings
 from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite
 from editor_sandbox.server import SandboxServer, bound_socket
 from indexer.backend import Backend

@@ -40,7 +40,7 @@ class GeoQuery:
     filters: dict[str, list[str]] = field(default_factory=dict)
     # Range name (mapping `_meta.ranges`) -> (lowest, highest) in epoch seconds, either end open.
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
-    text: str | None = None  # already folded (dispo.text.fold)
+    text: str | None = None  # already folded (core.text.fold)
     limit: int = 20
     after: tuple[Any, ...] | None = None
     # Counting every match costs a second pass: scans that page through results do without (total = -1).

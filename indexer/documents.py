@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispo.records import PracticeSite, Structure
-from dispo.text import fold
+from core.records import PracticeSite, Structure
+from core.text import fold
 
 
 def site_document(site: PracticeSite) -> dict[str, Any]:

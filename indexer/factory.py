@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dispo.settings import Settings
+from core.settings import Settings
 from indexer.backend import Backend
 
 

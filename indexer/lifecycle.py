@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
+from core.report import ImportReport, ImportSummary
 from indexer.backend import Backend, GeoQuery, Hit
-from indexer.report import ImportReport, ImportSummary
 
 
 class ImportRefused(Exception):

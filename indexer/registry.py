@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dispo.records import Participation, Vendor
+from core.records import Participation, Vendor
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import ensure_live, iterate_all
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from dispo.geo import EARTH_RADIUS_KM, bounding_box
+from core.geo import EARTH_RADIUS_KM, bounding_box
 from indexer.backend import Backend, GeoQuery, Health, Hit, SearchPage
 from indexer.documents import field_values
 from mappings import KINDS, definition

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from pyproj import Transformer
 
-from dispo.geo import department_of_insee, in_france
-from dispo.records import Address, Position, PositionPrecision, Structure
-from dispo.text import clean
-from indexer.report import FileRejected, ImportReport
+from core.geo import department_of_insee, in_france
+from core.records import Address, Position, PositionPrecision, Structure
+from core.report import FileRejected, ImportReport
+from core.text import clean
 from rpps_import.lines import BOM, guess_separator, numbered_lines, open_binary
 
 RAW_STRUCTURE_FIELDS = [

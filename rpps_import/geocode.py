@@ -23,8 +23,8 @@ from typing import Protocol
 
 import httpx
 
-from dispo.geo import Gazetteer, gazetteer, in_france
-from dispo.records import Address, Position, PositionPrecision, PracticeSite
+from core.geo import Gazetteer, gazetteer, in_france
+from core.records import Address, Position, PositionPrecision, PracticeSite
 
 
 @dataclass(frozen=True)

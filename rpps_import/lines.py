@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from indexer.report import FileRejected
+from core.report import FileRejected
 
 BOM = b"\xef\xbb\xbf"
 

@@ -14,8 +14,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from dispo.records import Participation, ParticipationVia
-from indexer.report import FileRejected, ImportReport
+from core.records import Participation, ParticipationVia
+from core.report import FileRejected, ImportReport
 from rpps_import.lines import BOM, describe_bad_bytes, numbered_lines, open_binary
 
 REQUIRED = ("idnps", "vendors")

@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dispo.records import Participation, Position, PositionPrecision, PracticeSite, Structure
-from dispo.settings import Settings
+from core.records import Participation, Position, PositionPrecision, PracticeSite, Structure
+from core.report import ImportReport, ImportSummary
+from core.settings import Settings
 from indexer.backend import Backend
 from indexer.documents import site_document, structure_document
 from indexer.lifecycle import iterate_all, publish
 from indexer.registry import list_vendors
-from indexer.report import ImportReport, ImportSummary
 from rpps_import.finess import FinessReader
 from rpps_import.geocode import AddokGeocoder, CommuneGeocoder, Geocoder, Positioner
 from rpps_import.participations import ParticipationReader

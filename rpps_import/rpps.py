@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dispo.geo import department_of_insee, department_of_postcode
-from dispo.records import Address, PracticeSite, Practitioner, Specialty
-from dispo.text import clean
-from indexer.report import FileRejected, ImportReport
+from core.geo import department_of_insee, department_of_postcode
+from core.records import Address, PracticeSite, Practitioner, Specialty
+from core.report import FileRejected, ImportReport
+from core.text import clean
 from rpps_import.lines import BOM, describe_bad_bytes, guess_separator, numbered_lines, open_binary
 
 SEPARATOR = "|"

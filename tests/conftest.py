@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dispo.settings import Settings
+from core.settings import Settings
 from indexer.backend import Backend
 from indexer.sqlite_backend import SqliteBackend
 

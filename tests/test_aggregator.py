@@ -9,14 +9,14 @@ import httpx
 import pytest
 from test_reconcile import CHEPY, KRISTIAN, indexed
 
-from dispo.records import Participation, Vendor
-from dispo.settings import Settings
+from aggregation.scheduler import Aggregator
+from aggregation.status import vendor_statuses
+from core.records import Participation, Vendor
+from core.settings import Settings
 from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite
 from editor_sandbox.server import SandboxServer, free_port
 from indexer.backend import Backend
 from indexer.registry import save_participation, save_vendor, set_enabled
-from indexer.scheduler import Aggregator
-from indexer.status import vendor_statuses
 
 # Further practitioners of the RPPS sample, at their FINESS sites.
 DERVIEUX = SandboxPractitioner(idnps="0019600048", family="DERVIEUX", sites=[SandboxSite(idnst="1010000495")])
@@ -172,8 +172,8 @@ def test_fleet_cli_cycle_status_and_metrics(loaded: Backend, settings: Settings,
 def test_stale_slots_are_hidden_but_kept(loaded: Backend, fast: Settings) -> None:
     from datetime import UTC, datetime, timedelta
 
+    from aggregation.availability import freshness
     from api.directory import practitioner_answer
-    from indexer.availability import freshness
 
     with sandbox("v", [CHEPY, KRISTIAN]) as server:
         declare(loaded, "v", server.fhir_base, [CHEPY, KRISTIAN])

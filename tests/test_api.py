@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import Role, new_token
-from dispo.settings import Settings
+from core.settings import Settings
 from indexer.backend import Backend
 
 TOKENS = {role: new_token(role, f"test-{role.value}") for role in Role}

@@ -33,7 +33,7 @@ def test_every_scenario_is_listed() -> None:
 
 def test_generated_files_are_accepted_with_the_expected_report(tmp_path: Path) -> None:
     from bench.generate import generate
-    from dispo.settings import Settings
+    from core.settings import Settings
     from indexer.sqlite_backend import SqliteBackend
     from rpps_import.pipeline import import_finess, import_rpps
 

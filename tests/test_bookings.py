@@ -14,17 +14,17 @@ import httpx
 import pytest
 from test_reconcile import CHEPY, KRISTIAN
 
+from aggregation.scheduler import Aggregator
 from api.app import create_app
 from api.auth import Role, new_token
 from api.bookings import with_origin_sas
-from dispo.records import Participation, Vendor
-from dispo.settings import Settings
+from core.records import Participation, Vendor
+from core.settings import Settings
 from editor_sandbox.agenda import SandboxConfig
 from editor_sandbox.server import SandboxServer, ThreadedServer
 from indexer.backend import Backend
 from indexer.lifecycle import ensure_live
 from indexer.registry import save_participation, save_vendor
-from indexer.scheduler import Aggregator
 
 EXAMPLES = Path(__file__).parent / "fixtures" / "fhir"
 REGULATOR = "reg-6f1c0a52"  # the regulator's platform identifier: the label of their token

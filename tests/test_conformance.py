@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from conftest import BACKENDS, make_backend
 
-from dispo.geo import haversine_km
-from dispo.records import Address, Position, PracticeSite, Practitioner, Specialty
-from dispo.text import fold
+from core.geo import haversine_km
+from core.records import Address, Position, PracticeSite, Practitioner, Specialty
+from core.text import fold
 from indexer.backend import Backend, GeoQuery, decode_cursor, encode_cursor
 from indexer.documents import site_document
 

@@ -21,6 +21,7 @@ from conftest import BACKENDS, es_url
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from aggregation.scheduler import Aggregator
 from analytics import tables
 from analytics.areas import departments
 from analytics.exports import dictionary_markdown, export_all, read_back
@@ -28,18 +29,17 @@ from analytics.snapshots import HORIZONS, OUTCOMES, take_snapshot
 from api.app import create_app
 from api.auth import Role, new_token
 from bench.generate import generate
-from dispo.geo import gazetteer
-from dispo.records import Appointment, AppointmentStatus, SearchOutcome, StatusChange
-from dispo.settings import Settings
+from booking.appointments import record
+from core.geo import gazetteer
+from core.records import Appointment, AppointmentStatus, SearchOutcome, StatusChange
+from core.settings import Settings
 from editor_sandbox.fleet import start_fleet
-from indexer.appointments import record
 from indexer.backend import Backend
 from indexer.factory import make_backend
 from indexer.lifecycle import iterate_all
-from indexer.scheduler import Aggregator
-from indexer.search import rule_for
 from mappings import definition
 from rpps_import.pipeline import import_rpps
+from search.engine import rule_for
 
 BOURG = (46.2052, 5.2255)
 STREET = "12 rue de la République 01000 Bourg-en-Bresse"

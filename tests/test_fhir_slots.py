@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dispo.records import Modality, SlotType
-from indexer.fhir_slots import MalformedBundle, parse_bundle, parse_slot, slot_search_params
+from aggregation.contract import MalformedBundle, parse_bundle, parse_slot, slot_search_params
+from core.records import Modality, SlotType
 
 EXAMPLES = Path(__file__).parent / "fixtures" / "fhir"
 FETCHED = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)

@@ -20,8 +20,8 @@ from typing import ClassVar
 
 import pytest
 
-from dispo.geo import gazetteer
-from dispo.records import Address, PositionPrecision, PracticeSite, Practitioner
+from core.geo import gazetteer
+from core.records import Address, PositionPrecision, PracticeSite, Practitioner
 from rpps_import.geocode import AddokGeocoder, CommuneGeocoder, GeocodeQuery, Positioner
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import FINESS_FLAT, FINESS_RAW, RPPS_SAMPLE
 
-from dispo.settings import Settings
+from core.report import FileRejected
+from core.settings import Settings
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import ImportRefused
-from indexer.report import FileRejected
 from rpps_import.pipeline import import_finess, import_rpps
 
 RPPS_LINES = RPPS_SAMPLE.read_text(encoding="utf-8").splitlines()
@@ -204,8 +204,8 @@ def test_searches_during_an_import_never_fail(loaded: Backend, settings: Setting
 
 
 def test_a_write_failing_midway_drops_the_new_version_and_keeps_the_live_one(loaded: Backend) -> None:
+    from core.report import ImportReport
     from indexer.lifecycle import publish
-    from indexer.report import ImportReport
     from indexer.writer import WriterFailed
 
     live = loaded.live_index("practice_sites")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from test_sandbox_contract import PRACTITIONERS
 
-from dispo.records import Vendor
+from aggregation.client import VendorError, make_client, search_slots
+from core.records import Vendor
 from editor_sandbox.agenda import PARIS, SandboxConfig
 from editor_sandbox.server import SandboxServer
-from indexer.vendor_client import VendorError, make_client, search_slots
 
 
 def openssl(*args: str, cwd: Path) -> None:

@@ -10,12 +10,12 @@ from test_api import api_settings, headers
 
 from api.app import create_app
 from api.auth import Role
-from dispo.records import ParticipationVia, Vendor
-from dispo.settings import Settings
+from core.records import ParticipationVia, Vendor
+from core.report import FileRejected
+from core.settings import Settings
 from indexer.backend import Backend
 from indexer.lifecycle import ImportRefused
 from indexer.registry import get_participation, participants, save_vendor
-from indexer.report import FileRejected
 from rpps_import.pipeline import load_participations
 
 CSV = """idnps,vendors,via,extra_patients,active

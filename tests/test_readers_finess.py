@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import FINESS_FLAT, FINESS_RAW
 
-from dispo.geo import gazetteer, haversine_km
-from dispo.records import PositionPrecision, Structure
-from indexer.report import ImportReport
+from core.geo import gazetteer, haversine_km
+from core.records import PositionPrecision, Structure
+from core.report import ImportReport
 from rpps_import.finess import CoordinateError, FinessReader, coordinate_system, insee_code, to_wgs84
 
 

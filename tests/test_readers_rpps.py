@@ -7,8 +7,8 @@ from pathlib import Path
 
 from conftest import RPPS_SAMPLE
 
-from dispo.records import PracticeSite
-from indexer.report import ImportReport
+from core.records import PracticeSite
+from core.report import ImportReport
 from rpps_import.rpps import RppsReader
 
 

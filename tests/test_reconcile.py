@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from dispo.records import Slot, SlotType, Vendor
+from aggregation.availability import KIND, SiteMapper, ensure_slots_index, reconcile
+from aggregation.client import make_client, search_slots
+from core.records import Slot, SlotType, Vendor
 from editor_sandbox.agenda import PARIS, SandboxConfig, SandboxPractitioner, SandboxSite
 from editor_sandbox.server import SandboxServer
-from indexer.availability import KIND, SiteMapper, ensure_slots_index, reconcile
 from indexer.backend import Backend, GeoQuery
-from indexer.vendor_client import make_client, search_slots
 
 # Two practitioners of the RPPS sample, at the FINESS establishments the sample names.
 CHEPY = SandboxPractitioner(

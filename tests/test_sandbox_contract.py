@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dispo.records import Vendor
+from aggregation.client import VendorError, make_client, search_slots
+from aggregation.contract import IDNPS_SYSTEM, slot_search_params
+from core.records import Vendor
 from editor_sandbox.agenda import PARIS, SandboxConfig, SandboxPractitioner, SandboxSite
 from editor_sandbox.conformance import check_answer
 from editor_sandbox.server import SandboxServer
-from indexer.fhir_slots import IDNPS_SYSTEM, slot_search_params
-from indexer.vendor_client import VendorError, make_client, search_slots
 
 PRACTITIONERS = [
     SandboxPractitioner(

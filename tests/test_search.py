@@ -14,14 +14,14 @@ from conftest import BACKENDS, make_backend
 from fastapi.testclient import TestClient
 from test_api import REG, api_settings, assert_problem
 
+from aggregation.scheduler import Aggregator
 from api.app import create_app
 from bench.generate import generate
-from dispo.settings import Settings
+from core.settings import Settings
 from editor_sandbox.fleet import start_fleet
 from indexer.backend import Backend
-from indexer.scheduler import Aggregator
-from indexer.search import BAND_KM, SearchRequest, radius_table, run_search
 from rpps_import.pipeline import import_rpps
+from search.engine import BAND_KM, SearchRequest, radius_table, run_search
 
 BOURG = "12 rue de la République 01000 Bourg-en-Bresse"
 
@@ -269,8 +269,8 @@ def test_cards_left_empty_are_replaced_by_the_next_candidates(world) -> None:
 def test_neutrality_audit_finds_no_vendor_favoured_and_catches_a_biased_ranking(world, monkeypatch) -> None:
     """|z| < 3 for each of 3 vendors: under a vendor-blind ranking each |z| exceeds 3 with probability
     0.27 %, so the audit raises a false alarm in under 1 % of runs (and the seeds here are fixed)."""
-    import indexer.search as search_module
-    from indexer.audit import audit_neutrality
+    import search.engine as search_module
+    from search.audit import audit_neutrality
 
     backend, _ = world
     rows = audit_neutrality(backend, searches=40, seed=3)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dispo.records import Vendor
+from core.records import Vendor
 from indexer.backend import Backend
 from indexer.registry import get_vendor, list_vendors, save_vendor, set_enabled
 

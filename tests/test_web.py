@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from aggregation.scheduler import Aggregator
 from api.app import create_app
 from api.auth import Role, new_token
 from bench.generate import generate
-from dispo.settings import Settings
+from core.settings import Settings
 from editor_sandbox.fleet import start_fleet
 from editor_sandbox.server import ThreadedServer
-from indexer.scheduler import Aggregator
 from indexer.sqlite_backend import SqliteBackend
 from rpps_import.pipeline import import_rpps
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from dispo.records import Appointment, AppointmentStatus, StatusChange
+from aggregation.contract import IDNPS_SYSTEM, parse_instant
+from core.records import Appointment, AppointmentStatus, StatusChange
 from indexer.backend import Backend, GeoQuery
-from indexer.fhir_slots import IDNPS_SYSTEM, parse_instant
 from indexer.lifecycle import ensure_live
 
 KIND = "appointments"

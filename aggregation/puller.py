@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dispo.records import Vendor
-from dispo.settings import Settings
-from indexer import metrics
-from indexer.availability import ReconcileStats, SiteMapper, reconcile
+from aggregation import metrics
+from aggregation.availability import ReconcileStats, SiteMapper, reconcile
+from aggregation.client import VendorError, make_client, search_slots
+from aggregation.contract import MAX_IDENTIFIERS
+from aggregation.status import STATUS
+from core.records import Vendor
+from core.settings import Settings
 from indexer.backend import Backend
-from indexer.fhir_slots import MAX_IDENTIFIERS
 from indexer.lifecycle import ensure_live
 from indexer.registry import participants
-from indexer.status import STATUS
-from indexer.vendor_client import VendorError, make_client, search_slots
 
 PARIS_TZ = "Europe/Paris"
 

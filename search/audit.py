@@ -16,9 +16,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from dispo.geo import gazetteer
+from core.geo import gazetteer
 from indexer.backend import Backend
-from indexer.search import BAND_KM, SearchRequest, run_search
+from search.engine import BAND_KM, SearchRequest, run_search
 
 
 @dataclass

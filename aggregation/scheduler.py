@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from dispo.records import Vendor
-from dispo.settings import Settings
-from indexer.aggregator import CycleReport, VendorPuller
+from aggregation.puller import CycleReport, VendorPuller
+from core.records import Vendor
+from core.settings import Settings
 from indexer.backend import Backend
 from indexer.registry import list_vendors
 

@@ -95,7 +95,7 @@ class Gazetteer:
     """Commune centroids by INSEE code and postcode, CEDEX resolution. Loaded once, read-only."""
 
     def __init__(self) -> None:
-        data = resources.files("dispo") / "data"
+        data = resources.files("core") / "data"
         points: dict[str, list[tuple[float, float]]] = {}
         names: dict[str, str] = {}
         postcodes: dict[str, list[str]] = {}

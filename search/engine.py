@@ -21,9 +21,9 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from dispo.geo import department_of_postcode, gazetteer, radius_code
-from dispo.text import fold
-from indexer.availability import freshness
+from aggregation.availability import freshness
+from core.geo import department_of_postcode, gazetteer, radius_code
+from core.text import fold
 from indexer.backend import Backend, GeoQuery, InvalidCursor
 from indexer.lifecycle import ensure_live, scan
 
@@ -66,7 +66,7 @@ class SearchError(ValueError):
 @cache
 def known_specialties() -> frozenset[str]:
     """Savoir-faire codes (TRE_R38 / TRE_G15) from the shipped correspondence table."""
-    with (resources.files("dispo") / "data" / "correspondance_profession_savoirfaire.csv").open(
+    with (resources.files("core") / "data" / "correspondance_profession_savoirfaire.csv").open(
         encoding="utf-8-sig"
     ) as fh:
         return frozenset(row["Code savoir-faire"].strip() for row in csv.DictReader(fh) if row["Code savoir-faire"])
@@ -93,7 +93,7 @@ DEFAULT_RULE = RadiusRule(20, 10, 100, None, "fallback")
 @cache
 def radius_table() -> dict[str, RadiusRule]:
     rules: dict[str, RadiusRule] = {}
-    with (resources.files("dispo") / "data" / "sas_search_radius_2025.csv").open(encoding="utf-8") as fh:
+    with (resources.files("core") / "data" / "sas_search_radius_2025.csv").open(encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             city, county = float(row["cityDefaultRadius"]), float(row["countyRadius"])
             if city <= 0 or county <= 0:
@@ -442,8 +442,8 @@ def _page(
         return page, position, None
     import time
 
+    from aggregation.verify import VerifyReport, verify_cards
     from indexer.registry import list_vendors
-    from indexer.verify import VerifyReport, verify_cards
 
     vendors = {v.vendor_id: v for v in list_vendors(backend, enabled_only=True)}
     total = VerifyReport()

@@ -13,8 +13,8 @@ from datetime import datetime
 import httpx
 import orjson
 
-from dispo.records import Vendor
-from indexer.fhir_slots import CONTRACT_ACCEPT, MalformedBundle, ParseResult, parse_bundle, slot_search_params
+from aggregation.contract import CONTRACT_ACCEPT, MalformedBundle, ParseResult, parse_bundle, slot_search_params
+from core.records import Vendor
 
 MAX_PAGES = 20  # a vendor paging beyond this is answering something other than 25 practitioners' 72 h
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from dispo.records import Vendor
-from indexer.availability import KIND as SLOTS
+from aggregation.availability import KIND as SLOTS
+from aggregation.client import VendorError, make_client, search_slots
+from aggregation.contract import MAX_IDENTIFIERS
+from core.records import Vendor
 from indexer.backend import Backend
-from indexer.fhir_slots import MAX_IDENTIFIERS
-from indexer.vendor_client import VendorError, make_client, search_slots
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from indexer import metrics
+from aggregation import metrics
 from indexer.backend import Backend
 from indexer.registry import list_vendors
 

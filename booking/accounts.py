@@ -9,10 +9,10 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
-from dispo.records import Vendor
+from aggregation.client import make_client
+from core.records import Vendor
 from indexer.backend import Backend
 from indexer.lifecycle import ensure_live
-from indexer.vendor_client import make_client
 
 KIND = "regulator_accounts"
 TECHNICAL_ID_SYSTEM = "urn:oid:1.2.250.1.213.3.6"  # platform technical identifiers (contract §3)

@@ -1,0 +1,1 @@
+"""Booking: bookings on the patient's behalf, regulator accounts at vendors, appointments reported back."""

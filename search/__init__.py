@@ -1,0 +1,1 @@
+"""Search: the place, the radius, candidates, neutral ranking, pages, explanations and the neutrality audit."""
