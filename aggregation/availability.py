@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from aggregation.status import STATUS
 from core.records import Slot
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import ensure_live, iterate_all, scan
@@ -188,7 +189,6 @@ class Freshness:
 
 
 def freshness(backend: Backend, now: datetime, limit_s: float) -> Freshness:
-    from aggregation.status import STATUS
 
     cutoff = now.timestamp() - limit_s
     fresh: set[str] = set()

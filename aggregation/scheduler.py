@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -19,10 +20,18 @@ log = logging.getLogger("dispo.aggregate")
 
 
 class Aggregator:
+    """Pulls every enabled vendor. Two hooks: `on_cycle` after each vendor's cycle, and `snapshot`, a periodic
+    job over the whole index (the coverage snapshot, given by the command line: analytics sits above
+    aggregation)."""
+
     def __init__(
-        self, backend: Backend, settings: Settings, on_cycle: Callable[[CycleReport], None] | None = None
+        self,
+        backend: Backend,
+        settings: Settings,
+        on_cycle: Callable[[CycleReport], None] | None = None,
+        snapshot: Callable[[Backend, Settings], Any] | None = None,
     ) -> None:
-        self.backend, self.settings, self.on_cycle = backend, settings, on_cycle
+        self.backend, self.settings, self.on_cycle, self.take_snapshot = backend, settings, on_cycle, snapshot
         self.pullers: dict[str, VendorPuller] = {}
 
     def refresh_vendors(self) -> list[Vendor]:
@@ -52,25 +61,24 @@ class Aggregator:
             self.on_cycle(report)
         return report
 
-    async def run_once(self, snapshot: bool = True) -> list[CycleReport]:
-        """One cycle of every enabled vendor, all at once, then a coverage snapshot; returns the reports in
+    async def run_once(self) -> list[CycleReport]:
+        """One cycle of every enabled vendor, all at once, then the snapshot hook; returns the reports in
         vendor order."""
         await asyncio.to_thread(self.refresh_vendors)
         reports = await asyncio.gather(*(self.cycle(v) for v in sorted(self.pullers)))
-        if snapshot:
-            await self.snapshot()
+        await self.snapshot()
         return [r for r in reports if r is not None]
 
     async def snapshot(self) -> None:
-        """A coverage snapshot for analysts; a failure is logged and waits for the next one."""
-        from analytics.snapshots import snapshot_now
-
+        """The snapshot hook, if any; a failure is logged and waits for the next one."""
+        if self.take_snapshot is None:
+            return
         try:
-            summary = await asyncio.to_thread(snapshot_now, self.backend, self.settings)
+            summary = await asyncio.to_thread(self.take_snapshot, self.backend, self.settings)
         except Exception:
             log.exception("coverage snapshot failed")
             return
-        log.info("coverage snapshot %s: %d rows in %.1f s", summary.snapshot, summary.rows, summary.duration_s)
+        log.info("coverage snapshot: %s", summary)
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         """Cycles every `aggregation_interval_s` per vendor; picks up vendor changes at the same pace."""
@@ -105,16 +113,17 @@ class Aggregator:
             coalesce=True,
             next_run_time=datetime.now(UTC),
         )
-        scheduler.add_job(
-            self.snapshot,
-            "interval",
-            seconds=self.settings.coverage_interval_s,
-            id="coverage",
-            max_instances=1,
-            coalesce=True,
-            # The first one once every vendor had a chance to answer.
-            next_run_time=datetime.now(UTC) + timedelta(seconds=min(60.0, self.settings.coverage_interval_s)),
-        )
+        if self.take_snapshot is not None:
+            scheduler.add_job(
+                self.snapshot,
+                "interval",
+                seconds=self.settings.coverage_interval_s,
+                id="coverage",
+                max_instances=1,
+                coalesce=True,
+                # The first one once every vendor had a chance to answer.
+                next_run_time=datetime.now(UTC) + timedelta(seconds=min(60.0, self.settings.coverage_interval_s)),
+            )
         scheduler.start()
         try:
             await (stop or asyncio.Event()).wait()

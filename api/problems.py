@@ -9,12 +9,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.errors import DispoError
 from indexer.backend import BackendUnavailable, InvalidCursor
 
 PROBLEM_JSON = "application/problem+json"
 
 
 class Problem(Exception):
+    """An HTTP-level refusal (authentication, roles, a body that does not match its URL)."""
+
     def __init__(self, status: int, title: str, detail: str, slug: str | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.slug, self.extra = status, title, detail, slug, extra
@@ -58,6 +61,10 @@ def problem_response(
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(request, exc.status, exc.title, exc.detail, exc.slug, **exc.extra)
+
+    @app.exception_handler(DispoError)
+    async def _domain(request: Request, exc: DispoError) -> JSONResponse:
         return problem_response(request, exc.status, exc.title, exc.detail, exc.slug, **exc.extra)
 
     @app.exception_handler(RequestValidationError)

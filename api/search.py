@@ -15,6 +15,7 @@ from api.auth import Role
 from api.deps import get_backend, get_settings, require
 from api.problems import Problem
 from core.settings import Settings
+from core.text import split_codes
 from indexer.backend import Backend
 from indexer.registry import list_vendors
 from search.engine import PARIS, SearchError, SearchRequest, run_search
@@ -121,10 +122,6 @@ class SearchAnswer(BaseModel):
     explanation: Explanation
 
 
-def _csv(values: list[str] | None) -> list[str]:
-    return [x.strip() for v in values or [] for x in v.split(",") if x.strip()]
-
-
 @router.get("/search", response_model=SearchAnswer, summary="Nearest practitioners with a free slot")
 def search(
     background: BackgroundTasks,
@@ -168,11 +165,11 @@ def search(
         profession=profession,
         start=start,
         end=end,
-        within=_csv(within),
-        slot_types=_csv(slot_type),
-        modalities=_csv(modality),
+        within=split_codes(within),
+        slot_types=split_codes(slot_type),
+        modalities=split_codes(modality),
         appointment=appointment,
-        via=_csv(via),
+        via=split_codes(via),
         extra_patients=extra_patients,
         preferred=preferred,
         radius_km=radius_km,

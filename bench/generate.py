@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from analytics.areas import departments as known
 from core.geo import department_of_insee, gazetteer
 
 SCALES = {"department": ["01"], "region": ["01", "03", "07", "15", "26", "38", "42", "43", "63", "69", "73", "74"]}
@@ -163,7 +164,6 @@ class Department:
 
 
 def departments(codes: list[str] | None) -> list[Department]:
-    from analytics.areas import departments as known
 
     density: dict[str, float] = {}
     with (resources.files("core") / "data" / "anct_gp_density_by_department_2020.csv").open(encoding="utf-8") as fh:

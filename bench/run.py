@@ -29,6 +29,23 @@ from typing import Any
 
 import orjson
 
+from aggregation.client import VendorError, make_client, search_slots
+from aggregation.puller import slot_window
+from aggregation.scheduler import Aggregator
+from api.app import create_app
+from api.auth import Role, new_token
+from bench.generate import generate
+from core.geo import gazetteer, haversine_km
+from core.settings import Settings
+from editor_sandbox.server import ThreadedServer
+from indexer.backend import GeoQuery
+from indexer.factory import make_backend
+from indexer.lifecycle import scan
+from indexer.registry import list_vendors, participants
+from rpps_import.pipeline import import_rpps
+from search.audit import sample_points as weighted_points
+from search.engine import SearchRequest, nearest_department, rule_for, run_search
+
 SCALES = ("department", "region", "national")
 
 
@@ -237,12 +254,6 @@ def _world(scale: str, work: Path, backend_kind: str = "sqlite", es_url: str | N
         return _WORLDS[key]
     import httpx
 
-    from aggregation.scheduler import Aggregator
-    from core.settings import Settings
-    from indexer.factory import make_backend
-    from indexer.registry import list_vendors
-    from rpps_import.pipeline import import_rpps
-
     n_vendors = 25 if scale == "national" else 3
     files = generate_cached(scale, work)
     settings = Settings(
@@ -292,7 +303,7 @@ def _world(scale: str, work: Path, backend_kind: str = "sqlite", es_url: str | N
         time.sleep(1)
     _control(sandboxes, churn_rate=0.0)
     started = time.perf_counter()
-    reports = asyncio.run(Aggregator(backend, settings).run_once(snapshot=False))
+    reports = asyncio.run(Aggregator(backend, settings).run_once())
     print(
         f"[bench] world {scale}/{backend_kind}: first cycle {time.perf_counter() - started:.0f} s, "
         f"{sum(r.stats.inserted for r in reports)} slots inserted, "
@@ -342,7 +353,6 @@ _GENERATED: dict[str, dict[str, Any]] = {}
 
 
 def generate_cached(scale: str, work: Path) -> dict[str, Any]:
-    from bench.generate import generate
 
     if scale not in _GENERATED:
         out = work / f"gen-{scale}"
@@ -356,8 +366,7 @@ def generate_cached(scale: str, work: Path) -> dict[str, Any]:
     return _GENERATED[scale]
 
 
-def _points(backend: Any, n: int, seed: int) -> list[tuple[float, float]]:
-    from search.audit import _points as weighted_points
+def sample_points(backend: Any, n: int, seed: int) -> list[tuple[float, float]]:
 
     return weighted_points(backend, n, random.Random(seed))
 
@@ -372,15 +381,9 @@ def bench_search(scale: str, work: Path, requests: int = 400, clients: int = 16)
 def _search_on(scale: str, work: Path, kind: str, es_url: str | None, requests: int, clients: int) -> list[Row]:
     import httpx
 
-    from api.app import create_app
-    from api.auth import Role, new_token
-    from editor_sandbox.server import ThreadedServer
-    from indexer.backend import GeoQuery
-    from search.engine import SearchRequest, run_search
-
     backend, settings, _servers = _world(scale, work, kind, es_url)
     token, entry = new_token(Role.regulator, "bench")
-    points = _points(backend, requests, 7)
+    points = sample_points(backend, requests, 7)
     rows = []
     with ThreadedServer(create_app(settings.model_copy(update={"tokens": entry}), backend), name="api") as api:
         latencies: list[float] = []
@@ -460,7 +463,6 @@ def bench_verify(scale: str, work: Path, n: int = 20, scarce: float = 0.8) -> li
     after batch, until 5 cards have slots. Twice: with every participant publishing slots (the generated
     agendas), and with scarce availability (`scarce`: the share of participants whose agenda is full,
     taken into the index by one aggregation cycle first)."""
-    from aggregation.scheduler import Aggregator
 
     kind, es_url = backends()[0]  # on the first backend: the vendors' latency dominates, not the index
     backend, settings, servers = _world(scale, work, kind, es_url)
@@ -469,7 +471,7 @@ def bench_verify(scale: str, work: Path, n: int = 20, scarce: float = 0.8) -> li
         for regime, full in (("open agendas", 0.0), (f"{1 - scarce:.0%} of agendas open", scarce)):
             if full:
                 _control(servers, full_rate=full, latency_ms_min=0, latency_ms_max=0)
-                asyncio.run(Aggregator(backend, settings).run_once(snapshot=False))
+                asyncio.run(Aggregator(backend, settings).run_once())
             _control(servers, latency_ms_min=100, latency_ms_max=300)
             for kind, insee in PLACES[scale].items():
                 rows += _verify_at(backend, settings, scale, f"{kind}, {regime}", insee, n)
@@ -481,9 +483,6 @@ def bench_verify(scale: str, work: Path, n: int = 20, scarce: float = 0.8) -> li
 
 def _verify_at(backend: Any, settings: Any, scale: str, label: str, insee: str, n: int) -> list[Row]:
     from datetime import UTC, datetime
-
-    from core.geo import gazetteer
-    from search.engine import SearchRequest, run_search
 
     commune = gazetteer().commune(insee)
     assert commune is not None, insee
@@ -535,16 +534,10 @@ def _verify_at(backend: Any, settings: Any, scale: str, label: str, insee: str, 
 
 async def _platform_method(backend: Any, lat: float, lon: float, now: Any) -> tuple[int, int]:
     """The national platform's way: no availability index, vendors asked batch after batch."""
-    from aggregation.client import VendorError, search_slots
-    from aggregation.puller import slot_window
-    from indexer.backend import GeoQuery
-    from indexer.lifecycle import scan
-    from indexer.registry import list_vendors
-    from search.engine import _nearest_department, rule_for
 
     vendors = {v.vendor_id: v for v in list_vendors(backend, enabled_only=True)}
     window = slot_window(now, 2)
-    radius = rule_for(_nearest_department(lat, lon)).county_km
+    radius = rule_for(nearest_department(lat, lon)).county_km
     seen: set[str] = set()
     with_slots = calls = 0
     query = GeoQuery(lat=lat, lon=lon, radius_km=radius, filters={"specialty": ["SM54"]})
@@ -592,8 +585,6 @@ class _clients:
     async def __aenter__(self) -> dict[str, Any]:
         from contextlib import AsyncExitStack
 
-        from aggregation.client import make_client
-
         self.stack = AsyncExitStack()
         return {v: await self.stack.enter_async_context(make_client(vendor)) for v, vendor in self.vendors.items()}
 
@@ -609,10 +600,6 @@ def bench_aggregate(scale: str, work: Path, latency_ms: float = 50.0) -> list[Ro
 
 
 def _aggregate_on(scale: str, work: Path, kind: str, es_url: str | None, latency_ms: float) -> list[Row]:
-    from aggregation.client import VendorError, make_client, search_slots
-    from aggregation.puller import slot_window
-    from aggregation.scheduler import Aggregator
-    from indexer.registry import list_vendors, participants
 
     backend, settings, servers = _world(scale, work, kind, es_url)
     rows = []
@@ -621,7 +608,7 @@ def _aggregate_on(scale: str, work: Path, kind: str, es_url: str | None, latency
     try:
         time.sleep(1.1)
         t0 = time.perf_counter()
-        reports = asyncio.run(Aggregator(backend, settings).run_once(snapshot=False))
+        reports = asyncio.run(Aggregator(backend, settings).run_once())
         wall = time.perf_counter() - t0
         written = sum(r.stats.inserted + r.stats.updated + r.stats.removed for r in reports)
         kept = sum(r.stats.unchanged for r in reports)
@@ -689,9 +676,6 @@ DENSE = {"department": ("01053", 20.0), "region": ("69383", 10.0), "national": (
 
 def bench_embedded(scale: str, work: Path, n: int = 300) -> list[Row]:
     """Dense query in process on the embedded index vs a naive R*Tree + Python haversine over the slots."""
-    from core.geo import gazetteer, haversine_km
-    from indexer.backend import GeoQuery
-    from search.engine import SearchRequest, run_search
 
     if ("sqlite", None) not in backends():
         return []

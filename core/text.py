@@ -33,3 +33,11 @@ def clean(value: str | None) -> str | None:
         return None
     value = value.strip()
     return value or None
+
+
+def split_codes(values: list[str] | None) -> list[str]:
+    """Repeated and comma-separated parameters alike: ['SM54,SM26', 'SM01'] -> ['SM54', 'SM26', 'SM01']."""
+    out: list[str] = []
+    for value in values or []:
+        out.extend(part.strip() for part in value.split(",") if part.strip())
+    return out

@@ -157,8 +157,8 @@ def sites(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Practice sites nearest first, around a point, a postcode or an INSEE code."""
-    from api.directory import site_search
-    from api.problems import Problem
+    from core.errors import DispoError
+    from search.directory import site_search
 
     settings = Settings()
     try:
@@ -176,7 +176,7 @@ def sites(
             limit=limit,
             cursor=cursor,
         )
-    except Problem as exc:
+    except DispoError as exc:
         err.print(f"[red]{exc.title}:[/] {exc.detail}")
         raise typer.Exit(2) from exc
     if as_json:
@@ -207,12 +207,12 @@ def sites(
 @show_app.command("practitioner")
 def show_practitioner(idnps: str, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """A practitioner (by IDNPS) and all their practice sites."""
-    from api.directory import practitioner_answer
-    from api.problems import Problem
+    from core.errors import DispoError
+    from search.directory import practitioner_answer
 
     try:
         answer = practitioner_answer(_backend(Settings()), idnps)
-    except Problem as exc:
+    except DispoError as exc:
         err.print(f"[red]{exc.title}:[/] {exc.detail}")
         raise typer.Exit(1) from exc
     if as_json:
@@ -235,12 +235,12 @@ def show_practitioner(idnps: str, as_json: Annotated[bool, typer.Option("--json"
 @show_app.command("structure")
 def show_structure(finess: str, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """A FINESS establishment."""
-    from api.directory import structure_answer
-    from api.problems import Problem
+    from core.errors import DispoError
+    from search.directory import structure_answer
 
     try:
         s = structure_answer(_backend(Settings()), finess)
-    except Problem as exc:
+    except DispoError as exc:
         err.print(f"[red]{exc.title}:[/] {exc.detail}")
         raise typer.Exit(1) from exc
     if as_json:
@@ -414,10 +414,11 @@ def aggregate(
     import logging
 
     from aggregation.scheduler import Aggregator
+    from analytics.snapshots import snapshot_now
 
     settings = Settings()
     backend = _backend(settings)
-    aggregator = Aggregator(backend, settings)
+    aggregator = Aggregator(backend, settings, snapshot=snapshot_now)
     if metrics_port:
         from prometheus_client import start_http_server
 

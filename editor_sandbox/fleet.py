@@ -17,6 +17,7 @@ from editor_sandbox.server import SandboxServer, bound_socket
 from indexer.backend import Backend
 from indexer.lifecycle import iterate_all
 from indexer.registry import participants, save_participation, save_vendor
+from rpps_import.pipeline import load_participations
 
 VENDOR_NAMES = ["Agenda Alpha", "Bêta Santé", "Cabinet Connect", "Doc Delta", "Epsilon RDV"]
 
@@ -102,8 +103,6 @@ def start_fleet(
         )
     serving: dict[str, list[SandboxPractitioner]] = {v: [] for v in vendor_ids}
     if participations is not None:
-        from rpps_import.pipeline import load_participations
-
         load_participations(participations, backend, settings or Settings(), force=True)
         practitioners = {p.idnps: p for p in directory_practitioners(backend, [p.idnps for p in participants(backend)])}
         for vendor_id in vendor_ids:

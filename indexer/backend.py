@@ -10,12 +10,11 @@ import base64
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-if TYPE_CHECKING:
-    from indexer.writer import BackgroundWriter
+from indexer.writer import BackgroundWriter
 
 
 class BackendUnavailable(Exception):
@@ -125,8 +124,6 @@ class Backend(ABC):
 
     def bulk_writer(self, index: str) -> BackgroundWriter:
         """A writer for a long series of batches into a new version (imports); synchronous by default."""
-        from indexer.writer import BackgroundWriter
-
         return BackgroundWriter(lambda docs: self.write(index, docs))
 
     def refresh(self, index: str) -> None:  # noqa: B027 - only near-real-time backends need it

@@ -15,6 +15,7 @@ from elasticsearch import ApiError, BadRequestError, Elasticsearch, NotFoundErro
 from elasticsearch.serializer import OrjsonSerializer
 
 from indexer.backend import Backend, BackendUnavailable, GeoQuery, Health, Hit, SearchPage
+from indexer.writer import ThreadWriter
 from mappings import KINDS, definition
 
 
@@ -101,7 +102,6 @@ class ElasticsearchBackend(Backend):
 
     def bulk_writer(self, index: str) -> Any:
         """Bulk requests go out from a thread while the import reads the next chunk (indexing is the JVM's)."""
-        from indexer.writer import ThreadWriter
 
         return ThreadWriter(lambda docs: self.write(index, docs))
 

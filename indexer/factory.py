@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from core.settings import Settings
 from indexer.backend import Backend
+from indexer.sqlite_backend import SqliteBackend
 
 
 def make_backend(settings: Settings) -> Backend:
     if settings.backend == "elasticsearch":
+        # Imported here: the Elasticsearch client is only loaded by deployments that use it.
         from indexer.es_backend import ElasticsearchBackend
 
         if not settings.es_url:
@@ -18,6 +20,4 @@ def make_backend(settings: Settings) -> Backend:
             timeout_s=settings.es_timeout_s,
             bulk_size=settings.bulk_size,
         )
-    from indexer.sqlite_backend import SqliteBackend
-
     return SqliteBackend(settings.data_dir / "index")

@@ -22,6 +22,7 @@ import orjson
 from core.geo import EARTH_RADIUS_KM, bounding_box
 from indexer.backend import Backend, GeoQuery, Health, Hit, SearchPage
 from indexer.documents import field_values
+from indexer.writer import ProcessWriter
 from mappings import KINDS, definition
 
 # Lucene stores geo points as 32-bit integers: quantise the same way so distances match Elasticsearch's.
@@ -202,7 +203,6 @@ class SqliteBackend(Backend):
 
     def bulk_writer(self, index: str) -> Any:
         """Rows are built and written in a child process with its own connection, while this one reads on."""
-        from indexer.writer import ProcessWriter
 
         root = self.root
 

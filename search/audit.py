@@ -18,6 +18,7 @@ from typing import Any
 
 from core.geo import gazetteer
 from indexer.backend import Backend
+from indexer.lifecycle import iterate_all
 from search.engine import BAND_KM, SearchRequest, run_search
 
 
@@ -44,10 +45,9 @@ def _vendor_of(card: Any) -> str:
     return vendors[0] if vendors else "-"
 
 
-def _points(backend: Backend, n: int, rng: random.Random) -> list[tuple[float, float]]:
+def sample_points(backend: Backend, n: int, rng: random.Random) -> list[tuple[float, float]]:
     """Commune centroids of the departments the index covers, weighted by the practitioners placed there
     (the directory follows population)."""
-    from indexer.lifecycle import iterate_all
 
     weights: dict[str, int] = defaultdict(int)
     for doc in iterate_all(backend, "practice_sites", filters={"specialty": ["SM54"]}):
@@ -71,7 +71,7 @@ def audit_neutrality(
     def row(vendor: str) -> VendorNeutrality:
         return stats.setdefault(vendor, VendorNeutrality(vendor, 0.0, 0.0, 0.0, 0.0, []))
 
-    for lat, lon in _points(backend, searches, rng):
+    for lat, lon in sample_points(backend, searches, rng):
         req = SearchRequest(lat=lat, lon=lon, seed=rng.randrange(2**31), limit=10_000)
         ranked = run_search(backend, req, staleness_limit_s=staleness_limit_s)["cards"]
         ranked = [c for c in ranked if c.group in (1, 2)]

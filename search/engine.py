@@ -138,7 +138,7 @@ def resolve_place(
     if (lat is None) != (lon is None):
         raise SearchError("give both lat and lon, or neither")
     if lat is not None and lon is not None:
-        nearest = _nearest_department(lat, lon)
+        nearest = nearest_department(lat, lon)
         return Place(lat, lon, "point", False, nearest)
     if department:
         dep = department.upper().zfill(2) if department.isdigit() else department.upper()
@@ -169,7 +169,7 @@ def _geocode_address(address: str, geocoder: Any) -> Place:
         found = geocoder.geocode_one(address)
         if found is not None:
             return Place(
-                found.lat, found.lon, found.precision.value, False, _nearest_department(found.lat, found.lon), address
+                found.lat, found.lon, found.precision.value, False, nearest_department(found.lat, found.lon), address
             )
     gaz = gazetteer()
     words = address.replace(",", " ").split()
@@ -189,7 +189,7 @@ def _geocode_address(address: str, geocoder: Any) -> Place:
     raise SearchError(f"the address {address!r} could not be located: add its postcode or commune")
 
 
-def _nearest_department(lat: float, lon: float) -> str | None:
+def nearest_department(lat: float, lon: float) -> str | None:
     commune = gazetteer().nearest_commune(lat, lon)
     return commune.department if commune else None
 

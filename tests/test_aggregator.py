@@ -173,7 +173,7 @@ def test_stale_slots_are_hidden_but_kept(loaded: Backend, fast: Settings) -> Non
     from datetime import UTC, datetime, timedelta
 
     from aggregation.availability import freshness
-    from api.directory import practitioner_answer
+    from search.directory import practitioner_answer
 
     with sandbox("v", [CHEPY, KRISTIAN]) as server:
         declare(loaded, "v", server.fhir_base, [CHEPY, KRISTIAN])

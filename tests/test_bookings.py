@@ -17,7 +17,7 @@ from test_reconcile import CHEPY, KRISTIAN
 from aggregation.scheduler import Aggregator
 from api.app import create_app
 from api.auth import Role, new_token
-from api.bookings import with_origin_sas
+from booking.bookings import with_origin_sas
 from core.records import Participation, Vendor
 from core.settings import Settings
 from editor_sandbox.agenda import SandboxConfig

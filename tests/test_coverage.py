@@ -74,7 +74,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     files = generate(tmp / "gen", "department", seed=3, n_vendors=3)
     import_rpps(files["rpps"], backend, settings)
     servers = start_fleet(backend, 3, participations=files["participations"], settings=settings, churn_rate=0.0)
-    asyncio.run(Aggregator(backend, settings).run_once(snapshot=False))
+    asyncio.run(Aggregator(backend, settings).run_once())
     yield World(backend, settings, tokens, env)
     for server in servers:
         server.stop()

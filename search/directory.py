@@ -1,0 +1,159 @@
+"""The directory: practice sites around a place, a practitioner with their sites and slots, a structure.
+
+Shared by the API and the command line; bad input raises `InvalidRequest`, an unknown record `NotFound`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel
+
+from aggregation.availability import freshness
+from core.errors import InvalidRequest, NotFound
+from core.geo import gazetteer
+from core.records import PracticeSite, Practitioner, Slot, Structure
+from core.settings import Settings
+from core.text import fold, split_codes
+from indexer.backend import Backend, GeoQuery, decode_cursor, encode_cursor
+
+
+class ResolvedLocation(BaseModel):
+    lat: float
+    lon: float
+    precision: str  # point | municipality | postcode
+    label: str | None = None
+
+
+class SiteResult(BaseModel):
+    distance_km: float | None
+    site: PracticeSite
+
+
+class SiteSearchAnswer(BaseModel):
+    location: ResolvedLocation | None
+    radius_km: float | None
+    total: int
+    results: list[SiteResult]
+    next_cursor: str | None
+
+
+class PractitionerAnswer(BaseModel):
+    practitioner: Practitioner
+    sites: list[PracticeSite]
+    slots: list[Slot] = []  # indexed free slots still to come, earliest first
+    stale_slots_hidden: int = 0  # slots of a vendor silent for longer than the staleness limit
+
+
+def resolve_location(
+    lat: float | None, lon: float | None, postcode: str | None, insee: str | None
+) -> ResolvedLocation | None:
+    if (lat is None) != (lon is None):
+        raise InvalidRequest("Invalid location", "Give both lat and lon, or neither.", "invalid-location")
+    if lat is not None and lon is not None:
+        return ResolvedLocation(lat=lat, lon=lon, precision="point")
+    gaz = gazetteer()
+    if insee:
+        commune = gaz.commune(insee.upper())
+        if commune is None:
+            raise InvalidRequest("Unknown INSEE code", f"No commune with INSEE code {insee!r}.", "unknown-location")
+        return ResolvedLocation(
+            lat=commune.lat,
+            lon=commune.lon,
+            precision="municipality",
+            label=f"{commune.name} ({commune.insee})",
+        )
+    if postcode:
+        area = gaz.postcode_area(postcode)
+        if area is None:
+            raise InvalidRequest("Unknown postcode", f"No commune with postcode {postcode!r}.", "unknown-location")
+        precision = "municipality" if len(area.communes) == 1 else "postcode"
+        return ResolvedLocation(lat=area.lat, lon=area.lon, precision=precision, label=postcode)
+    return None
+
+
+def site_search(
+    backend: Backend,
+    settings: Settings,
+    *,
+    lat: float | None = None,
+    lon: float | None = None,
+    postcode: str | None = None,
+    insee: str | None = None,
+    radius_km: float = 10.0,
+    specialty: list[str] | None = None,
+    profession: list[str] | None = None,
+    department: list[str] | None = None,
+    mode: list[str] | None = None,
+    q: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> SiteSearchAnswer:
+    """Practice sites nearest first (or by name), filtered by codes, one page at a time."""
+    if limit > settings.max_page_size:
+        raise InvalidRequest("Page too large", f"limit must be at most {settings.max_page_size}.", "invalid-request")
+    location = resolve_location(lat, lon, postcode, insee)
+    text = fold(q) or None
+    if location is None and text is None:
+        raise InvalidRequest(
+            "Missing location",
+            "Give lat and lon, a postcode, an INSEE code, or a name (q).",
+            "invalid-location",
+        )
+    filters = {
+        name: values
+        for name, values in (
+            ("specialty", split_codes(specialty)),
+            ("profession", split_codes(profession)),
+            ("department", split_codes(department)),
+            ("mode", split_codes(mode)),
+        )
+        if values
+    }
+    after = decode_cursor(cursor)
+    query = GeoQuery(
+        lat=location.lat if location else None,
+        lon=location.lon if location else None,
+        radius_km=radius_km if location else None,
+        filters=filters,
+        text=text,
+        limit=limit,
+        after=after,
+    )
+    page = backend.search("practice_sites", query)
+    results = [
+        SiteResult(
+            distance_km=round(h.distance_km, 3) if h.distance_km is not None else None,
+            site=PracticeSite.model_validate(h.doc),
+        )
+        for h in page.hits
+    ]
+    return SiteSearchAnswer(
+        location=location,
+        radius_km=radius_km if location else None,
+        total=page.total,
+        results=results,
+        next_cursor=encode_cursor(page.next_after) if len(page.hits) == limit else None,
+    )
+
+
+def practitioner_answer(backend: Backend, idnps: str, staleness_limit_s: float = 900.0) -> PractitionerAnswer:
+    page = backend.search("practice_sites", GeoQuery(filters={"idnps": [idnps]}, limit=200))
+    if not page.hits:
+        raise NotFound("Not found", f"No practitioner with IDNPS {idnps!r} in the directory.", "not-found")
+    sites = [PracticeSite.model_validate(h.doc) for h in page.hits]
+    now = datetime.now(UTC)
+    fresh = freshness(backend, now, staleness_limit_s)
+    docs = [h.doc for h in backend.search("slots", GeoQuery(filters={"idnps": [idnps]}, limit=500)).hits]
+    upcoming = [d for d in docs if datetime.fromisoformat(d["start"]) >= now]
+    shown = sorted((Slot.model_validate(d) for d in upcoming if fresh.is_fresh(d)), key=lambda s: (s.start, s.slot_id))
+    return PractitionerAnswer(
+        practitioner=sites[0].practitioner, sites=sites, slots=shown, stale_slots_hidden=len(upcoming) - len(shown)
+    )
+
+
+def structure_answer(backend: Backend, finess: str) -> Structure:
+    doc = backend.get("structures", finess)
+    if doc is None:
+        raise NotFound("Not found", f"No establishment with FINESS {finess!r}.", "not-found")
+    return Structure.model_validate(doc)
