@@ -705,7 +705,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The regulator search: nearest practitioners with a free slot, neutral and explained."""
-    from api.search import address_geocoder, build_answer
+    from search.answer import address_geocoder, build_answer
     from search.engine import SearchError, SearchRequest, run_search
 
     settings = Settings()

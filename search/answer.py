@@ -1,0 +1,259 @@
+"""The regulator's answer: cards grouped by day with their slots, the place, the radius and an explanation.
+
+Built from what the search engine found; shared by the API and the command line.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from core.records import Address
+from core.settings import Settings
+from indexer.backend import Backend
+from indexer.registry import list_vendors
+from rpps_import.geocode import AddokGeocoder
+from search.engine import PARIS, SearchRequest, decode_search_cursor
+
+GROUPS = {0: "preferred", 1: "participant", 2: "other", 3: "no_slots"}
+DAYS = ("today", "tomorrow", "day_after")
+
+
+class CardSlot(BaseModel):
+    slot_id: str
+    start: datetime
+    end: datetime
+    types: list[str]
+    modalities: list[str]
+    appointment_type: str
+    vendor: str
+    vendor_name: str
+    booking_url: str | None
+    age_s: int  # how old the information is
+    verified: bool  # re-checked with the vendor for this answer
+
+
+class CardPractitioner(BaseModel):
+    idnps: str
+    name: str
+    profession: str | None
+    specialties: list[str]
+
+
+class CardSite(BaseModel):
+    site_id: str
+    name: str | None
+    address: str | None
+    phone: str | None
+    lat: float | None
+    lon: float | None
+    position_precision: str | None
+
+
+class CardParticipation(BaseModel):
+    via: str
+    extra_patients: bool
+    vendors: list[str]
+
+
+class Card(BaseModel):
+    rank: int
+    group: Literal["preferred", "participant", "other", "no_slots"]
+    distance_km: float
+    practitioner: CardPractitioner
+    site: CardSite
+    participation: CardParticipation | None
+    slots: dict[str, list[CardSlot]]  # today, tomorrow, day_after (Europe/Paris)
+    slot_count: int
+
+
+class ResolvedPlace(BaseModel):
+    lat: float
+    lon: float
+    precision: str
+    zone: bool
+    department: str | None
+    label: str | None
+
+
+class RadiusStep(BaseModel):
+    radius_km: float
+    practitioners_with_slots: int
+
+
+class Explanation(BaseModel):
+    radius_steps: list[RadiusStep]
+    radius_source: str  # sas-2025 (the agency's table), fallback, or request
+    practitioners_in_reach: int
+    practitioners_with_slots: int
+    practitioners_without_slots: int
+    stale_vendors: list[str]
+    message: str | None
+
+
+class Verification(BaseModel):
+    vendors_asked: int
+    vendors_answered: int
+    slots_confirmed: int
+    slots_gone: int  # no longer offered by the vendor: removed from the card and the index
+    cards_emptied: int  # replaced by the next candidates
+    timed_out: list[str]  # vendors that did not answer within the deadline: their cards stay unverified
+    failed: list[str]
+
+
+class SearchAnswer(BaseModel):
+    place: ResolvedPlace
+    radius_km: float
+    window_start: datetime
+    window_end: datetime
+    specialty: str | None
+    profession: str | None
+    seed: int
+    total: int
+    cards: list[Card]
+    next_cursor: str | None
+    verification: Verification | None  # None when verify=false
+    explanation: Explanation
+
+
+@cache
+def _geocoder(url: str, cache_dir: str, min_score: float, rps: float, retries: int) -> Any:
+    return AddokGeocoder(
+        url,
+        cache_path=Path(cache_dir) / "geocoder.db",
+        min_score=min_score,
+        requests_per_second=rps,
+        retries=retries,
+        timeout_s=2.0,
+    )
+
+
+def address_geocoder(settings: Settings) -> Any:
+    """The configured BAN/addok geocoder for typed addresses, or None (offline: postcode or commune)."""
+    if not settings.geocoder_url:
+        return None
+    return _geocoder(
+        settings.geocoder_url,
+        str(settings.data_dir / "cache"),
+        settings.geocoder_min_score,
+        settings.geocoder_rps,
+        min(settings.geocoder_retries, 1),
+    )
+
+
+def build_answer(backend: Backend, settings: Settings, result: dict[str, Any], req: SearchRequest) -> SearchAnswer:
+    now = result["now"]
+    vendors = {v.vendor_id: v.name for v in list_vendors(backend)}
+    fresh = result["freshness"]  # the search's own view of vendor freshness: not read twice
+    participations = {}
+    cards = []
+    today = now.astimezone(PARIS).date()
+    for rank, cand in enumerate(result["cards"], start=1 + _offset(req)):
+        site = backend.get("practice_sites", cand.site_id) or {}
+        p = site.get("practitioner", {})
+        if cand.idnps not in participations:
+            participations[cand.idnps] = backend.get("participations", cand.idnps)
+        part = participations[cand.idnps]
+        grouped: dict[str, list[CardSlot]] = {d: [] for d in DAYS}
+        for doc in cand.slots:
+            start = datetime.fromisoformat(doc["start"])
+            day = (start.astimezone(PARIS).date() - today).days
+            if not 0 <= day < len(DAYS):
+                continue
+            grouped[DAYS[day]].append(
+                CardSlot(
+                    slot_id=doc["slot_id"],
+                    start=start,
+                    end=datetime.fromisoformat(doc["end"]),
+                    types=doc["types"],
+                    modalities=doc["modalities"],
+                    appointment_type=doc["appointment_type"],
+                    vendor=doc["vendor"],
+                    vendor_name=vendors.get(doc["vendor"], doc["vendor"]),
+                    booking_url=doc.get("booking_url"),
+                    age_s=0 if doc.get("verified") else int(fresh.age_s(doc, now)),
+                    verified=bool(doc.get("verified")),
+                )
+            )
+        address = site.get("address") or {}
+        position = site.get("position") or {}
+        cards.append(
+            Card(
+                rank=rank,
+                group=GROUPS[cand.group],
+                distance_km=round(cand.distance_km, 1),
+                practitioner=CardPractitioner(
+                    idnps=cand.idnps,
+                    name=" ".join(x for x in (p.get("title"), p.get("first_name"), p.get("last_name")) if x),
+                    profession=p.get("profession_label"),
+                    specialties=[s["code"] for s in p.get("specialties", [])],
+                ),
+                site=CardSite(
+                    site_id=cand.site_id,
+                    name=site.get("name"),
+                    address=_label(address),
+                    phone=site.get("phone"),
+                    lat=position.get("lat"),
+                    lon=position.get("lon"),
+                    position_precision=position.get("precision"),
+                ),
+                participation=CardParticipation(
+                    via=part["via"], extra_patients=part["extra_patients"], vendors=part["vendors"]
+                )
+                if part
+                else None,
+                slots=grouped,
+                slot_count=len(cand.slots),
+            )
+        )
+    place = result["place"]
+    expl = result["explanation"]
+    rule = result["radius_rule"]
+    source = "request" if req.radius_km is not None else rule.source
+    message = None
+    if not cards:
+        message = (
+            f"No practitioner with a free slot within {result['radius_km']:g} km: {expl['practitioners_in_reach']} "
+            f"practitioner(s) of this specialty are in reach, none with a matching free slot in the window."
+        )
+        if expl["stale_vendors"]:
+            message += f" {len(expl['stale_vendors'])} vendor(s) have not answered recently."
+    elif expl["practitioners_with_slots"] < 5:
+        message = (
+            f"Only {expl['practitioners_with_slots']} practitioner(s) with slots up to {result['radius_km']:g} km."
+        )
+    return SearchAnswer(
+        place=ResolvedPlace(
+            lat=place.lat,
+            lon=place.lon,
+            precision=place.precision,
+            zone=place.zone,
+            department=place.department,
+            label=place.label,
+        ),
+        radius_km=result["radius_km"],
+        window_start=result["window"][0],
+        window_end=result["window"][1],
+        specialty=result["specialty"],
+        profession=result["profession"],
+        seed=result["seed"],
+        total=result["total"],
+        cards=cards,
+        next_cursor=result["next_cursor"],
+        verification=Verification(**vars(result["verification"])) if result["verification"] else None,
+        explanation=Explanation(radius_source=source, message=message, **expl),
+    )
+
+
+def _offset(req: SearchRequest) -> int:
+    if not req.cursor:
+        return 0
+    return int(decode_search_cursor(req.cursor)["offset"])
+
+
+def _label(address: dict[str, Any]) -> str | None:
+    return Address.model_validate(address).label() if address else None
