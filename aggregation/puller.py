@@ -24,20 +24,17 @@ from aggregation.availability import ReconcileStats, SiteMapper, reconcile
 from aggregation.client import VendorError, make_client, search_slots
 from aggregation.contract import MAX_IDENTIFIERS
 from aggregation.status import STATUS
+from core.geo import PARIS
 from core.records import Vendor
 from core.settings import Settings
 from indexer.backend import Backend
 from indexer.lifecycle import ensure_live
 from indexer.registry import participants
 
-PARIS_TZ = "Europe/Paris"
-
 
 def slot_window(now: datetime, horizon_days: int) -> tuple[datetime, datetime]:
     """From now to the end of the day `horizon_days` after today, Paris time (the contract's window)."""
-    from zoneinfo import ZoneInfo
-
-    local = now.astimezone(ZoneInfo(PARIS_TZ))
+    local = now.astimezone(PARIS)
     end = (local + timedelta(days=horizon_days)).replace(hour=23, minute=59, second=59, microsecond=999000)
     return local, end
 

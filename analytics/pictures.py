@@ -15,17 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from analytics.tables import CoverageArea, SearchActivity, snapshot_instant
-from core.geo import gazetteer
+from core.geo import PARIS, gazetteer
 
 Format = Literal["png", "svg"]
 DPI = 100
 NO_DATA = "#d9d9d9"
-PARIS = ZoneInfo("Europe/Paris")
 MIN_SIDE, MAX_SIDE = 200, 4000
 
 

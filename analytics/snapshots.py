@@ -20,12 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aggregation.availability import freshness
 from aggregation.status import STATUS
 from analytics.areas import commune_of, territory_of
-from core.geo import department_of_insee
+from core.geo import PARIS, department_of_insee
 from core.records import SearchOutcome
 from core.settings import Settings
 from indexer.backend import Backend, GeoQuery
@@ -40,7 +39,6 @@ HORIZONS = (24, 48, 72)
 LEVELS = ("national", "territory", "department", "commune", "vendor")
 AREA_LEVELS = ("territory", "department", "commune")
 NATIONAL = "FR"
-PARIS = ZoneInfo("Europe/Paris")
 UNDER_SERVED_BELOW = 5  # the agency's radii aim at about five practitioners with slots
 
 

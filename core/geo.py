@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from zoneinfo import ZoneInfo
 
 # Elasticsearch's GeoUtils.EARTH_MEAN_RADIUS, in km: the embedded index uses the same sphere.
 EARTH_RADIUS_KM = 6371.0087714
@@ -30,6 +31,9 @@ FRANCE_BOXES: dict[str, tuple[float, float, float, float]] = {
     "polynesie": (-28.0, -7.5, -155.0, -134.0),
     "nouvelle-caledonie": (-23.0, -19.0, 163.0, 169.0),
 }
+
+# Metropolitan France's time zone: days ("today", "tomorrow") and opening hours are counted in it.
+PARIS = ZoneInfo("Europe/Paris")
 
 
 def in_france(lat: float, lon: float) -> bool:

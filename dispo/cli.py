@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.geo import PARIS
 from core.settings import Settings
-from search.engine import PARIS
 
 app = typer.Typer(help="Dispo: national directory and availability index for the SAS.", no_args_is_help=True)
 import_app = typer.Typer(

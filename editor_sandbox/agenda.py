@@ -12,11 +12,10 @@ import hashlib
 import random
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PARIS = ZoneInfo("Europe/Paris")
+from core.geo import PARIS
 
 
 class SandboxSite(BaseModel):

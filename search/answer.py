@@ -12,12 +12,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from core.geo import PARIS
 from core.records import Address
 from core.settings import Settings
 from indexer.backend import Backend
 from indexer.registry import list_vendors
 from rpps_import.geocode import AddokGeocoder
-from search.engine import PARIS, SearchRequest, decode_search_cursor
+from search.engine import SearchRequest, decode_search_cursor
 
 GROUPS = {0: "preferred", 1: "participant", 2: "other", 3: "no_slots"}
 DAYS = ("today", "tomorrow", "day_after")

@@ -17,17 +17,15 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 
 from aggregation.availability import freshness
-from core.geo import department_of_postcode, gazetteer, radius_code
+from core.geo import PARIS, department_of_postcode, gazetteer, radius_code
 from core.text import fold
 from indexer.backend import Backend, GeoQuery, InvalidCursor
 from indexer.lifecycle import ensure_live, scan
 
-PARIS = ZoneInfo("Europe/Paris")
 MIN_WITH_SLOTS = 5  # the agency's radii aim at about five practitioners with slots
 BAND_KM = 0.3  # practitioners within the same 300 m band are "at the same distance": shuffled, not sorted
 BUCKETS_H = {

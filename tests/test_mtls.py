@@ -11,8 +11,9 @@ import pytest
 from test_sandbox_contract import PRACTITIONERS
 
 from aggregation.client import VendorError, make_client, search_slots
+from core.geo import PARIS
 from core.records import Vendor
-from editor_sandbox.agenda import PARIS, SandboxConfig
+from editor_sandbox.agenda import SandboxConfig
 from editor_sandbox.server import SandboxServer
 
 

@@ -9,8 +9,9 @@ import httpx
 
 from aggregation.availability import KIND, SiteMapper, ensure_slots_index, reconcile
 from aggregation.client import make_client, search_slots
+from core.geo import PARIS
 from core.records import Slot, SlotType, Vendor
-from editor_sandbox.agenda import PARIS, SandboxConfig, SandboxPractitioner, SandboxSite
+from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite
 from editor_sandbox.server import SandboxServer
 from indexer.backend import Backend, GeoQuery
 

@@ -14,8 +14,9 @@ import pytest
 
 from aggregation.client import VendorError, make_client, search_slots
 from aggregation.contract import IDNPS_SYSTEM, slot_search_params
+from core.geo import PARIS
 from core.records import Vendor
-from editor_sandbox.agenda import PARIS, SandboxConfig, SandboxPractitioner, SandboxSite
+from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite
 from editor_sandbox.conformance import check_answer
 from editor_sandbox.server import SandboxServer
 
