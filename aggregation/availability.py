@@ -22,7 +22,8 @@ from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import ensure_live, iterate_all, scan
 
 KIND = "slots"
-# Fields that, when they change, make a slot worth rewriting (fetched_at alone does not).
+# Fields left out of a slot's content hash: a change in them alone (a new fetch time) does not make the slot worth
+# rewriting.
 _VOLATILE = {"fetched_at", "content_hash"}
 
 

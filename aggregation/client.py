@@ -15,6 +15,7 @@ import orjson
 
 from aggregation.contract import CONTRACT_ACCEPT, MalformedBundle, ParseResult, parse_bundle, slot_search_params
 from core.records import Vendor
+from core.retry import retryable_status
 
 MAX_PAGES = 20  # a vendor paging beyond this is answering something other than 25 practitioners' 72 h
 
@@ -29,7 +30,8 @@ class VendorError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.kind in ("timeout", "connection") or (self.status is not None and self.status >= 500)
+        """Worth another try (see `core.retry`): no answer, or an answer saying "later" (429, 5xx)."""
+        return self.kind in ("timeout", "connection") or (self.status is not None and retryable_status(self.status))
 
 
 def make_client(vendor: Vendor) -> httpx.AsyncClient:

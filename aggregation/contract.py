@@ -2,8 +2,8 @@
 
 `slot_search_params` builds the agency's query; `parse_bundle` resolves a searchset Bundle (Slot ->
 Schedule -> Practitioner / PractitionerRole with its contained Location, or Location -> Organization
-for SOS Médecins), checks each Slot against the contract and normalises it to a canonical `Slot`.
-Slots that break the contract are counted by reason, never indexed.
+for SOS Médecins), checks each Slot against the contract's slot rules (`aggregation.rules`) and normalises
+it to a canonical `Slot`. Slots that break an enforced rule are counted by reason, never indexed.
 """
 
 from __future__ import annotations
@@ -14,16 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aggregation.rules import APPOINTMENT_TYPES, MODALITIES, SLOT_TYPES, Rejected, SlotFacts, first_broken
 from core.records import Modality, Slot, SlotPlace, SlotType
 
 IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 IDNST_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
 MAX_IDENTIFIERS = 25  # the contract allows 1 to 25 practitioners per call
 CONTRACT_ACCEPT = "application/json+fhir"  # the Accept header the contract prescribes
-APPOINTMENT_TYPES = {"ROUTINE", "WALKIN"}
-# Looked up for every slot: an enum's __members__ builds a new mapping proxy at each access.
-_SLOT_TYPES = frozenset(SlotType.__members__)
-_MODALITIES = frozenset(Modality.__members__)
 
 
 class MalformedBundle(ValueError):
@@ -56,7 +53,7 @@ def slot_search_params(idnps: Sequence[str], start_ge: datetime, start_le: datet
 @dataclass
 class ParseResult:
     slots: list[Slot] = field(default_factory=list)
-    rejected: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)  # slots dropped, by the reason of the rule they broke
     next_url: str | None = None
     total: int | None = None
 
@@ -87,7 +84,7 @@ def _codes(concepts: Any) -> list[tuple[str | None, str | None, str | None]]:
     return out
 
 
-class _Context:
+class BundleContext:
     """The Bundle's resources, addressable by 'Type/id', by fullUrl, and '#id' within a resource."""
 
     def __init__(self, entries: list[dict[str, Any]]) -> None:
@@ -149,81 +146,91 @@ def _name(practitioner: dict[str, Any] | None) -> str | None:
     return None
 
 
+def slot_facts(
+    resource: dict[str, Any],
+    window: tuple[datetime, datetime] | None = None,
+    context: BundleContext | None = None,
+) -> SlotFacts:
+    """What the slot rules look at in a Slot resource; within a Bundle (`context`), who stands behind it."""
+    start, offset = _instant_or_none(resource.get("start"))
+    end, _ = _instant_or_none(resource.get("end"))
+    meta = resource.get("meta")
+    security = meta.get("security") if isinstance(meta, dict) else None
+    codes = tuple(code for _, code, _ in _codes([{"coding": security if isinstance(security, list) else []}]))
+    modalities: list[Modality] = []
+    reasons: list[str] = []
+    for _, code, text in _codes(resource.get("serviceType")):
+        if code in MODALITIES:
+            modality = Modality(code)
+            if modality not in modalities:
+                modalities.append(modality)
+        elif code or text:
+            reason = text or code
+            if reason and reason not in reasons:
+                reasons.append(reason)
+    appointment = next(
+        (c for _, c, _ in _codes([resource.get("appointmentType") or {}]) if c in APPOINTMENT_TYPES), None
+    )
+    schedule = resource.get("schedule")
+    return SlotFacts(
+        status=resource.get("status"),
+        start_text=resource.get("start"),
+        end_text=resource.get("end"),
+        start=start,
+        end=end,
+        utc_offset=offset,
+        security_codes=codes,
+        types=[SlotType(code) for code in codes if code in SLOT_TYPES],
+        modalities=modalities,
+        reasons=reasons,
+        appointment_type=appointment,
+        booking_url=resource.get("comment"),
+        schedule_ref=schedule.get("reference") if isinstance(schedule, dict) else None,
+        window=window,
+        in_bundle=context is not None,
+        behind=context.behind(schedule) if context is not None else None,
+    )
+
+
+def _instant_or_none(value: Any) -> tuple[datetime | None, str | None]:
+    try:
+        return parse_instant(value)
+    except ValueError:
+        return None, None
+
+
 def parse_slot(
     resource: dict[str, Any],
     vendor: str,
     fetched_at: datetime,
     window: tuple[datetime, datetime] | None = None,
-    context: _Context | None = None,
-) -> Slot | str:
-    """A canonical Slot, or the reason the resource breaks the contract."""
-    if resource.get("status") != "free":
-        return "status is not free"
-    try:
-        start, offset = parse_instant(resource.get("start"))
-        end, _ = parse_instant(resource.get("end"))
-    except ValueError:
-        return "start or end missing or unreadable"
-    if end <= start:
-        return "end is not after start"
-    if window is not None and not (window[0] <= start <= window[1]):
-        return "start outside the asked window"
-    types = [
-        SlotType(code)
-        for _, code, _ in _codes([{"coding": resource.get("meta", {}).get("security", [])}])
-        if code in _SLOT_TYPES
-    ]
-    if not types:
-        return "no slot type in meta.security"
-    modalities: list[Modality] = []
-    reasons: list[str] = []
-    for _, code, text in _codes(resource.get("serviceType")):
-        if code in _MODALITIES:
-            if Modality(code) not in modalities:
-                modalities.append(Modality(code))
-        elif code or text:
-            reason = text or code
-            if reason and reason not in reasons:
-                reasons.append(reason)
-    if not modalities:
-        return "no modality in serviceType"
-    appointment = next(
-        (c for _, c, _ in _codes([resource.get("appointmentType") or {}]) if c in APPOINTMENT_TYPES), None
-    )
-    if appointment is None:
-        return "no appointmentType"
-    url = resource.get("comment")
-    if url is not None and str(url).partition(":")[0].lower() not in ("http", "https"):
-        return "booking URL is not an http(s) URL"
-    if url is None and appointment == "ROUTINE":
-        return "no booking URL in comment"
-    behind: dict[str, Any] = {}
-    if context is not None:
-        found = context.behind(resource.get("schedule"))
-        if found is None:
-            return "schedule not in the Bundle"
-        if found.get("idnps") is None and found.get("structure_idnst") is None:
-            return "no practitioner or structure behind the schedule"
-        behind = found
+    context: BundleContext | None = None,
+) -> Slot | Rejected:
+    """A canonical Slot, or the first enforced contract rule the resource breaks."""
+    facts = slot_facts(resource, window, context)
+    broken = first_broken(facts)
+    if broken is not None:
+        return broken
+    assert facts.start is not None and facts.end is not None and facts.utc_offset is not None  # the rules hold
     return Slot(
         slot_id=f"{vendor}:{resource.get('id')}",
         vendor=vendor,
         resource_id=str(resource.get("id")),
-        start=start,
-        end=end,
-        utc_offset=offset,
-        types=types,
-        modalities=modalities,
-        appointment_type=appointment,
+        start=facts.start,
+        end=facts.end,
+        utc_offset=facts.utc_offset,
+        types=facts.types,
+        modalities=facts.modalities,
+        appointment_type=facts.appointment_type,
         specialties=[c for _, c, _ in _codes(resource.get("specialty")) if c],
-        reasons=reasons,
-        booking_url=url,
+        reasons=facts.reasons,
+        booking_url=facts.booking_url,
         fetched_at=fetched_at,
-        **behind,
+        **(facts.behind or {}),
     )
 
 
-def _behind(context: _Context, schedule: dict[str, Any]) -> dict[str, Any]:
+def _behind(context: BundleContext, schedule: dict[str, Any]) -> dict[str, Any]:
     """Who and where a schedule's slots are: practitioner, name, structure and place from its actors."""
     out: dict[str, Any] = {}
     for actor_ref in schedule.get("actor", []) or []:
@@ -261,7 +268,7 @@ def parse_bundle(
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise MalformedBundle("Bundle.entry is not a list")
-    context = _Context([e for e in entries if isinstance(e, dict)])
+    context = BundleContext([e for e in entries if isinstance(e, dict)])
     result = ParseResult(total=bundle.get("total") if isinstance(bundle.get("total"), int) else None)
     for link in bundle.get("link") or []:
         if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
@@ -271,8 +278,8 @@ def parse_bundle(
         if not isinstance(resource, dict) or resource.get("resourceType") != "Slot":
             continue
         parsed = parse_slot(resource, vendor, fetched_at, window, context)
-        if isinstance(parsed, str):
-            result.rejected[parsed] += 1
+        if isinstance(parsed, Rejected):
+            result.rejected[parsed.reason] += 1
         else:
             result.slots.append(parsed)
     return result

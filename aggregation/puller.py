@@ -1,16 +1,16 @@
 """The slot aggregator: pull every participating practitioner's free slots from each vendor, on a schedule.
 
 One `VendorPuller` per vendor runs cycles: the vendor's active participants in batches of 25, with
-bounded concurrency and a request rate; timeouts and 5xx retried with jittered backoff; a circuit
-breaker that opens after consecutive failures and probes again later. A successful batch is reconciled
-into the index (see `availability.reconcile`); a failed batch changes nothing, so a vendor's last good
-slots stay until the staleness limit hides them. Vendors never wait on one another.
+bounded concurrency and a request rate; timeouts, lost connections, 429 and 5xx retried with jittered
+backoff (`core.retry`); a circuit breaker that opens after consecutive failures and probes again later.
+A successful batch is reconciled into the index (see `availability.reconcile`); a failed batch changes
+nothing, so a vendor's last good slots stay until the staleness limit hides them. Vendors never wait on
+one another.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import statistics
 import time
 from collections import Counter
@@ -22,10 +22,11 @@ from typing import Any
 from aggregation import metrics
 from aggregation.availability import ReconcileStats, SiteMapper, reconcile
 from aggregation.client import VendorError, make_client, search_slots
-from aggregation.contract import MAX_IDENTIFIERS
+from aggregation.contract import MAX_IDENTIFIERS, ParseResult
 from aggregation.status import STATUS
 from core.geo import PARIS
 from core.records import Vendor
+from core.retry import Retry
 from core.settings import Settings
 from indexer.backend import Backend
 from indexer.lifecycle import ensure_live
@@ -202,27 +203,12 @@ class VendorPuller:
             report.batches_skipped += 1
             self._mark_failing(ids)
             return
-        result = None
-        for attempt in range(self.settings.batch_retries + 1):
-            await limiter.wait()
-            started = time.perf_counter()
-            report.requests += 1
-            metrics.REQUESTS.labels(vendor_id).inc()
-            try:
-                result = await search_slots(client, self.vendor, ids, window[0], window[1], self.clock())
-            except VendorError as exc:
-                metrics.ERRORS.labels(vendor_id, exc.kind).inc()
-                report.errors[exc.kind] += 1
-                self.last_error = str(exc)
-                if not exc.retryable or attempt == self.settings.batch_retries:
-                    break
-                await asyncio.sleep(self.settings.retry_base_s * 2**attempt * (0.5 + random.random()))
-                continue
-            finally:
-                elapsed = time.perf_counter() - started
-                metrics.LATENCY.labels(vendor_id).observe(elapsed)
-                report.latencies_ms.append(elapsed * 1000)
-            break
+        try:
+            result: ParseResult | None = await Retry.for_vendors(self.settings).acall(
+                self._ask, client, limiter, ids, window, report
+            )
+        except VendorError:
+            result = None
         if result is None:
             self.breaker.failure()
             report.batches_failed += 1
@@ -239,6 +225,27 @@ class VendorPuller:
         for idnps in ids:
             self.failing.pop(idnps, None)
         self.last_success_at = self.clock()
+
+    async def _ask(
+        self, client: Any, limiter: RateLimiter, ids: list[str], window: tuple[datetime, datetime], report: CycleReport
+    ) -> ParseResult:
+        """One try of a batch, counted and timed whether it succeeds or fails; raises VendorError."""
+        vendor_id = self.vendor.vendor_id
+        await limiter.wait()
+        started = time.perf_counter()
+        report.requests += 1
+        metrics.REQUESTS.labels(vendor_id).inc()
+        try:
+            return await search_slots(client, self.vendor, ids, window[0], window[1], self.clock())
+        except VendorError as exc:
+            metrics.ERRORS.labels(vendor_id, exc.kind).inc()
+            report.errors[exc.kind] += 1
+            self.last_error = str(exc)
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.LATENCY.labels(vendor_id).observe(elapsed)
+            report.latencies_ms.append(elapsed * 1000)
 
     def _mark_failing(self, ids: list[str]) -> None:
         since = self.clock().isoformat()

@@ -44,7 +44,7 @@ async def _ask(
     return {s.slot_id for s in result.slots}
 
 
-def verify_cards(
+async def recheck_cards(
     backend: Backend,
     cards: list[Any],
     vendors: dict[str, Vendor],
@@ -64,28 +64,24 @@ def verify_cards(
     report.vendors_asked = len(asked)
     if not asked or deadline_s <= 0:
         return report
-
-    async def run() -> dict[str, set[str] | BaseException]:
-        tasks = {v: asyncio.create_task(_ask(vendors[v], ids, window, now, deadline_s)) for v, ids in asked.items()}
-        done, pending = await asyncio.wait(tasks.values(), timeout=deadline_s)
-        for task in pending:
-            task.cancel()
-        out: dict[str, set[str] | BaseException] = {}
-        for vendor_id, task in tasks.items():
-            if task in done:
-                out[vendor_id] = task.exception() or task.result()
-        return out
-
-    answers = asyncio.run(run())
+    tasks = {v: asyncio.create_task(_ask(vendors[v], ids, window, now, deadline_s)) for v, ids in asked.items()}
+    done, pending = await asyncio.wait(tasks.values(), timeout=deadline_s)
+    for task in pending:
+        task.cancel()
+    # The late calls are abandoned: wait for their connections to close, their answers are not read.
+    await asyncio.gather(*pending, return_exceptions=True)
     gone: list[str] = []
-    for vendor_id in asked:
-        answer = answers.get(vendor_id)
-        if answer is None:
+    for vendor_id, task in tasks.items():
+        if task not in done:
             report.timed_out.append(vendor_id)
             continue
-        if isinstance(answer, BaseException):
-            report.failed.append(f"{vendor_id}: {answer if isinstance(answer, VendorError) else type(answer).__name__}")
+        failure = task.exception()
+        if failure is not None:
+            report.failed.append(
+                f"{vendor_id}: {failure if isinstance(failure, VendorError) else type(failure).__name__}"
+            )
             continue
+        answer = task.result()
         report.vendors_answered += 1
         for card in cards:
             kept = []
@@ -101,9 +97,26 @@ def verify_cards(
             card.slots = kept
     if gone:
         report.slots_gone = len(gone)
-        live = backend.live_index(SLOTS)
-        if live is not None:
-            backend.delete(live, gone)
-            backend.refresh(live)
+        await asyncio.to_thread(_forget, backend, gone)
     report.cards_emptied = sum(1 for c in cards if not c.slots)
     return report
+
+
+def verify_cards(
+    backend: Backend,
+    cards: list[Any],
+    vendors: dict[str, Vendor],
+    window: tuple[datetime, datetime],
+    now: datetime,
+    deadline_s: float,
+) -> VerifyReport:
+    """`recheck_cards` for a synchronous caller outside any event loop (a search answered in a worker thread)."""
+    return asyncio.run(recheck_cards(backend, cards, vendors, window, now, deadline_s))
+
+
+def _forget(backend: Backend, slot_ids: list[str]) -> None:
+    """Slots their vendor no longer offers leave the index at once."""
+    live = backend.live_index(SLOTS)
+    if live is not None:
+        backend.delete(live, slot_ids)
+        backend.refresh(live)

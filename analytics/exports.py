@@ -1,4 +1,4 @@
-"""CSV and Parquet exports of the analysts' tables, with the data dictionary that describes them.
+"""CSV and Parquet exports of the analysts' tables, with the data dictionary that describes them (pandas, pyarrow).
 
 Columns come from each table's row model, in its field order, so an empty table still has its header
 and the Parquet schema keeps its types (integers stay integers, missing rates stay nulls).
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
+from analytics.dictionary import column_type, dictionary_markdown
 from analytics.tables import TABLES, Period
 from indexer.backend import Backend
 
@@ -22,14 +23,18 @@ Format = Literal["csv", "parquet"]
 FORMATS: tuple[Format, ...] = ("csv", "parquet")
 
 
-def _arrow_type(annotation: Any) -> pa.DataType:
-    args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) else [annotation]
-    base = args[0] if args else str
-    from datetime import datetime
+# The dictionary's column types, as Arrow types.
+_ARROW_TYPES = {
+    "int64": pa.int64(),
+    "double": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp[s, tz=UTC]": pa.timestamp("s", tz="UTC"),
+    "string": pa.string(),
+}
 
-    return {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), datetime: pa.timestamp("s", tz="UTC")}.get(
-        base, pa.string()
-    )
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    return _ARROW_TYPES[column_type(annotation)]
 
 
 def schema(model: type[BaseModel]) -> pa.Schema:
@@ -56,23 +61,6 @@ def read_back(path: Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     return pd.read_csv(path, dtype=str, keep_default_na=False)
-
-
-def dictionary_markdown() -> str:
-    lines = [
-        "# Data dictionary of the coverage exports",
-        "",
-        "Every table is exported as `<table>.csv` (UTF-8, comma-separated, header line) and `<table>.parquet`",
-        "(the same columns, typed). Times are UTC. Free slots are those of vendors fresh at snapshot time.",
-        "",
-    ]
-    for table in TABLES.values():
-        lines += [f"## {table.name}", "", table.about + " " + (table.model.__doc__ or "").strip(), ""]
-        lines += ["| column | type | meaning |", "|---|---|---|"]
-        for name, f in table.model.model_fields.items():
-            lines.append(f"| {name} | {_arrow_type(f.annotation)} | {f.description or ''} |")
-        lines.append("")
-    return "\n".join(lines)
 
 
 def export_all(

@@ -16,10 +16,10 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from aggregation.availability import freshness
 from aggregation.status import STATUS
@@ -282,19 +282,70 @@ def prune(backend: Backend, now: datetime, retention_days: float, commune_retent
 # -- search outcomes -----------------------------------------------------------------------------------
 
 
-def outcome_of(result: dict[str, Any], limit: int, latency_ms: float) -> SearchOutcome:
+class OutcomePlace(Protocol):
+    @property
+    def lat(self) -> float: ...
+    @property
+    def lon(self) -> float: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def department(self) -> str | None: ...
+
+
+class OutcomeExplanation(Protocol):
+    @property
+    def radius_steps(self) -> Sequence[object]: ...
+    @property
+    def practitioners_with_slots(self) -> int: ...
+
+
+class OutcomeVerification(Protocol):
+    @property
+    def slots_gone(self) -> int: ...
+    @property
+    def cards_emptied(self) -> int: ...
+
+
+class OutcomeCard(Protocol):
+    @property
+    def slots(self) -> Sequence[object]: ...
+
+
+class SearchedResult(Protocol):
+    """What an outcome reads of a search result (`search.engine.SearchResult`, which analytics may not import)."""
+
+    @property
+    def now(self) -> datetime: ...
+    @property
+    def place(self) -> OutcomePlace: ...
+    @property
+    def cards(self) -> Sequence[OutcomeCard]: ...
+    @property
+    def explanation(self) -> OutcomeExplanation: ...
+    @property
+    def verification(self) -> OutcomeVerification | None: ...
+    @property
+    def specialty(self) -> str | None: ...
+    @property
+    def profession(self) -> str | None: ...
+    @property
+    def radius_km(self) -> float: ...
+
+
+def outcome_of(result: SearchedResult, limit: int, latency_ms: float) -> SearchOutcome:
     """Reduce a first-page search result (`search.engine.run_search`) to its outcome."""
-    place = result["place"]
-    at = result["now"].astimezone(UTC).replace(microsecond=0)
+    place = result.place
+    at = result.now.astimezone(UTC).replace(microsecond=0)
     commune = None
     department = place.department
     if place.precision != "department":
         commune, found_dep = commune_of(None, place.lat, place.lon)
         department = department or found_dep
-    cards_with_slots = sum(1 for c in result["cards"] if c.slots)
-    explanation = result["explanation"]
-    found = int(explanation["practitioners_with_slots"])
-    verification = result.get("verification")
+    cards_with_slots = sum(1 for c in result.cards if c.slots)
+    explanation = result.explanation
+    found = explanation.practitioners_with_slots
+    verification = result.verification
     changed = bool(verification and (verification.slots_gone or verification.cards_emptied))
     # A page asked smaller than five cards says nothing of scarcity: judge on what was found then.
     shown = cards_with_slots if limit >= UNDER_SERVED_BELOW else found
@@ -306,10 +357,10 @@ def outcome_of(result: dict[str, Any], limit: int, latency_ms: float) -> SearchO
         territory=territory_of(department),
         commune=commune,
         place_kind=place.precision,
-        specialty=result.get("specialty"),
-        profession=result.get("profession"),
-        radius_km=float(result["radius_km"]),
-        enlargements=max(0, len(explanation["radius_steps"]) - 1),
+        specialty=result.specialty,
+        profession=result.profession,
+        radius_km=float(result.radius_km),
+        enlargements=max(0, len(explanation.radius_steps) - 1),
         practitioners_with_slots=found,
         cards_with_slots=cards_with_slots,
         under_served=shown < UNDER_SERVED_BELOW,

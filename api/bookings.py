@@ -76,9 +76,9 @@ def regulator_accounts(
 
 
 @router.post("/regulator-accounts/{vendor_id}", summary="Create or update my account at a vendor now")
-def push_my_account(
+async def push_my_account(
     vendor_id: str,
     backend: Annotated[Backend, Depends(get_backend)],
     principal: Annotated[Principal, Depends(require(Role.regulator))],
 ) -> dict[str, Any]:
-    return bookings.push_account(backend, vendor_id, principal.label)
+    return await bookings.push_account(backend, vendor_id, principal.label)

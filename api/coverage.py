@@ -15,8 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from analytics import tables
-from analytics.exports import dictionary_markdown, to_bytes
-from analytics.pictures import render_chart, render_map
+from analytics.dictionary import dictionary_markdown
 from analytics.snapshots import snapshot_now
 from api.auth import Role
 from api.deps import get_backend, get_settings, require
@@ -30,6 +29,17 @@ Level = Literal["national", "territory", "department", "commune"]
 Horizon = Annotated[int, Query(description="hours ahead: 24, 48 or 72")]
 MEDIA = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
 PICTURES = {"png": "image/png", "svg": "image/svg+xml"}
+NEEDS_EXTRA: dict[int | str, dict[str, Any]] = {501: {"description": "the optional `analytics` extra is not installed"}}
+
+
+def _analytics_extra_missing() -> Problem:
+    return Problem(
+        501,
+        "Analytics extra not installed",
+        "This deployment serves the coverage tables but not their files and pictures: install the extra with "
+        "`pip install 'dispo[analytics]'` (pandas, pyarrow, matplotlib) and restart.",
+        "analytics-extra-missing",
+    )
 
 
 def period(
@@ -127,11 +137,16 @@ def dictionary(_: Reader) -> Response:
     return Response(dictionary_markdown(), media_type="text/markdown; charset=utf-8")
 
 
-@router.get("/export/{table}.{fmt}", summary="One table as CSV or Parquet")
+@router.get("/export/{table}.{fmt}", summary="One table as CSV or Parquet", responses=NEEDS_EXTRA)
 def export(backend: Store, _: Reader, span: Span, table: str, fmt: Literal["csv", "parquet"]) -> Response:
     spec = tables.TABLES.get(table)
     if spec is None:
         raise Problem(404, "No such table", f"Tables are {', '.join(tables.TABLES)}.", "not-found")
+    try:
+        # Imported here: pandas and pyarrow are the optional `analytics` extra.
+        from analytics.exports import to_bytes
+    except ImportError as exc:
+        raise _analytics_extra_missing() from exc
     body = to_bytes(spec.model, spec.build(backend, span), fmt)
     name = f"{table}_{span.end.strftime('%Y%m%dT%H%M%SZ')}.{fmt}"
     return Response(body, media_type=MEDIA[fmt], headers={"Content-Disposition": f'attachment; filename="{name}"'})
@@ -140,7 +155,9 @@ def export(backend: Store, _: Reader, span: Span, table: str, fmt: Literal["csv"
 Side = Annotated[int, Query(ge=200, le=4000, description="pixels")]
 
 
-@router.get("/map.{fmt}", summary="Map of France by department: free slots per 10,000 inhabitants")
+@router.get(
+    "/map.{fmt}", summary="Map of France by department: free slots per 10,000 inhabitants", responses=NEEDS_EXTRA
+)
 async def map_picture(
     backend: Store,
     _: Reader,
@@ -150,13 +167,18 @@ async def map_picture(
     width: Side = 1000,
     height: Side = 1000,
 ) -> Response:
+    try:
+        # Imported here: matplotlib is the optional `analytics` extra.
+        from analytics.pictures import render_map
+    except ImportError as exc:
+        raise _analytics_extra_missing() from exc
     rows = await run_in_threadpool(tables.coverage, backend, "department", _horizon(horizon), _utc(at))
     title = f"Créneaux libres à {horizon} h pour 10 000 habitants"
     body = await run_in_threadpool(render_map, rows, fmt, width, height, title)
     return Response(body, media_type=PICTURES[fmt], headers={"Cache-Control": "no-store"})
 
 
-@router.get("/chart.{fmt}", summary="Free slots and under-served searches over a period")
+@router.get("/chart.{fmt}", summary="Free slots and under-served searches over a period", responses=NEEDS_EXTRA)
 async def chart_picture(
     backend: Store,
     _: Reader,
@@ -166,6 +188,11 @@ async def chart_picture(
     width: Side = 1200,
     height: Side = 500,
 ) -> Response:
+    try:
+        # Imported here: matplotlib is the optional `analytics` extra.
+        from analytics.pictures import render_chart
+    except ImportError as exc:
+        raise _analytics_extra_missing() from exc
     points = await run_in_threadpool(tables.evolution, backend, "national", None, _horizon(horizon), span)
     activity_rows = await run_in_threadpool(tables.search_activity, backend, span)
     body = await run_in_threadpool(render_chart, points, activity_rows, fmt, width, height, (span.start, span.end))

@@ -16,7 +16,7 @@ from core.settings import Settings
 from core.text import split_codes
 from indexer.backend import Backend
 from search.answer import SearchAnswer, address_geocoder, build_answer
-from search.engine import SearchError, SearchRequest, run_search
+from search.engine import SearchRequest, run_search
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -78,16 +78,14 @@ def search(
         cursor=cursor,
     )
     started = time.perf_counter()
-    try:
-        result = run_search(
-            backend,
-            req,
-            geocoder=address_geocoder(settings),
-            staleness_limit_s=settings.staleness_limit_s,
-            verify_deadline_s=settings.verify_deadline_s if verify else 0.0,
-        )
-    except SearchError as exc:
-        raise Problem(422, "Invalid search", f"{exc}.", "invalid-search") from exc
+    # A bad request raises `SearchError`, an `InvalidRequest` the problem handlers answer as a 422.
+    result = run_search(
+        backend,
+        req,
+        geocoder=address_geocoder(settings),
+        staleness_limit_s=settings.staleness_limit_s,
+        verify_deadline_s=settings.verify_deadline_s if verify else 0.0,
+    )
     answer = build_answer(backend, settings, result, req)
     if cursor is None:  # a search, not a later page of one: its outcome is kept for analysts, after the answer
         outcome = outcome_of(result, limit, (time.perf_counter() - started) * 1000)

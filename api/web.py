@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-from functools import cache
 from importlib import resources
 from typing import Annotated, Any
 
@@ -15,6 +13,7 @@ from api.auth import Role
 from api.deps import require
 from core.geo import gazetteer
 from core.text import fold
+from search.specialties import specialty_labels
 
 router = APIRouter(tags=["web page"])
 READERS = (Role.regulator, Role.maintainer, Role.analyst)
@@ -37,22 +36,10 @@ class SpecialtyLabel(BaseModel):
     label: str
 
 
-@cache
-def _specialties() -> list[SpecialtyLabel]:
-    out: dict[str, str] = {}
-    with (resources.files("core") / "data" / "correspondance_profession_savoirfaire.csv").open(
-        encoding="utf-8-sig"
-    ) as fh:
-        for row in csv.DictReader(fh):
-            code = row["Code savoir-faire"].strip()
-            if code and code not in out:
-                out[code] = row["codeprofession"].strip() or code
-    return sorted((SpecialtyLabel(code=c, label=lbl) for c, lbl in out.items()), key=lambda s: fold(s.label))
-
-
 @router.get("/v1/specialties", response_model=list[SpecialtyLabel], summary="Savoir-faire codes and labels")
 def specialties(_: Annotated[Any, Depends(require(*READERS))]) -> list[SpecialtyLabel]:
-    return _specialties()
+    labels = specialty_labels()
+    return [SpecialtyLabel(code=code, label=labels[code]) for code in sorted(labels, key=lambda c: fold(labels[c]))]
 
 
 class PlaceSuggestion(BaseModel):

@@ -2,6 +2,7 @@
 
     dispo bench import    --scale department   # full import vs pandas.read_csv of the same file
     dispo bench search    --scale department   # regulator search over HTTP, 16 clients, vs the raw backend query
+    dispo bench verify    --scale department   # first page of live-verified cards vs the batch-of-25 method
     dispo bench aggregate --scale department   # one full aggregation cycle vs fetching alone
     dispo bench embedded  --scale department   # in-process embedded search vs a naive R*Tree + haversine query
 
@@ -44,7 +45,9 @@ from indexer.lifecycle import scan
 from indexer.registry import list_vendors, participants
 from rpps_import.pipeline import import_rpps
 from search.audit import sample_points as weighted_points
-from search.engine import SearchRequest, nearest_department, rule_for, run_search
+from search.engine import SearchRequest, run_search
+from search.place import nearest_department
+from search.radius import rule_for
 
 SCALES = ("department", "region", "national")
 
@@ -502,7 +505,7 @@ def _verify_at(backend: Any, settings: Any, scale: str, label: str, insee: str, 
             verify_deadline_s=settings.verify_deadline_s,
         )
         ours.append((time.perf_counter() - t0) * 1000)
-        ours_cards.append(sum(1 for c in result["cards"] if c.slots))
+        ours_cards.append(sum(1 for c in result.cards if c.slots))
         t0 = time.perf_counter()
         cards, calls = asyncio.run(_platform_method(backend, lat, lon, datetime.now(UTC)))
         theirs.append((time.perf_counter() - t0) * 1000)

@@ -5,12 +5,14 @@ the platform's technical identifier for the regulator. The state per regulator x
 from __future__ import annotations
 
 import asyncio
-import random
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from aggregation.client import make_client
 from core.records import Vendor
+from core.retry import Retry
 from indexer.backend import Backend
 from indexer.lifecycle import ensure_live
 
@@ -30,7 +32,8 @@ def practitioner_regul(regulator: str, name: str | None = None) -> dict[str, Any
     return resource
 
 
-async def _push(vendor: Vendor, regulator: str, exists: bool) -> int:
+async def _push(vendor: Vendor, regulator: str, exists: bool) -> None:
+    """One try: POST the account (first time) or PUT it by identifier; raises httpx.HTTPError on a failure."""
     body = practitioner_regul(regulator)
     async with make_client(vendor) as client:
         base = vendor.base_url.rstrip("/")
@@ -44,16 +47,19 @@ async def _push(vendor: Vendor, regulator: str, exists: bool) -> int:
             )
         else:
             response = await client.post(f"{base}/Practitioner", json=body, headers=headers)
-    return response.status_code
+    response.raise_for_status()
 
 
-def ensure_account(
-    backend: Backend, vendor: Vendor, regulator: str, retries: int = 2, force: bool = False
+async def ensure_account(
+    backend: Backend, vendor: Vendor, regulator: str, retries: int = 2, force: bool = False, retry_base_s: float = 0.2
 ) -> dict[str, Any]:
-    """Create (first time) or update (`force`) the regulator's account at the vendor; returns the state."""
-    index = ensure_live(backend, KIND)
+    """Create (first time) or update (`force`) the regulator's account at the vendor; returns the state.
+
+    Timeouts, lost connections, 429 and 5xx answers are retried up to `retries` times (`core.retry`); the
+    state says `failed`, with the last error, when the vendor still refuses."""
+    index = await asyncio.to_thread(ensure_live, backend, KIND)
     account_id = f"{regulator}:{vendor.vendor_id}"
-    state = backend.get(KIND, account_id) or {
+    state = await asyncio.to_thread(backend.get, KIND, account_id) or {
         "account_id": account_id,
         "regulator": regulator,
         "vendor": vendor.vendor_id,
@@ -63,23 +69,25 @@ def ensure_account(
     if state["state"] in ("created", "updated") and not force:
         return state
     exists = state["state"] in ("created", "updated")
-    error = None
-    for attempt in range(retries + 1):
+
+    async def attempt() -> None:
         state["attempts"] += 1
         state["last_attempt_at"] = datetime.now(UTC).isoformat()
-        try:
-            status = asyncio.run(_push(vendor, regulator, exists))
-        except Exception as exc:  # network errors: retried, then recorded
-            status, error = None, f"{type(exc).__name__}: {exc}"
-        if status in (200, 201):
-            state.update(state="updated" if exists else "created", last_success_at=state["last_attempt_at"])
-            state.pop("last_error", None)
-            break
-        error = error if status is None else f"HTTP {status}"
-        if attempt < retries:
-            asyncio.run(asyncio.sleep(0.2 * 2**attempt * (0.5 + random.random())))
+        await _push(vendor, regulator, exists)
+
+    try:
+        await Retry(retries, retry_base_s).acall(attempt)
+    except httpx.HTTPStatusError as exc:
+        state.update(state="failed", last_error=f"HTTP {exc.response.status_code}")
+    except Exception as exc:  # network and TLS errors, a vendor answering nonsense: recorded, not raised
+        state.update(state="failed", last_error=f"{type(exc).__name__}: {exc}")
     else:
-        state.update(state="failed", last_error=error)
+        state.update(state="updated" if exists else "created", last_success_at=state["last_attempt_at"])
+        state.pop("last_error", None)
+    await asyncio.to_thread(_save, backend, index, state)
+    return state
+
+
+def _save(backend: Backend, index: str, state: dict[str, Any]) -> None:
     backend.write(index, [state])
     backend.refresh(index)
-    return state

@@ -98,7 +98,7 @@ async def start_booking(backend: Backend, slot_id: str, regulator: str) -> Booki
     vendor = await asyncio.to_thread(get_vendor, backend, slot["vendor"])
     if vendor is not None:
         # The regulator needs an account at the vendor before its page can book on their behalf.
-        await asyncio.to_thread(ensure_account, backend, vendor, regulator)
+        await ensure_account(backend, vendor, regulator)
     attempt = BookingAttempt(
         attempt_id=uuid.uuid4().hex,
         regulator=regulator,
@@ -167,9 +167,9 @@ def regulator_accounts(
     return [h.doc for h in backend.search("regulator_accounts", GeoQuery(filters=filters, limit=1000)).hits]
 
 
-def push_account(backend: Backend, vendor_id: str, regulator: str) -> dict[str, Any]:
+async def push_account(backend: Backend, vendor_id: str, regulator: str) -> dict[str, Any]:
     """Create or update the regulator's account at the vendor now."""
-    vendor = get_vendor(backend, vendor_id)
+    vendor = await asyncio.to_thread(get_vendor, backend, vendor_id)
     if vendor is None:
         raise NotFound("Not found", f"no vendor {vendor_id!r}", "not-found")
-    return ensure_account(backend, vendor, regulator, force=True)
+    return await ensure_account(backend, vendor, regulator, force=True)

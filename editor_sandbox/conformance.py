@@ -1,5 +1,11 @@
 """Checks of a vendor's slot-search answer against the verifiable requirements of the agency's test kit
-(requirement set `agg-psindiv`). Used on our sandbox in the tests, and usable on any vendor's answer.
+(requirement set `agg-psindiv`). Used on our sandbox in the tests, and on any vendor's answer by
+`dispo vendors check`.
+
+Every check on a Slot comes from the contract's slot rules (`aggregation.rules`), the table the platform's
+parser enforces, so a vendor is told exactly what the platform will drop, and also what the kit requires
+that the platform tolerates. Each rule is reported under the test-kit requirements it answers. The checks on
+the answer as a whole (its type, its practitioners, their roles and places) are this module's own.
 
 Each check returns (requirement id, passed, detail). Requirements about mTLS, or marked "Not
 Verifiable" by the kit, are not checked here.
@@ -9,18 +15,44 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aggregation.contract import IDNPS_SYSTEM, IDNST_SYSTEM, parse_instant
+from aggregation.contract import IDNPS_SYSTEM, IDNST_SYSTEM, BundleContext, slot_facts
+from aggregation.rules import SlotRule, verdicts
 
-INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.000[+-]\d{2}:\d{2}$")
 POSTCODE = re.compile(r"^[0-9]{5}$")
 RPPS_IDNPS = re.compile(r"^8\d{11}$")
-SLOT_TYPES = {"PUBLIC", "PRO", "SNP", "CPTS"}
-MODALITIES = {"AMB", "HH", "VR"}
 
 Check = tuple[int, bool, str]
+
+
+@dataclass(frozen=True)
+class SlotFinding:
+    """One slot rule applied to one Slot of the answer."""
+
+    slot_id: str
+    rule: SlotRule
+    kept: bool
+
+    @property
+    def detail(self) -> str:
+        return f"Slot/{self.slot_id} {self.rule.rule}: {self.rule.checks if self.kept else self.rule.reason}"
+
+
+def check_slots(bundle: dict[str, Any], start_ge: datetime, start_le: datetime) -> list[SlotFinding]:
+    """Every slot rule that applies to each Slot of an answer to a search in [start_ge, start_le]."""
+    entries = [e for e in bundle.get("entry", []) or [] if isinstance(e, dict)]
+    context = BundleContext(entries)
+    findings = []
+    for entry in entries:
+        resource = entry.get("resource")
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Slot":
+            continue
+        facts = slot_facts(resource, (start_ge, start_le), context)
+        findings += [SlotFinding(str(resource.get("id")), rule, kept) for rule, kept in verdicts(facts)]
+    return findings
 
 
 def check_answer(bundle: dict[str, Any], asked: Sequence[str], start_ge: datetime, start_le: datetime) -> list[Check]:
@@ -40,29 +72,9 @@ def _checks(bundle: dict[str, Any], asked: set[str], start_ge: datetime, start_l
     roles = [r for r in entries if r.get("resourceType") == "PractitionerRole"]
     yield 15, bool(practitioners), f"{len(practitioners)} Practitioner(s)"
     yield 19, bool(roles), f"{len(roles)} PractitionerRole(s)"
-    for slot in slots:
-        sid = slot.get("id")
-        yield 10, slot.get("status") == "free", f"Slot/{sid} status {slot.get('status')!r}"
-        has_times = bool(slot.get("start")) and bool(slot.get("end"))
-        yield 11, has_times, f"Slot/{sid} start and end"
-        if has_times:
-            yield 45, bool(INSTANT.match(slot["start"]) and INSTANT.match(slot["end"])), f"Slot/{sid} instant format"
-            start, _ = parse_instant(slot["start"])
-            yield 5, start >= start_ge, f"Slot/{sid} not before start=ge"
-            yield 7, start_ge <= start <= start_le, f"Slot/{sid} inside the asked window"
-        ref = (slot.get("schedule") or {}).get("reference")
-        yield 12, bool(ref), f"Slot/{sid} schedule.reference"
-        yield 43, ref in by_ref, f"Slot/{sid} schedule {ref} in the Bundle"
-        codes = {s.get("code") for s in (slot.get("meta") or {}).get("security", [])}
-        yield 23, bool(codes & SLOT_TYPES), f"Slot/{sid} meta.security {sorted(c for c in codes if c)}"
-        yield 46, bool(codes) and codes <= SLOT_TYPES, f"Slot/{sid} slot type codes"
-        service = {c.get("code") for st in slot.get("serviceType", []) for c in st.get("coding", [])}
-        yield 24, bool(service & MODALITIES), f"Slot/{sid} serviceType modality"
-        yield 48, bool(service & MODALITIES), f"Slot/{sid} serviceType.coding.code"
-        appointment = {c.get("code") for c in (slot.get("appointmentType") or {}).get("coding", [])}
-        yield 49, bool(appointment & {"ROUTINE", "WALKIN"}), f"Slot/{sid} appointmentType"
-        url = slot.get("comment") or ""
-        yield 25, url.startswith(("http://", "https://")), f"Slot/{sid} booking URL in comment"
+    for finding in check_slots(bundle, start_ge, start_le):
+        for requirement in finding.rule.requirements:
+            yield requirement, finding.kept, finding.detail
     for schedule in (r for r in entries if r.get("resourceType") == "Schedule"):
         for actor in schedule.get("actor", []):
             yield 44, actor.get("reference") in by_ref, f"Schedule/{schedule.get('id')} actor {actor.get('reference')}"

@@ -252,7 +252,7 @@ class ElasticsearchBackend(Backend):
         )
 
     def delete_all(self) -> None:
-        """Remove every index of this prefix (tests and `dispo index reset`), naming each one."""
+        """Remove every index of this prefix, naming each one (tests start from an empty cluster with it)."""
         try:
             found = self._call(self.es.indices.get, index=f"{self.prefix}-*", expand_wildcards="all")
         except NotFoundError:

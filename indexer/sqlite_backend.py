@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -203,14 +205,7 @@ class SqliteBackend(Backend):
 
     def bulk_writer(self, index: str) -> Any:
         """Rows are built and written in a child process with its own connection, while this one reads on."""
-
-        root = self.root
-
-        def make_write() -> Any:
-            own = SqliteBackend(root)  # fresh connections: none is shared across the fork
-            return lambda docs: own.write(index, docs)
-
-        return ProcessWriter(make_write)
+        return ProcessWriter(_VersionWriter(self.root, index))
 
     @staticmethod
     def _insert_many(db: sqlite3.Connection, spec: Any, docs: list[dict[str, Any]]) -> None:
@@ -429,3 +424,14 @@ class SqliteBackend(Backend):
         for db in self._conns().values():
             db.close()
         self._conns().clear()
+
+
+@dataclass(frozen=True)
+class _VersionWriter:
+    """The writer process's side of `bulk_writer`: its own backend (connections never cross processes)."""
+
+    root: Path
+    index: str
+
+    def __call__(self) -> Callable[[list[dict[str, Any]]], int]:
+        return partial(SqliteBackend(self.root).write, self.index)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -96,16 +97,27 @@ def _process_main(make_write: Callable[[], Callable[[Batch], int]], jobs: Any, r
 
 
 class ProcessWriter(BackgroundWriter):
-    """Writes in a child process; `make_write` runs there and returns the write function to use."""
+    """Writes in a child process; `make_write` runs there and returns the write function to use.
 
-    def __init__(self, make_write: Callable[[], Callable[[Batch], int]], depth: int = 3) -> None:
+    The child comes from a fork server, never from a fork of this process: a process with threads (an API
+    serving searches while an import runs) may hold a lock, SQLite's among them, at the instant of a fork, and
+    the child would wait for it forever. `make_write` must be picklable; its module is loaded once into the
+    fork server so each writer starts in milliseconds. Every wait is bounded: a dead or stuck child fails the
+    import with a message instead of hanging it.
+    """
+
+    def __init__(
+        self, make_write: Callable[[], Callable[[Batch], int]], depth: int = 3, finish_timeout_s: float = 3600.0
+    ) -> None:
         super().__init__(lambda docs: 0)
-        ctx = multiprocessing.get_context("fork")  # the child inherits the loaded modules: no re-import
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([type(make_write).__module__])
         self._jobs = ctx.Queue(maxsize=depth)
         self._results = ctx.Queue()
         self._process = ctx.Process(target=_process_main, args=(make_write, self._jobs, self._results), daemon=True)
         self._process.start()
         self._outcome: tuple[str, Any] | None = None
+        self._finish_timeout_s = finish_timeout_s
 
     def _poll(self) -> None:
         if self._outcome is None:
@@ -117,7 +129,7 @@ class ProcessWriter(BackgroundWriter):
         if self._outcome is not None and self._outcome[0] == "error":
             raise WriterFailed(self._outcome[1])
 
-    def put(self, docs: Batch) -> None:
+    def put(self, docs: Batch | None) -> None:
         while True:
             self._poll()
             try:
@@ -127,15 +139,20 @@ class ProcessWriter(BackgroundWriter):
                 continue
 
     def close(self) -> int:
-        self._jobs.put(_STOP)
-        if self._outcome is None:
+        self.put(_STOP)
+        deadline = time.monotonic() + self._finish_timeout_s
+        while self._outcome is None:
             try:
-                self._outcome = self._results.get(timeout=3600)
+                self._outcome = self._results.get(timeout=1.0)
             except queue.Empty:
-                self._outcome = ("error", "the writer process did not finish")
-        self._process.join(timeout=60)
+                if not self._process.is_alive():
+                    self._poll()  # its last word may have arrived just before it ended
+                elif time.monotonic() > deadline:
+                    self._outcome = ("error", f"the writer process did not finish in {self._finish_timeout_s:g} s")
         if self._outcome[0] == "error":
+            self.abort()
             raise WriterFailed(self._outcome[1])
+        self._process.join(timeout=60)
         self.written = int(self._outcome[1])
         return self.written
 

@@ -14,6 +14,7 @@ import csv
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from pathlib import Path
 
@@ -103,8 +104,20 @@ LEGACY_SYSTEMS = {
 _EPSG = re.compile(r"EPSG:(\d{4,5})")
 
 
+class CoordinateProblem(StrEnum):
+    """Why an establishment's coordinates were not used: the reason the import report counts."""
+
+    UNKNOWN_SYSTEM = "unknown coordinate system"
+    OUTSIDE_FRANCE = "coordinates outside France"
+    UNREADABLE = "unreadable coordinates"
+
+
 class CoordinateError(ValueError):
-    pass
+    """Coordinates that cannot be placed: the `problem` to count, and a message with the values at fault."""
+
+    def __init__(self, problem: CoordinateProblem, message: str) -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 @cache
@@ -121,7 +134,7 @@ def coordinate_system(source: str | None) -> int:
         for part in source.split(","):
             if part.strip().upper() in LEGACY_SYSTEMS:
                 return LEGACY_SYSTEMS[part.strip().upper()]
-    raise CoordinateError(f"unknown coordinate system {source!r}")
+    raise CoordinateError(CoordinateProblem.UNKNOWN_SYSTEM, f"unknown coordinate system {source!r}")
 
 
 def to_wgs84(x: str | None, y: str | None, source: str | None) -> Position:
@@ -130,13 +143,16 @@ def to_wgs84(x: str | None, y: str | None, source: str | None) -> Position:
     try:
         fx, fy = float(x or ""), float(y or "")
     except ValueError as exc:
-        raise CoordinateError(f"coordinates are not numbers ({x!r}, {y!r})") from exc
+        raise CoordinateError(CoordinateProblem.UNREADABLE, f"coordinates are not numbers ({x!r}, {y!r})") from exc
     try:
         lon, lat = _transformer(epsg).transform(fx, fy)
     except Exception as exc:  # pyproj raises CRSError for codes it does not know
-        raise CoordinateError(f"cannot convert from EPSG:{epsg}: {exc}") from exc
+        raise CoordinateError(CoordinateProblem.UNREADABLE, f"cannot convert from EPSG:{epsg}: {exc}") from exc
     if not (abs(lat) <= 90 and abs(lon) <= 180) or not in_france(lat, lon):
-        raise CoordinateError(f"coordinates outside France (EPSG:{epsg} {fx}, {fy} -> {lat:.4f}, {lon:.4f})")
+        raise CoordinateError(
+            CoordinateProblem.OUTSIDE_FRANCE,
+            f"coordinates outside France (EPSG:{epsg} {fx}, {fy} -> {lat:.4f}, {lon:.4f})",
+        )
     return Position(lat=round(lat, 6), lon=round(lon, 6), precision=PositionPrecision.establishment, source="finess")
 
 
@@ -285,7 +301,7 @@ class FinessReader:
             try:
                 position = to_wgs84(values["coordxet"], values["coordyet"], values["sourcecoordet"])
             except CoordinateError as exc:
-                self.report.warn(no, _coordinate_reason(exc), f"{finess}: {exc}")
+                self.report.warn(no, exc.problem.value, f"{finess}: {exc}")
                 continue
             pending.structure.position = position
         chunk: list[Structure] = []
@@ -326,7 +342,7 @@ class FinessReader:
                 try:
                     structure.position = to_wgs84(values["coordx"], values["coordy"], values["sourcegeocod"])
                 except CoordinateError as exc:
-                    self.report.warn(no, _coordinate_reason(exc), f"{structure.finess}: {exc}")
+                    self.report.warn(no, exc.problem.value, f"{structure.finess}: {exc}")
             else:
                 self.report.warn(no, "establishment without geolocalisation", structure.finess)
             self.report.accept()
@@ -389,12 +405,3 @@ class FinessReader:
             authorised_on=v.get("dateautor"),
             updated_on=v["datemaj"],
         )
-
-
-def _coordinate_reason(exc: CoordinateError) -> str:
-    text = str(exc)
-    if text.startswith("unknown coordinate system"):
-        return "unknown coordinate system"
-    if text.startswith("coordinates outside France"):
-        return "coordinates outside France"
-    return "unreadable coordinates"

@@ -12,19 +12,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import random
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
 from core.geo import Gazetteer, gazetteer, in_france
 from core.records import Address, Position, PositionPrecision, PracticeSite
+from core.retry import Retry
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,9 @@ _BAN_TYPES = {
 class AddokGeocoder:
     """BAN/addok batch geocoder (`POST /search/csv/`), with an on-disk cache, a rate limit and retries.
 
-    Any batch that still fails after its retries yields None for its rows, so the caller falls back to
-    commune centroids and the import goes on.
+    Timeouts, lost connections, 429 and 5xx answers are retried (`core.retry`), up to `retries` times with a
+    backoff from `retry_base_s`; any other failure, or the last one, yields None for the batch's rows, so the
+    caller falls back to commune centroids and the import goes on.
     """
 
     def __init__(
@@ -91,12 +92,13 @@ class AddokGeocoder:
         retries: int = 3,
         timeout_s: float = 60.0,
         client: httpx.Client | None = None,
+        retry_base_s: float = 0.5,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.min_score = min_score
         self.interval = 1.0 / requests_per_second if requests_per_second > 0 else 0.0
         self.batch_rows = batch_rows
-        self.retries = retries
+        self.retry = Retry(retries, retry_base_s, max_s=8.0)
         self.client = client or httpx.Client(timeout=timeout_s)
         self._last = 0.0
         self._lock = threading.Lock()
@@ -136,22 +138,19 @@ class AddokGeocoder:
         cached = self._cached(query)
         if cached is not False:
             return cached if isinstance(cached, Position) else None
-        for attempt in range(self.retries + 1):
-            self._throttle()
-            try:
-                response = self.client.get(f"{self.base_url}/search/", params={"q": text, "limit": 1})
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise httpx.HTTPStatusError("retryable", request=response.request, response=response)
-                response.raise_for_status()
-                position = self._first_feature(response.json())
-                self._store([(query, position)])
-                return position
-            except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
-                if attempt == self.retries:
-                    break
-                time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
-        self.failures += 1
-        return None
+        try:
+            answer = self.retry.call(self._ask, "GET", "/search/", params={"q": text, "limit": 1})
+            position = self._first_feature(answer.json())
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+            self.failures += 1
+            return None
+        self._store([(query, position)])
+        return position
+
+    def _ask(self, method: str, path: str, **request: Any) -> httpx.Response:
+        """One throttled request to the geocoder; raises httpx.HTTPStatusError for an answer other than 2xx."""
+        self._throttle()
+        return self.client.request(method, self.base_url + path, **request).raise_for_status()
 
     def _first_feature(self, answer: dict) -> Position | None:
         features = answer.get("features") or []
@@ -206,26 +205,20 @@ class AddokGeocoder:
         for i, q in enumerate(queries):
             writer.writerow([i, q.street, q.postcode or "", q.insee_code or "", q.commune or ""])
         payload = buf.getvalue().encode("utf-8")
-        for attempt in range(self.retries + 1):
-            self._throttle()
-            try:
-                response = self.client.post(
-                    f"{self.base_url}/search/csv/",
-                    files={"data": ("addresses.csv", payload, "text/csv")},
-                    data={"columns": ["street", "city"], "postcode": "postcode", "citycode": "citycode"},
-                )
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise httpx.HTTPStatusError("retryable", request=response.request, response=response)
-                response.raise_for_status()
-                positions = self._parse(response.text, len(queries))
-                self._store(zip(queries, positions, strict=True))
-                return positions
-            except (httpx.HTTPError, ValueError, KeyError):
-                if attempt == self.retries:
-                    break
-                time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
-        self.failures += 1
-        return [None] * len(queries)
+        try:
+            answer = self.retry.call(
+                self._ask,
+                "POST",
+                "/search/csv/",
+                files={"data": ("addresses.csv", payload, "text/csv")},
+                data={"columns": ["street", "city"], "postcode": "postcode", "citycode": "citycode"},
+            )
+            positions = self._parse(answer.text, len(queries))
+        except (httpx.HTTPError, ValueError, KeyError):
+            self.failures += 1
+            return [None] * len(queries)
+        self._store(zip(queries, positions, strict=True))
+        return positions
 
     def _parse(self, text: str, n: int) -> list[Position | None]:
         out: list[Position | None] = [None] * n

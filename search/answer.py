@@ -5,6 +5,7 @@ Built from what the search engine found; shared by the API and the command line.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -18,9 +19,10 @@ from core.settings import Settings
 from indexer.backend import Backend
 from indexer.registry import list_vendors
 from rpps_import.geocode import AddokGeocoder
-from search.engine import SearchRequest, decode_search_cursor
+from search.candidates import participations_of, sites_of
+from search.engine import SearchRequest, SearchResult
+from search.radius import MIN_WITH_SLOTS
 
-GROUPS = {0: "preferred", 1: "participant", 2: "other", 3: "no_slots"}
 DAYS = ("today", "tomorrow", "day_after")
 
 
@@ -122,7 +124,7 @@ class SearchAnswer(BaseModel):
 
 
 @cache
-def _geocoder(url: str, cache_dir: str, min_score: float, rps: float, retries: int) -> Any:
+def _geocoder(url: str, cache_dir: str, min_score: float, rps: float, retries: int) -> AddokGeocoder:
     return AddokGeocoder(
         url,
         cache_path=Path(cache_dir) / "geocoder.db",
@@ -133,7 +135,7 @@ def _geocoder(url: str, cache_dir: str, min_score: float, rps: float, retries: i
     )
 
 
-def address_geocoder(settings: Settings) -> Any:
+def address_geocoder(settings: Settings) -> AddokGeocoder | None:
     """The configured BAN/addok geocoder for typed addresses, or None (offline: postcode or commune)."""
     if not settings.geocoder_url:
         return None
@@ -146,19 +148,19 @@ def address_geocoder(settings: Settings) -> Any:
     )
 
 
-def build_answer(backend: Backend, settings: Settings, result: dict[str, Any], req: SearchRequest) -> SearchAnswer:
-    now = result["now"]
+def build_answer(backend: Backend, settings: Settings, result: SearchResult, req: SearchRequest) -> SearchAnswer:
+    """The answer to show: the page's cards with their sites, participations and slots by day, and why."""
+    now = result.now
     vendors = {v.vendor_id: v.name for v in list_vendors(backend)}
-    fresh = result["freshness"]  # the search's own view of vendor freshness: not read twice
-    participations = {}
+    fresh = result.freshness  # the search's own view of vendor freshness: not read twice
+    sites = sites_of(backend, result.cards)
+    participations = participations_of(backend, (c.idnps for c in result.cards))
     cards = []
     today = now.astimezone(PARIS).date()
-    for rank, cand in enumerate(result["cards"], start=1 + _offset(req)):
-        site = backend.get("practice_sites", cand.site_id) or {}
+    for rank, cand in enumerate(result.cards, start=1 + result.offset):
+        site = sites.get(cand.site_id, {})
         p = site.get("practitioner", {})
-        if cand.idnps not in participations:
-            participations[cand.idnps] = backend.get("participations", cand.idnps)
-        part = participations[cand.idnps]
+        part = participations.get(cand.idnps)
         grouped: dict[str, list[CardSlot]] = {d: [] for d in DAYS}
         for doc in cand.slots:
             start = datetime.fromisoformat(doc["start"])
@@ -185,7 +187,7 @@ def build_answer(backend: Backend, settings: Settings, result: dict[str, Any], r
         cards.append(
             Card(
                 rank=rank,
-                group=GROUPS[cand.group],
+                group=cand.group.name,
                 distance_km=round(cand.distance_km, 1),
                 practitioner=CardPractitioner(
                     idnps=cand.idnps,
@@ -211,22 +213,19 @@ def build_answer(backend: Backend, settings: Settings, result: dict[str, Any], r
                 slot_count=len(cand.slots),
             )
         )
-    place = result["place"]
-    expl = result["explanation"]
-    rule = result["radius_rule"]
-    source = "request" if req.radius_km is not None else rule.source
+    place = result.place
+    expl = result.explanation
+    source = "request" if req.radius_km is not None else result.radius_rule.source
     message = None
     if not cards:
         message = (
-            f"No practitioner with a free slot within {result['radius_km']:g} km: {expl['practitioners_in_reach']} "
+            f"No practitioner with a free slot within {result.radius_km:g} km: {expl.practitioners_in_reach} "
             f"practitioner(s) of this specialty are in reach, none with a matching free slot in the window."
         )
-        if expl["stale_vendors"]:
-            message += f" {len(expl['stale_vendors'])} vendor(s) have not answered recently."
-    elif expl["practitioners_with_slots"] < 5:
-        message = (
-            f"Only {expl['practitioners_with_slots']} practitioner(s) with slots up to {result['radius_km']:g} km."
-        )
+        if expl.stale_vendors:
+            message += f" {len(expl.stale_vendors)} vendor(s) have not answered recently."
+    elif expl.practitioners_with_slots < MIN_WITH_SLOTS:
+        message = f"Only {expl.practitioners_with_slots} practitioner(s) with slots up to {result.radius_km:g} km."
     return SearchAnswer(
         place=ResolvedPlace(
             lat=place.lat,
@@ -236,24 +235,26 @@ def build_answer(backend: Backend, settings: Settings, result: dict[str, Any], r
             department=place.department,
             label=place.label,
         ),
-        radius_km=result["radius_km"],
-        window_start=result["window"][0],
-        window_end=result["window"][1],
-        specialty=result["specialty"],
-        profession=result["profession"],
-        seed=result["seed"],
-        total=result["total"],
+        radius_km=result.radius_km,
+        window_start=result.window[0],
+        window_end=result.window[1],
+        specialty=result.specialty,
+        profession=result.profession,
+        seed=result.seed,
+        total=result.total,
         cards=cards,
-        next_cursor=result["next_cursor"],
-        verification=Verification(**vars(result["verification"])) if result["verification"] else None,
-        explanation=Explanation(radius_source=source, message=message, **expl),
+        next_cursor=result.next_cursor,
+        verification=Verification(**asdict(result.verification)) if result.verification else None,
+        explanation=Explanation(
+            radius_steps=[RadiusStep(**asdict(step)) for step in expl.radius_steps],
+            radius_source=source,
+            practitioners_in_reach=expl.practitioners_in_reach,
+            practitioners_with_slots=expl.practitioners_with_slots,
+            practitioners_without_slots=expl.practitioners_without_slots,
+            stale_vendors=list(expl.stale_vendors),
+            message=message,
+        ),
     )
-
-
-def _offset(req: SearchRequest) -> int:
-    if not req.cursor:
-        return 0
-    return int(decode_search_cursor(req.cursor)["offset"])
 
 
 def _label(address: dict[str, Any]) -> str | None:

@@ -14,12 +14,13 @@ import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
 
 from core.geo import gazetteer
 from indexer.backend import Backend
 from indexer.lifecycle import iterate_all
-from search.engine import BAND_KM, SearchRequest, run_search
+from search.candidates import Candidate, Group
+from search.engine import SearchRequest, run_search
+from search.rank import BAND_KM
 
 
 @dataclass
@@ -40,7 +41,7 @@ class VendorNeutrality:
         return sum(self.tie_positions) / len(self.tie_positions) if self.tie_positions else None
 
 
-def _vendor_of(card: Any) -> str:
+def _vendor_of(card: Candidate) -> str:
     vendors = sorted({d["vendor"] for d in card.slots})
     return vendors[0] if vendors else "-"
 
@@ -73,8 +74,8 @@ def audit_neutrality(
 
     for lat, lon in sample_points(backend, searches, rng):
         req = SearchRequest(lat=lat, lon=lon, seed=rng.randrange(2**31), limit=10_000)
-        ranked = run_search(backend, req, staleness_limit_s=staleness_limit_s)["cards"]
-        ranked = [c for c in ranked if c.group in (1, 2)]
+        ranked = run_search(backend, req, staleness_limit_s=staleness_limit_s).cards
+        ranked = [c for c in ranked if c.group in (Group.participant, Group.other)]
         if not ranked:
             continue
         page = ranked[:limit]
@@ -99,7 +100,7 @@ def audit_neutrality(
         for c in page:
             row(_vendor_of(c)).exposures += 1
         # Position inside tie bands of the first page.
-        bands: dict[int, list[Any]] = defaultdict(list)
+        bands: dict[int, list[Candidate]] = defaultdict(list)
         for c in ranked:
             bands[int(c.distance_km // BAND_KM)].append(c)
         for members in bands.values():

@@ -16,6 +16,7 @@ from core.records import PracticeSite, Practitioner, Slot, Structure
 from core.settings import Settings
 from core.text import fold, split_codes
 from indexer.backend import Backend, GeoQuery, decode_cursor, encode_cursor
+from search.place import resolve_place
 
 
 class ResolvedLocation(BaseModel):
@@ -48,28 +49,15 @@ class PractitionerAnswer(BaseModel):
 def resolve_location(
     lat: float | None, lon: float | None, postcode: str | None, insee: str | None
 ) -> ResolvedLocation | None:
-    if (lat is None) != (lon is None):
-        raise InvalidRequest("Invalid location", "Give both lat and lon, or neither.", "invalid-location")
-    if lat is not None and lon is not None:
-        return ResolvedLocation(lat=lat, lon=lon, precision="point")
-    gaz = gazetteer()
-    if insee:
-        commune = gaz.commune(insee.upper())
-        if commune is None:
-            raise InvalidRequest("Unknown INSEE code", f"No commune with INSEE code {insee!r}.", "unknown-location")
-        return ResolvedLocation(
-            lat=commune.lat,
-            lon=commune.lon,
-            precision="municipality",
-            label=f"{commune.name} ({commune.insee})",
-        )
-    if postcode:
-        area = gaz.postcode_area(postcode)
-        if area is None:
-            raise InvalidRequest("Unknown postcode", f"No commune with postcode {postcode!r}.", "unknown-location")
-        precision = "municipality" if len(area.communes) == 1 else "postcode"
-        return ResolvedLocation(lat=area.lat, lon=area.lon, precision=precision, label=postcode)
-    return None
+    """The centre of a site search, resolved as the regulator search resolves its place; None without one."""
+    place = resolve_place(lat=lat, lon=lon, postcode=postcode, insee=insee)
+    if place is None:
+        return None
+    precision = place.precision
+    area = gazetteer().postcode_area(postcode) if precision == "postcode" else None
+    if area is not None and len(area.communes) == 1:
+        precision = "municipality"  # a postcode of one commune is as precise as the commune
+    return ResolvedLocation(lat=place.lat, lon=place.lon, precision=precision, label=place.label)
 
 
 def site_search(

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from test_reconcile import CHEPY, KRISTIAN, indexed
+from fastapi.testclient import TestClient
+from support import CHEPY, KRISTIAN, api_settings, headers, indexed
+from typer.testing import CliRunner
 
+from aggregation.availability import freshness
 from aggregation.scheduler import Aggregator
 from aggregation.status import vendor_statuses
+from api.app import create_app
+from api.auth import Role
 from core.records import Participation, Vendor
 from core.settings import Settings
+from dispo.cli import app as cli
 from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite
+from editor_sandbox.fleet import start_fleet
 from editor_sandbox.server import SandboxServer, free_port
 from indexer.backend import Backend
 from indexer.registry import save_participation, save_vendor, set_enabled
+from search.directory import practitioner_answer
 
 # Further practitioners of the RPPS sample, at their FINESS sites.
 DERVIEUX = SandboxPractitioner(idnps="0019600048", family="DERVIEUX", sites=[SandboxSite(idnst="1010000495")])
@@ -130,15 +140,6 @@ def test_disabled_vendors_are_not_pulled_and_departed_practitioners_lose_their_s
 
 def test_fleet_cli_cycle_status_and_metrics(loaded: Backend, settings: Settings, monkeypatch) -> None:
     """Three sandboxes over the sample directory, one CLI cycle, then status and Prometheus metrics."""
-    from fastapi.testclient import TestClient
-    from test_api import api_settings, headers
-    from typer.testing import CliRunner
-
-    from api.app import create_app
-    from api.auth import Role
-    from dispo.cli import app as cli
-    from editor_sandbox.fleet import start_fleet
-
     servers = start_fleet(loaded, 3, churn_rate=0.0)
     try:
         assert sorted(s.config.vendor_id for s in servers) == ["sandbox-a", "sandbox-b", "sandbox-c"]
@@ -154,11 +155,7 @@ def test_fleet_cli_cycle_status_and_metrics(loaded: Backend, settings: Settings,
             assert result.exit_code == 0, result.output
             assert "sandbox-a" in result.output and "unchanged" in result.output
             status = CliRunner(env={"COLUMNS": "250"}).invoke(cli, ["vendors", "status", "--json"])
-            assert {row["vendor_id"] for row in __import__("json").loads(status.stdout)} == {
-                "sandbox-a",
-                "sandbox-b",
-                "sandbox-c",
-            }
+            assert {row["vendor_id"] for row in json.loads(status.stdout)} == {"sandbox-a", "sandbox-b", "sandbox-c"}
         with TestClient(create_app(api_settings(settings), loaded)) as c:
             assert c.get("/metrics", headers=headers(Role.regulator)).status_code == 403
             text = c.get("/metrics", headers=headers(Role.maintainer)).text
@@ -170,11 +167,6 @@ def test_fleet_cli_cycle_status_and_metrics(loaded: Backend, settings: Settings,
 
 
 def test_stale_slots_are_hidden_but_kept(loaded: Backend, fast: Settings) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from aggregation.availability import freshness
-    from search.directory import practitioner_answer
-
     with sandbox("v", [CHEPY, KRISTIAN]) as server:
         declare(loaded, "v", server.fhir_base, [CHEPY, KRISTIAN])
         aggregator = Aggregator(loaded, fast)

@@ -6,38 +6,19 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from support import REG, TOKENS, api_settings, assert_problem, headers
 
 from api.app import create_app
-from api.auth import Role, new_token
+from api.auth import Role
 from core.settings import Settings
 from indexer.backend import Backend
-
-TOKENS = {role: new_token(role, f"test-{role.value}") for role in Role}
-
-
-def headers(role: Role) -> dict[str, str]:
-    return {"Authorization": f"Bearer {TOKENS[role][0]}"}
-
-
-REG = headers(Role.regulator)
-
-
-def api_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"tokens": ",".join(entry for _, entry in TOKENS.values())})
+from indexer.es_backend import ElasticsearchBackend
 
 
 @pytest.fixture
 def client(loaded: Backend, settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(api_settings(settings), loaded)) as c:
         yield c
-
-
-def assert_problem(response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status and body["title"] and body["detail"]
-    return body
 
 
 def test_health_checks_need_no_credential(client: TestClient) -> None:
@@ -108,7 +89,10 @@ def test_pagination_by_cursor_covers_everything_once(client: TestClient) -> None
         cursor = r["next_cursor"]
         if not cursor:
             break
+    else:
+        pytest.fail("the cursor never ran out")
     full = client.get("/v1/practice-sites/search", params={**params, "limit": 50}, headers=REG).json()
+    assert full["total"] == len(full["results"]) > 3  # several pages of 3, and the whole of them in one
     assert seen == [x["site"]["site_id"] for x in full["results"]]
 
 
@@ -147,8 +131,6 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
 
 
 def test_backend_down_is_a_503_problem_and_readyz_says_so(settings: Settings) -> None:
-    from indexer.es_backend import ElasticsearchBackend
-
     dead = ElasticsearchBackend("http://127.0.0.1:9", prefix="nothing", timeout_s=1)
     with TestClient(create_app(api_settings(settings), dead)) as c:
         body = assert_problem(c.get("/v1/practice-sites/search", params={"lat": 46, "lon": 5}, headers=REG), 503)

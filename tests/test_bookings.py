@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from test_reconcile import CHEPY, KRISTIAN
+from support import CHEPY, KRISTIAN
 
 from aggregation.scheduler import Aggregator
 from api.app import create_app
@@ -23,7 +23,7 @@ from core.settings import Settings
 from editor_sandbox.agenda import SandboxConfig
 from editor_sandbox.server import SandboxServer, ThreadedServer
 from indexer.backend import Backend
-from indexer.lifecycle import ensure_live
+from indexer.lifecycle import ensure_live, iterate_all
 from indexer.registry import save_participation, save_vendor
 
 EXAMPLES = Path(__file__).parent / "fixtures" / "fhir"
@@ -227,8 +227,6 @@ def test_the_full_loop(loop: Loop) -> None:
 
 def test_a_slot_taken_elsewhere_is_a_409_with_the_next_slots(loop: Loop) -> None:
     api, reg = loop.api.url, loop.headers("regulator")
-    from indexer.lifecycle import iterate_all
-
     docs = sorted(iterate_all(loop.backend, "slots", {"idnps": [CHEPY.idnps]}), key=lambda d: d["start"])
     taken = next(d for d in docs if d.get("booking_url"))
     httpx.post(f"{loop.sandbox.url}/booking/{taken['resource_id']}")  # booked by someone else, not via the SAS

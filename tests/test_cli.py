@@ -1,13 +1,19 @@
-"""The `dispo` command line: imports with reports and exit codes, search, lookups, tokens."""
+"""The `dispo` command line: every documented command, imports with reports and exit codes, search, lookups,
+tokens, errors told in one line, and no optional extra loaded by the commands that do not need it."""
 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import textwrap
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import BACKENDS, FINESS_FLAT, RPPS_SAMPLE, es_url
+import typer
+from support import BACKENDS, FINESS_FLAT, ROOT, RPPS_SAMPLE, es_url
 from typer.testing import CliRunner
 
 from dispo.cli import app
@@ -35,6 +41,106 @@ def run(*args: str):
     return runner.invoke(app, list(args))
 
 
+# Every command path the README documents.
+DOCUMENTED = [
+    "import finess",
+    "import rpps",
+    "search",
+    "sites",
+    "show practitioner",
+    "show structure",
+    "index status",
+    "tokens create",
+    "serve",
+    "sandbox",
+    "vendors add",
+    "vendors list",
+    "vendors disable",
+    "vendors status",
+    "vendors check",
+    "participations load",
+    "aggregate",
+    "audit neutrality",
+    "appointments list",
+    "coverage snapshot",
+    "coverage show",
+    "coverage evolution",
+    "coverage under-served",
+    "coverage vendors",
+    "coverage appointments",
+    "coverage export",
+    "coverage map",
+    "coverage chart",
+    "generate",
+    "bench",
+]
+ANALYTICS_EXTRA = ("matplotlib", "pandas", "pyarrow", "numpy")
+
+
+def registered_paths(typer_app: typer.Typer, prefix: str = "") -> list[str]:
+    """Every command path as the sub-apps register it, a name registered twice listed twice."""
+    paths = [prefix + typer.main.get_command_name(c.name or c.callback.__name__) for c in typer_app.registered_commands]
+    for group in typer_app.registered_groups:
+        paths += registered_paths(group.typer_instance, f"{prefix}{group.name} ")
+    return paths
+
+
+def python(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh interpreter, from the checkout, with its own data folder."""
+    env = {"PATH": "/usr/bin:/bin", "DISPO_DATA_DIR": str(tmp_path / "dispo"), "COLUMNS": "250"}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+    )
+
+
+def test_every_documented_command_is_registered_once_and_answers_help() -> None:
+    assert sorted(registered_paths(app)) == sorted(DOCUMENTED)
+    for path in DOCUMENTED:
+        r = run(*path.split(), "--help")
+        assert r.exit_code == 0 and "Usage:" in r.output, (path, r.output)
+
+
+def test_help_loads_no_optional_extra(tmp_path: Path) -> None:
+    """Every command module is imported by `dispo --help`: none may load pandas, pyarrow or matplotlib."""
+    done = python(
+        f"""
+        import sys
+        from dispo.cli import main
+        sys.argv = ["dispo", "--help"]
+        try:
+            main()
+        except SystemExit as exc:
+            assert exc.code == 0, exc.code
+        print(sorted(set(sys.modules) & set({ANALYTICS_EXTRA!r})))
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Usage: dispo" in done.stdout and done.stdout.splitlines()[-1] == "[]"
+
+
+def test_without_the_analytics_extra_only_its_files_and_pictures_are_refused(tmp_path: Path) -> None:
+    done = python(
+        f"""
+        import sys
+        for name in {ANALYTICS_EXTRA!r}:
+            sys.modules[name] = None  # unimportable, as on an install without the extra
+        from typer.testing import CliRunner
+        from dispo.cli import app
+        for args in (
+            ["coverage", "map", "--out", {str(tmp_path / "map.png")!r}],
+            ["coverage", "export", "--out", {str(tmp_path / "exports")!r}],
+            ["coverage", "vendors", "--json"],
+        ):
+            r = CliRunner().invoke(app, args)
+            print(r.exit_code, "pip install 'dispo[analytics]'" in r.output)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["2 True", "2 True", "0 False"]
+
+
 def test_import_prints_a_report_and_search_finds_the_sites(env: Path) -> None:
     r = run("import", "finess", str(FINESS_FLAT))
     assert r.exit_code == 0, r.output
@@ -55,6 +161,13 @@ def test_import_prints_a_report_and_search_finds_the_sites(env: Path) -> None:
     r = run("index", "status", "--json")
     status = json.loads(r.stdout)
     assert status["indices"]["practice_sites"]["documents"] == 22
+    r = run("search", "--postcode", "01300", "--no-verify", "--json")
+    assert r.exit_code == 0, r.output
+    answer = json.loads(r.stdout)
+    assert answer["place"]["label"] == "01300" and answer["cards"] == []  # no vendor: no free slot anywhere
+    r = run("search", "--postcode", "01300", "--no-verify")
+    assert r.exit_code == 0 and "0 practitioner(s) with a free slot" in r.output
+    assert "No practitioner with a free slot within" in r.output  # the explanation
 
 
 def test_refused_import_exits_non_zero_and_keeps_the_live_index(env: Path) -> None:
@@ -82,6 +195,38 @@ def test_rejected_file_and_missing_file_say_what_to_do(env: Path) -> None:
 def test_bad_search_input_is_explained(env: Path) -> None:
     r = run("sites", "--postcode", "00000")
     assert r.exit_code == 2 and "Unknown postcode" in r.output
+    r = run("search", "--postcode", "01300", "--modality", "car")
+    assert r.exit_code == 2 and "invalid search: unknown modality car" in r.output
+    r = run("search", "--postcode", "01300", "--cursor", "garbage")
+    assert r.exit_code == 2 and "invalid search: the cursor is not one this API returned" in r.output
+
+
+def test_a_missing_record_exits_1_with_what_is_missing(env: Path) -> None:
+    r = run("show", "practitioner", "810000000000")
+    assert r.exit_code == 1 and "Not found: No practitioner with IDNPS '810000000000'" in r.output
+    r = run("show", "structure", "019999999")
+    assert r.exit_code == 1 and "Not found: No establishment with FINESS '019999999'" in r.output
+
+
+def test_an_unreachable_backend_exits_4_with_what_to_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("DISPO_DATA_DIR", str(tmp_path / "dispo"))
+    monkeypatch.setenv("DISPO_BACKEND", "elasticsearch")
+    monkeypatch.setenv("DISPO_ES_URL", f"http://127.0.0.1:{port}")
+    r = run("show", "practitioner", "810106476764")
+    assert r.exit_code == 4, r.output
+    assert "backend unavailable: Elasticsearch at" in r.output and "check DISPO_ES_URL / DISPO_BACKEND" in r.output
+
+
+def test_empty_listings_print_an_empty_table_or_an_empty_json_array(env: Path) -> None:
+    r = run("appointments", "list")
+    assert r.exit_code == 0 and "0 appointment(s)" in r.output and "regulator" in r.output
+    assert json.loads(run("appointments", "list", "--json").stdout) == []
+    assert json.loads(run("vendors", "status", "--json").stdout) == []
+    r = run("vendors", "list")
+    assert r.exit_code == 0 and "0 vendor(s)" in r.output
 
 
 def test_tokens_create_appends_a_hashed_entry(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BACKENDS, make_backend
+from support import BACKENDS, make_backend
 
 from core.geo import haversine_km
 from core.records import Address, Position, PracticeSite, Practitioner, Specialty

@@ -27,7 +27,17 @@ from rpps_import.geocode import AddokGeocoder, CommuneGeocoder, GeocodeQuery, Po
 
 class AddokLike(BaseHTTPRequestHandler):
     calls: ClassVar[list[dict]] = []
-    fail_next = 0
+    fail_next = 0  # the next requests answered with `fail_status`
+    fail_status = 503
+
+    def failing(self) -> bool:
+        if type(self).fail_next <= 0:
+            return False
+        type(self).fail_next -= 1
+        self.send_response(type(self).fail_status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
@@ -37,6 +47,8 @@ class AddokLike(BaseHTTPRequestHandler):
 
         q = parse_qs(urlparse(self.path).query).get("q", [""])[0]
         type(self).calls.append({"path": urlparse(self.path).path, "q": q})
+        if self.failing():
+            return
         features = []
         if "belley" in q.lower():
             belley = gazetteer().commune("01034")
@@ -69,10 +81,7 @@ class AddokLike(BaseHTTPRequestHandler):
             else:
                 fields.setdefault(name, []).append(part.get_content().strip())
         type(self).calls.append({"path": self.path, "fields": fields, "rows": data.count("\n") - 1})
-        if type(self).fail_next > 0:
-            type(self).fail_next -= 1
-            self.send_response(503)
-            self.end_headers()
+        if self.failing():
             return
         out = io.StringIO()
         rows = list(csv.DictReader(io.StringIO(data)))
@@ -116,8 +125,9 @@ class AddokLike(BaseHTTPRequestHandler):
 def addok() -> Iterator[str]:
     AddokLike.calls = []
     AddokLike.fail_next = 0
+    AddokLike.fail_status = 503
     server = ThreadingHTTPServer(("127.0.0.1", 0), AddokLike)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
@@ -150,13 +160,24 @@ def test_cache_answers_repeated_addresses_without_a_request(addok: str, tmp_path
 
 def test_server_errors_are_retried_then_given_up(addok: str) -> None:
     AddokLike.fail_next = 1
-    geocoder = AddokGeocoder(addok, requests_per_second=100, retries=2)
+    geocoder = AddokGeocoder(addok, requests_per_second=100, retries=2, retry_base_s=0.01)
     assert geocoder.geocode(QUERIES[:1])[0] is not None
-    assert len(AddokLike.calls) == 2
+    assert len(AddokLike.calls) == 2 and geocoder.failures == 0
     AddokLike.fail_next = 10
-    geocoder = AddokGeocoder(addok, requests_per_second=100, retries=1)
+    geocoder = AddokGeocoder(addok, requests_per_second=100, retries=1, retry_base_s=0.01)
     assert geocoder.geocode(QUERIES[:1]) == [None]
+    assert len(AddokLike.calls) == 2 + 2  # the first try and its one retry
     assert geocoder.failures == 1
+
+
+def test_too_many_requests_is_retried_and_a_client_error_is_not(addok: str) -> None:
+    AddokLike.fail_next, AddokLike.fail_status = 2, 429
+    geocoder = AddokGeocoder(addok, requests_per_second=100, retries=3, retry_base_s=0.01)
+    assert geocoder.geocode_one("700 avenue de Narvik Belley") is not None
+    assert len(AddokLike.calls) == 3
+    AddokLike.calls, AddokLike.fail_next, AddokLike.fail_status = [], 1, 400
+    assert geocoder.geocode(QUERIES[:1]) == [None]  # the same request would be refused again
+    assert len(AddokLike.calls) == 1 and geocoder.failures == 1
 
 
 def test_positioner_falls_back_to_the_commune_when_the_geocoder_fails(tmp_path: Path) -> None:
@@ -192,7 +213,7 @@ def test_one_typed_address(addok: str, tmp_path: Path) -> None:
 
 def test_the_search_api_geocodes_addresses_when_a_geocoder_is_configured(addok: str, loaded, settings) -> None:
     from fastapi.testclient import TestClient
-    from test_api import REG, api_settings
+    from support import REG, api_settings
 
     from api.app import create_app
 

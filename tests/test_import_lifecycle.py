@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import re
-import threading
+import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import FINESS_FLAT, FINESS_RAW, RPPS_SAMPLE
+from support import FINESS_FLAT, FINESS_RAW, RPPS_SAMPLE
 
-from core.report import FileRejected
+from core.report import FileRejected, ImportReport
 from core.settings import Settings
 from indexer.backend import Backend, GeoQuery
-from indexer.lifecycle import ImportRefused
+from indexer.es_backend import ElasticsearchBackend
+from indexer.lifecycle import ImportRefused, publish
+from indexer.sqlite_backend import SqliteBackend
+from indexer.writer import WriterFailed
 from rpps_import.pipeline import import_finess, import_rpps
 
 RPPS_LINES = RPPS_SAMPLE.read_text(encoding="utf-8").splitlines()
@@ -61,7 +68,6 @@ def test_reimport_switches_to_a_new_version_and_keeps_one_previous(loaded: Backe
 
 BAD_RPPS = {
     "empty file": (b"", "the file is empty"),
-    "truncated last line": ((HEADER + "\n" + "\n".join(ROWS))[:-40], None),
     "missing header column": (
         HEADER.replace("Code profession|", "") + "\n" + "\n".join(ROWS) + "\n",
         "header is missing 1 column(s): Code profession",
@@ -85,17 +91,18 @@ def test_bad_rpps_files_leave_the_live_index_untouched(
     content, message = BAD_RPPS[case]
     before = live_state(loaded)
     path = write(tmp_path, "bad.txt", content)
-    if message is None:
-        # Readable, but the truncated line is rejected: the import still succeeds with the rest.
-        summary = import_rpps(path, loaded, settings)
-        assert summary.rejected_by_reason == {"truncated line": 1}
-        assert summary.lines_accepted == 21
-        assert loaded.count("practice_sites") == 21
-        return
     with pytest.raises(FileRejected, match=re.escape(message)):
         import_rpps(path, loaded, settings)
     assert live_state(loaded) == before
     assert loaded.versions("practice_sites") == [before[0]]
+
+
+def test_a_truncated_last_line_rejects_that_line_only(loaded: Backend, settings: Settings, tmp_path: Path) -> None:
+    path = write(tmp_path, "truncated.txt", (HEADER + "\n" + "\n".join(ROWS))[:-40])
+    summary = import_rpps(path, loaded, settings)
+    assert summary.rejected_by_reason == {"truncated line": 1}
+    assert summary.outcome == "switched" and summary.lines_accepted == 21
+    assert loaded.count("practice_sites") == 21
 
 
 def test_non_utf8_bytes_in_a_line_reject_that_line(loaded: Backend, settings: Settings, tmp_path: Path) -> None:
@@ -176,38 +183,66 @@ def test_bad_finess_files_are_rejected_whole(backend: Backend, settings: Setting
         assert (backend.live_index("structures"), backend.count("structures")) == before
 
 
+NEAR_BOURG = GeoQuery(lat=46.2, lon=5.22, radius_km=50, limit=50)
+
+
+def search_until_stopped(where: tuple[str, str, str], stop: Any, searches: Any, results: Any) -> None:
+    """Searches the live sites again and again from a process of its own, as the API does while the command
+    line imports, until told to stop; sends back how often each total was seen and the first error."""
+    kind, location, prefix = where
+    backend = SqliteBackend(Path(location)) if kind == "sqlite" else ElasticsearchBackend(location, prefix=prefix)
+    totals: Counter[int] = Counter()
+    error = None
+    while not stop.is_set():
+        try:
+            totals[backend.search("practice_sites", NEAR_BOURG).total] += 1
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            break
+        with searches.get_lock():
+            searches.value += 1
+    results.put((dict(totals), error))
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_searches_during_an_import_never_fail(loaded: Backend, settings: Settings, tmp_path: Path) -> None:
     big = write(tmp_path, "bigger.txt", "\n".join([HEADER, *ROWS]) + "\n")
-    errors: list[BaseException] = []
-    counts: list[int] = []
-    stop = threading.Event()
-
-    def searcher() -> None:
-        while not stop.is_set():
-            try:
-                page = loaded.search("practice_sites", GeoQuery(lat=46.2, lon=5.22, radius_km=50, limit=50))
-                counts.append(page.total)
-            except BaseException as exc:
-                errors.append(exc)
-                return
-
-    thread = threading.Thread(target=searcher)
-    thread.start()
+    if isinstance(loaded, SqliteBackend):
+        where = ("sqlite", str(loaded.root), "")
+    else:
+        assert isinstance(loaded, ElasticsearchBackend)
+        where = ("elasticsearch", loaded.url, loaded.prefix)
+    # Another process, as the API is, and spawned: it shares nothing with this one but the index, and no thread
+    # of this process is inside SQLite when an import forks its writer (a fork then can deadlock the child).
+    ctx = multiprocessing.get_context("spawn")
+    stop, searches, results = ctx.Event(), ctx.Value("i", 0), ctx.Queue()
+    searcher = ctx.Process(target=search_until_stopped, args=(where, stop, searches, results), daemon=True)
+    searcher.start()
     try:
+        # The imports start once searches run, and searches go on until the imports are over.
+        assert wait_for(lambda: searches.value > 0 or not searcher.is_alive(), 60), "the searcher never searched"
         for _ in range(3):
             import_rpps(big, loaded, settings)
+        after_imports = searches.value
+        wait_for(lambda: searches.value > after_imports or not searcher.is_alive(), 30)
     finally:
         stop.set()
-        thread.join()
-    assert errors == []
-    assert counts and set(counts) == {8}
+        totals, error = results.get(timeout=60)
+        searcher.join(timeout=60)
+    assert error is None
+    assert searches.value > after_imports > 0
+    assert set(totals) == {8}  # every search saw a whole version: never an empty or a half-written one
 
 
 def test_a_write_failing_midway_drops_the_new_version_and_keeps_the_live_one(loaded: Backend) -> None:
-    from core.report import ImportReport
-    from indexer.lifecycle import publish
-    from indexer.writer import WriterFailed
-
     live = loaded.live_index("practice_sites")
     before = loaded.count("practice_sites")
     versions = loaded.versions("practice_sites")

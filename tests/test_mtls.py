@@ -8,10 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_sandbox_contract import PRACTITIONERS
+from support import EXAMPLE_PRACTITIONERS
 
 from aggregation.client import VendorError, make_client, search_slots
-from core.geo import PARIS
 from core.records import Vendor
 from editor_sandbox.agenda import SandboxConfig
 from editor_sandbox.server import SandboxServer
@@ -80,22 +79,22 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def call(vendor: Vendor):
-    start = datetime.now(PARIS)
+# The vendor's clock and the window asked: one instant, whatever the time the test runs at.
+NOW = datetime(2026, 11, 24, 9, 10, tzinfo=UTC)
 
+
+def call(vendor: Vendor):
     async def go():
         async with make_client(vendor) as client:
-            return await search_slots(
-                client, vendor, ["810100050075"], start, start + timedelta(days=2), datetime.now(UTC)
-            )
+            return await search_slots(client, vendor, ["810100050075"], NOW, NOW + timedelta(days=2), NOW)
 
     return asyncio.run(go())
 
 
 def test_slot_search_over_mutual_tls(pki: Path) -> None:
     tls = (str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
-    config = SandboxConfig(vendor_id="tls", seed=5, practitioners=PRACTITIONERS, churn_rate=0)
-    with SandboxServer(config, tls=tls) as server:
+    config = SandboxConfig(vendor_id="tls", seed=5, practitioners=EXAMPLE_PRACTITIONERS, churn_rate=0)
+    with SandboxServer(config, tls=tls, clock=lambda: NOW) as server:
         assert server.fhir_base.startswith("https://")
         vendor = Vendor(
             vendor_id="tls",

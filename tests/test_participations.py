@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from test_api import api_settings, headers
+from support import api_settings, headers
 
 from api.app import create_app
 from api.auth import Role

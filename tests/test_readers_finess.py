@@ -6,12 +6,19 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from conftest import FINESS_FLAT, FINESS_RAW
+from support import FINESS_FLAT, FINESS_RAW
 
 from core.geo import gazetteer, haversine_km
 from core.records import PositionPrecision, Structure
 from core.report import ImportReport
-from rpps_import.finess import CoordinateError, FinessReader, coordinate_system, insee_code, to_wgs84
+from rpps_import.finess import (
+    CoordinateError,
+    CoordinateProblem,
+    FinessReader,
+    coordinate_system,
+    insee_code,
+    to_wgs84,
+)
 
 
 def read(path: Path, tmp_path: Path) -> tuple[dict[str, Structure], ImportReport]:
@@ -99,8 +106,50 @@ def test_legacy_system_labels_and_epsg_codes() -> None:
     assert coordinate_system("x,UTM_N20") == 5490
     assert coordinate_system("x,UTM_S40") == 2975
     assert coordinate_system("EPSG:2975 RGR92 / UTM zone 40S") == 2975
-    with pytest.raises(CoordinateError, match="unknown coordinate system"):
+    with pytest.raises(CoordinateError, match="unknown coordinate system") as err:
         coordinate_system("1,ATLASANTE,LAMBERT_II_ETENDU")
+    assert err.value.problem is CoordinateProblem.UNKNOWN_SYSTEM
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "source", "problem"),
+    [
+        ("870215.7", "6571590.5", "1,ATLASANTE,LAMBERT_II_ETENDU", CoordinateProblem.UNKNOWN_SYSTEM),
+        ("870215,7", "6571590.5", "x,LAMBERT_93", CoordinateProblem.UNREADABLE),  # a decimal comma
+        ("870215.7", "6571590.5", "EPSG:99999", CoordinateProblem.UNREADABLE),  # a code no one knows
+        ("0", "0", "x,LAMBERT_93", CoordinateProblem.OUTSIDE_FRANCE),  # far off in the Atlantic
+    ],
+)
+def test_coordinates_that_cannot_be_placed_say_why(x: str, y: str, source: str, problem: CoordinateProblem) -> None:
+    with pytest.raises(CoordinateError) as err:
+        to_wgs84(x, y, source)
+    assert err.value.problem is problem
+
+
+def test_the_report_counts_coordinate_problems_by_their_reason(tmp_path: Path) -> None:
+    lines = FINESS_FLAT.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = lines[0].rstrip("\n").split(";")
+    x, y, source = header.index("coordx"), header.index("coordy"), header.index("sourcegeocod")
+
+    def spoil(line: str, **fields: str) -> str:
+        row = line.rstrip("\n").split(";")
+        for name, value in fields.items():
+            row[{"x": x, "y": y, "source": source}[name]] = value
+        return ";".join(row) + "\n"
+
+    lines[1] = spoil(lines[1], source="1,ATLASANTE,LAMBERT_II_ETENDU")
+    lines[2] = spoil(lines[2], x="0", y="0")
+    lines[3] = spoil(lines[3], x="abc")
+    spoilt = tmp_path / "spoilt.csv"
+    spoilt.write_text("".join(lines), encoding="utf-8")
+    structures, report = read(spoilt, tmp_path)
+    assert len(structures) == 100
+    warned = report.summary.warnings_by_reason
+    assert (
+        warned["unknown coordinate system"],
+        warned["coordinates outside France"],
+        warned["unreadable coordinates"],
+    ) == (1, 1, 1)
 
 
 def test_latin1_file_is_read_and_reported(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from conftest import RPPS_SAMPLE
+from support import RPPS_SAMPLE
 
 from core.records import PracticeSite
 from core.report import ImportReport

@@ -6,71 +6,59 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from support import CHEPY, KRISTIAN, indexed
 
-from aggregation.availability import KIND, SiteMapper, ensure_slots_index, reconcile
+from aggregation.availability import SiteMapper, ensure_slots_index, reconcile
 from aggregation.client import make_client, search_slots
-from core.geo import PARIS
 from core.records import Slot, SlotType, Vendor
 from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite
 from editor_sandbox.server import SandboxServer
-from indexer.backend import Backend, GeoQuery
+from indexer.backend import Backend
 
-# Two practitioners of the RPPS sample, at the FINESS establishments the sample names.
-CHEPY = SandboxPractitioner(
-    idnps="0019402726",
-    family="CHEPY",
-    sites=[SandboxSite(idnst="1010000032", line="700 avenue de Narvik", city="BELLEY", postcode="01300")],
-)
-KRISTIAN = SandboxPractitioner(
-    idnps="0019401140",
-    family="KRISTIAN",
-    sites=[SandboxSite(idnst="1010789956", line="23 chemin des Montaines", city="MEILLONNAS", postcode="01370")],
-)
 STRANGER = SandboxPractitioner(
     idnps="810000000001", family="NOBODY", sites=[SandboxSite(idnst="1999999999", postcode="75001")]
 )
 IDS = [CHEPY.idnps, KRISTIAN.idnps, STRANGER.idnps]
+# One instant for the vendors and for reconciliation: no slot starts or ends between two reads of a test.
+NOW = datetime(2026, 11, 24, 9, 10, tzinfo=UTC)  # a Tuesday, 10:10 in Paris
+
+
+def serve(config: SandboxConfig) -> SandboxServer:
+    """A sandbox vendor whose clock stands at NOW."""
+    return SandboxServer(config, clock=lambda: NOW)
 
 
 def fetch(server: SandboxServer, vendor_id: str) -> list[Slot]:
+    """The vendor's free slots over the two days from NOW, through Dispo's contract client."""
     vendor = Vendor(vendor_id=vendor_id, name=vendor_id, base_url=server.fhir_base, timeout_s=5)
-    start = datetime.now(PARIS)
-    end = start + timedelta(days=2)
 
     async def go() -> list[Slot]:
         async with make_client(vendor) as client:
-            return (await search_slots(client, vendor, IDS, start, end, datetime.now(UTC))).slots
+            return (await search_slots(client, vendor, IDS, NOW, NOW + timedelta(days=2), NOW)).slots
 
     return asyncio.run(go())
 
 
-def indexed(backend: Backend, vendor: str | None = None) -> dict[str, dict]:
-    live = backend.live_index(KIND)
-    assert live is not None
-    backend.refresh(live)
-    filters = {"vendor": [vendor]} if vendor else {}
-    return {h.doc["slot_id"]: h.doc for h in backend.search(KIND, GeoQuery(filters=filters, limit=2000)).hits}
-
-
 def test_reconciliation_inserts_updates_removes_and_skips_unchanged(loaded: Backend) -> None:
     config = SandboxConfig(vendor_id="a", seed=3, practitioners=[CHEPY, KRISTIAN, STRANGER], churn_rate=0.0)
-    now = datetime.now(UTC)
-    with SandboxServer(config) as server:
+    with serve(config) as server:
         slots = fetch(server, "a")
         mapper = SiteMapper(loaded)
-        stats, unplaced = reconcile(loaded, "a", IDS, slots, mapper, now)
+        stats, unplaced = reconcile(loaded, "a", IDS, slots, mapper, NOW)
         stranger = sum(1 for s in slots if s.idnps == STRANGER.idnps)
         assert stats.inserted == len(slots) - stranger > 0
         assert unplaced == {"practitioner not in the directory": stranger}
         docs = indexed(loaded)
         assert len(docs) == stats.inserted
         chepy_site = loaded.get("practice_sites", "0019402726:F010000032:S")
-        for doc in docs.values():
-            if doc["idnps"] == CHEPY.idnps:
-                assert doc["site_id"] == chepy_site["site_id"]
-                assert doc["location"] == chepy_site["location"]
+        assert chepy_site is not None
+        chepy_docs = [doc for doc in docs.values() if doc["idnps"] == CHEPY.idnps]
+        assert chepy_docs  # placed on the site of the directory that the vendor's structure names
+        for doc in chepy_docs:
+            assert doc["site_id"] == chepy_site["site_id"]
+            assert doc["location"] == chepy_site["location"]
 
-        again, _ = reconcile(loaded, "a", IDS, fetch(server, "a"), mapper, now)
+        again, _ = reconcile(loaded, "a", IDS, fetch(server, "a"), mapper, NOW)
         assert (again.inserted, again.updated, again.removed, again.unchanged) == (0, 0, 0, stats.inserted)
 
         booked = next(s for s in slots if s.idnps == CHEPY.idnps and s.booking_url)
@@ -78,7 +66,7 @@ def test_reconciliation_inserts_updates_removes_and_skips_unchanged(loaded: Back
         fresh = fetch(server, "a")
         changed = next(s for s in fresh if s.idnps == KRISTIAN.idnps)
         fresh = [s.model_copy(update={"types": [SlotType.SNP, SlotType.PRO]}) if s is changed else s for s in fresh]
-        third, _ = reconcile(loaded, "a", IDS, fresh, mapper, now)
+        third, _ = reconcile(loaded, "a", IDS, fresh, mapper, NOW)
         assert (third.inserted, third.updated, third.removed) == (0, 1, 1)
         docs = indexed(loaded)
         assert booked.slot_id not in docs
@@ -86,27 +74,27 @@ def test_reconciliation_inserts_updates_removes_and_skips_unchanged(loaded: Back
 
 
 def test_other_vendors_and_other_practitioners_are_never_touched(loaded: Backend) -> None:
-    now = datetime.now(UTC)
     mapper = SiteMapper(loaded)
     with (
-        SandboxServer(SandboxConfig(vendor_id="a", seed=1, practitioners=[CHEPY, KRISTIAN], churn_rate=0)) as a,
-        SandboxServer(SandboxConfig(vendor_id="b", seed=2, practitioners=[CHEPY], churn_rate=0)) as b,
+        serve(SandboxConfig(vendor_id="a", seed=1, practitioners=[CHEPY, KRISTIAN], churn_rate=0)) as a,
+        serve(SandboxConfig(vendor_id="b", seed=2, practitioners=[CHEPY], churn_rate=0)) as b,
     ):
-        reconcile(loaded, "a", IDS, fetch(a, "a"), mapper, now)
-        reconcile(loaded, "b", IDS, fetch(b, "b"), mapper, now)
+        reconcile(loaded, "a", IDS, fetch(a, "a"), mapper, NOW)
+        reconcile(loaded, "b", IDS, fetch(b, "b"), mapper, NOW)
         b_before = indexed(loaded, "b")
         a_before = indexed(loaded, "a")
-        assert b_before and a_before
+        assert b_before and {d["idnps"] for d in a_before.values()} == {CHEPY.idnps, KRISTIAN.idnps}
         # Vendor a now answers nothing for CHEPY only: only a's CHEPY slots go.
-        stats, _ = reconcile(loaded, "a", [CHEPY.idnps], [], mapper, now)
+        stats, _ = reconcile(loaded, "a", [CHEPY.idnps], [], mapper, NOW)
         assert stats.removed == sum(1 for d in a_before.values() if d["idnps"] == CHEPY.idnps)
         assert indexed(loaded, "b") == b_before
         assert {d["idnps"] for d in indexed(loaded, "a").values()} == {KRISTIAN.idnps}
 
 
 def test_slots_already_over_are_not_indexed(loaded: Backend) -> None:
-    with SandboxServer(SandboxConfig(vendor_id="a", seed=1, practitioners=[CHEPY], churn_rate=0)) as server:
+    with serve(SandboxConfig(vendor_id="a", seed=1, practitioners=[CHEPY], churn_rate=0)) as server:
         slots = fetch(server, "a")
+    assert slots
     later = max(s.end for s in slots)
     stats, _ = reconcile(loaded, "a", [CHEPY.idnps], slots, SiteMapper(loaded), later)
     assert stats.expired == len(slots) and stats.inserted == 0

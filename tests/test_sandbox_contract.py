@@ -11,39 +11,27 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import EXAMPLE_PRACTITIONERS
 
 from aggregation.client import VendorError, make_client, search_slots
 from aggregation.contract import IDNPS_SYSTEM, slot_search_params
 from core.geo import PARIS
 from core.records import Vendor
-from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite
+from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite, day_slots
 from editor_sandbox.conformance import check_answer
 from editor_sandbox.server import SandboxServer
 
-PRACTITIONERS = [
-    SandboxPractitioner(
-        idnps="810100050075",
-        family="THOMAS",
-        given="Sébastien",
-        sites=[
-            SandboxSite(idnst="1010000024", line="900 route de Paris", city="VIRIAT", postcode="01440"),
-            SandboxSite(idnst="326010004500012", line="1 rue Mme DELMAS", city="BOURG EN BRESSE", postcode="01000"),
-        ],
-    ),
-    SandboxPractitioner(
-        idnps="810002673899",
-        family="MARTIN",
-        sites=[
-            SandboxSite(idnst="1010000032", line="700 avenue de Narvik", city="BELLEY", postcode="01300"),
-        ],
-    ),
-]
+# The vendor's clock and the window asked stand at one instant: no slot starts between two reads of a test,
+# and churn, which turns with the clock, takes the same slots every run.
+NOW = datetime(2026, 11, 24, 10, 10, tzinfo=PARIS)  # a Tuesday
 
 
 @pytest.fixture
 def sandbox() -> Iterator[SandboxServer]:
-    config = SandboxConfig(vendor_id="sbx", name="Sandbox", seed=42, practitioners=PRACTITIONERS, churn_rate=0.0)
-    with SandboxServer(config) as server:
+    config = SandboxConfig(
+        vendor_id="sbx", name="Sandbox", seed=42, practitioners=EXAMPLE_PRACTITIONERS, churn_rate=0.0
+    )
+    with SandboxServer(config, clock=lambda: NOW) as server:
         yield server
 
 
@@ -56,15 +44,15 @@ def fetch(server: SandboxServer, idnps: list[str], start: datetime, end: datetim
 
     async def go():
         async with make_client(v) as client:
-            return await search_slots(client, v, idnps, start, end, datetime.now(UTC))
+            return await search_slots(client, v, idnps, start, end, NOW)
 
     return asyncio.run(go())
 
 
 def window() -> tuple[datetime, datetime]:
-    now = datetime.now(PARIS)
-    end = (now + timedelta(days=2)).replace(hour=23, minute=59, second=59, microsecond=999000)
-    return now, end
+    """From NOW to the end of the day after tomorrow."""
+    end = (NOW + timedelta(days=2)).replace(hour=23, minute=59, second=59, microsecond=999000)
+    return NOW, end
 
 
 def test_answers_pass_the_contract_checks_and_are_placed(sandbox: SandboxServer) -> None:
@@ -92,7 +80,7 @@ def test_the_same_seed_gives_the_same_agenda(sandbox: SandboxServer) -> None:
 
 def test_offsets_follow_paris_time_across_the_daylight_saving_change() -> None:
     clock = lambda: datetime(2027, 3, 27, 6, 0, tzinfo=UTC)  # noqa: E731 - Saturday before the change
-    config = SandboxConfig(vendor_id="sbx", seed=1, practitioners=PRACTITIONERS, churn_rate=0.0, density=1.0)
+    config = SandboxConfig(vendor_id="sbx", seed=1, practitioners=EXAMPLE_PRACTITIONERS, churn_rate=0.0, density=1.0)
     with SandboxServer(config, clock=clock) as server:
         start = datetime(2027, 3, 27, 7, 0, tzinfo=PARIS)
         end = datetime(2027, 3, 29, 23, 59, tzinfo=PARIS)
@@ -247,7 +235,7 @@ def test_the_client_follows_next_links(sandbox: SandboxServer) -> None:
                 return await original_get(url, params=params, **kw)
 
             client.get = get  # type: ignore[method-assign]
-            return await search_slots(client, v, ["810100050075", "810002673899"], start, end, datetime.now(UTC))
+            return await search_slots(client, v, ["810100050075", "810002673899"], start, end, NOW)
 
     result = asyncio.run(paged())
     assert [s.slot_id for s in result.slots] == [s.slot_id for s in whole.slots]
@@ -258,8 +246,6 @@ def test_the_client_follows_next_links(sandbox: SandboxServer) -> None:
 def test_agendas_are_deterministic_and_hold_about_forty_slots_over_72_hours() -> None:
     """The generated agendas the benchmarks rely on: the same seed gives the same slots, another seed others,
     and the default density gives ~40 free slots per practitioner over three days of opening hours."""
-    from editor_sandbox.agenda import day_slots
-
     many = [
         SandboxPractitioner(
             idnps=f"8100000{i:05d}", family="X", sites=[SandboxSite(idnst=f"10100{i:05d}")] * (1 + i % 2)
@@ -279,4 +265,5 @@ def test_agendas_are_deterministic_and_hold_about_forty_slots_over_72_hours() ->
     slot = day_slots(config, many[1], 1, days[0])[0]
     assert slot.slot_id.startswith(f"{many[1].idnps}-1-20261123") and slot.start.tzinfo is PARIS
     assert slot.end - slot.start == timedelta(minutes=config.slot_minutes)
-    assert {s.start.hour for p in many[:20] for s in day_slots(config, p, 0, days[0])} <= set(range(8, 19))
+    hours = {s.start.hour for p in many[:20] for s in day_slots(config, p, 0, days[0])}
+    assert hours and hours <= set(range(8, 19))

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
+from support import api_settings, headers
+
+from api.app import create_app
+from api.auth import Role
 from core.records import Vendor
+from core.settings import Settings
 from indexer.backend import Backend
 from indexer.registry import get_vendor, list_vendors, save_vendor, set_enabled
 
@@ -29,13 +35,7 @@ def test_vendors_are_saved_listed_and_disabled(backend: Backend) -> None:
     assert set_enabled(backend, "zzz", False) is None
 
 
-def test_vendor_routes_are_for_maintainers_and_hide_secrets(loaded: Backend, settings) -> None:
-    from fastapi.testclient import TestClient
-    from test_api import api_settings, headers
-
-    from api.app import create_app
-    from api.auth import Role
-
+def test_vendor_routes_are_for_maintainers_and_hide_secrets(loaded: Backend, settings: Settings) -> None:
     with TestClient(create_app(api_settings(settings), loaded)) as c:
         body = {"vendor_id": "a", "name": "Agenda A", "base_url": "https://a.example/fhir", "bearer_token": "s3cret"}
         assert c.put("/v1/vendors/a", json=body, headers=headers(Role.regulator)).status_code == 403

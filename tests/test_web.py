@@ -10,15 +10,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+from playwright.sync_api import sync_playwright
 
 from aggregation.scheduler import Aggregator
+from analytics.snapshots import snapshot_now
 from api.app import create_app
 from api.auth import Role, new_token
 from bench.generate import generate
 from core.settings import Settings
 from editor_sandbox.fleet import start_fleet
 from editor_sandbox.server import ThreadedServer
+from indexer.es_backend import ElasticsearchBackend
 from indexer.sqlite_backend import SqliteBackend
 from rpps_import.pipeline import import_rpps
 
@@ -36,14 +40,11 @@ FLAGS = [
 ]
 
 
-def _browser_or_skip():
+def _browser_or_skip() -> None:
     if not Path(CHROMIUM).exists():
         if os.environ.get("DISPO_REQUIRE_BROWSER") == "1":
             pytest.fail("DISPO_REQUIRE_BROWSER=1 but Chromium is not installed (make test installs it as root)")
         pytest.skip("no Chromium: install Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    return sync_playwright
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    _browser_or_skip()  # before building anything: without a browser no test here runs
     tmp = tmp_path_factory.mktemp("web")
     backend = SqliteBackend(tmp / "index")
     regulator, regulator_entry = new_token(Role.regulator, "reg-web")
@@ -77,7 +79,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             platform_url=api.url + "/fhir",
             platform_tokens={v: t for v, (t, _) in vendor_tokens.items()},
         )
-        asyncio.run(Aggregator(backend, settings).run_once())
+        # With the coverage snapshot after the cycle, as `dispo aggregate` runs it: the analysts' page shows it.
+        asyncio.run(Aggregator(backend, settings, snapshot=snapshot_now).run_once())
         yield Stack(api.url, regulator, {s.config.vendor_id: s.url for s in servers}, analyst)
         for s in servers:
             s.stop()
@@ -85,7 +88,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def page(stack: Stack):
-    sync_playwright = _browser_or_skip()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="fr-FR")
@@ -158,8 +160,6 @@ def test_book_a_slot_and_follow_it(page, stack: Stack) -> None:
 
 
 def test_a_slot_taken_meanwhile_refreshes_the_card(page, stack: Stack) -> None:
-    import httpx
-
     sign_in(page, stack)
     search(page, "Belley (01300)")
     card = page.locator(".card").nth(1)
@@ -189,10 +189,8 @@ def test_no_result_explains_itself(page, stack: Stack) -> None:
     assert "Aucun praticien avec un créneau libre" in page.inner_text("#status")
 
 
-def test_backend_down_says_what_to_do(stack: Stack, tmp_path: Path) -> None:
-    from indexer.es_backend import ElasticsearchBackend
-
-    sync_playwright = _browser_or_skip()
+def test_backend_down_says_what_to_do(tmp_path: Path) -> None:
+    _browser_or_skip()
     token, entry = new_token(Role.regulator, "reg-down")
     dead = ElasticsearchBackend("http://127.0.0.1:9", prefix="none", timeout_s=1)
     with (

@@ -1,0 +1,81 @@
+"""`dispo generate` and `dispo bench`: deterministic data in the real formats, and the benchmarks run on it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bench.generate import SCALES as GENERATED_SCALES
+from bench.generate import generate as generate_files
+from bench.run import SCALES, SCENARIOS
+from bench.run import print_table as print_figures
+from bench.run import run as run_benchmarks
+from dispo.console import INVALID, fail, out
+
+BACKENDS = (None, "sqlite", "elasticsearch")
+
+
+def _print_generated(written: dict[str, object], finess: bool) -> None:
+    dirty = ", ".join(f"{n} {reason}" for reason, n in sorted(written["dirty"].items())) or "none"  # type: ignore[union-attr]
+    out.print(
+        f"{written['lines']:,} lines, {written['people']:,} people ({written['gps']:,} liberal GPs) "
+        f"-> {written['rpps']}"
+    )
+    out.print(f"  dirty lines planted (the import rejects them): {dirty}")
+    if finess:
+        counts = written["finess_counts"]
+        out.print(
+            f"{counts['establishments']:,} establishments, {counts['geolocalisations']:,} geolocalisations "  # type: ignore[index]
+            f"-> {written['finess']}"
+        )
+    out.print(
+        f"{written['participants']:,} participants over {len(written['vendors'])} vendors "
+        f"-> {written['participations']}"
+    )
+
+
+def generate(
+    out_dir: Annotated[Path, typer.Option("--out", help="output folder")],
+    scale: Annotated[str, typer.Option(help="department | region | national")] = "department",
+    seed: Annotated[int, typer.Option()] = 0,
+    vendors: Annotated[int, typer.Option(help="sandbox vendors the participants are spread over")] = 3,
+    finess: Annotated[bool, typer.Option(help="also write a FINESS etalab stock file")] = True,
+) -> None:
+    """Deterministic data in the real formats: PS_LibreAcces, FINESS etalab stock, participation CSV."""
+    if scale not in (*GENERATED_SCALES, "national"):
+        raise fail(f"unknown scale {scale!r}: department, region or national", INVALID)
+    with out.status(f"generating the {scale} scale..."):
+        written = generate_files(out_dir, scale, seed, vendors, finess=finess)
+    _print_generated(written, finess)
+
+
+def bench(
+    scenario: Annotated[
+        list[str] | None, typer.Argument(help="import, search, verify, aggregate, embedded (default: all)")
+    ] = None,
+    scale: Annotated[str, typer.Option(help="department | region | national")] = "department",
+    repeat: Annotated[
+        int | None, typer.Option(help="searches per search scenario (default 400; 20 for live verification)")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="only this backend: sqlite | elasticsearch (default: every one available)")
+    ] = None,
+) -> None:
+    """Run benchmarks and print figures with the ratio to their reference, measured in the same run.
+
+    The embedded index is measured, and Elasticsearch too when DISPO_ES_URL is set; --backend keeps one."""
+    names = scenario or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown or scale not in SCALES or backend not in BACKENDS:
+        raise fail(
+            f"scenarios: {', '.join(SCENARIOS)}; scales: {', '.join(SCALES)}; backends: sqlite, elasticsearch", INVALID
+        )
+    if backend == "elasticsearch" and not os.environ.get("DISPO_ES_URL"):
+        raise fail("--backend elasticsearch needs DISPO_ES_URL (scripts/elasticsearch.sh starts one)", INVALID)
+    # The table so far after each scenario: a long national run shows its figures as they come.
+    on_rows = print_figures if len(names) > 1 else None
+    rows = run_benchmarks(names, scale, on_rows=on_rows, repeat=repeat, backend=backend)
+    print_figures(rows)

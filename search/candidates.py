@@ -1,0 +1,160 @@
+"""Candidates: the practice sites a search may show, each with its matching free slots, distance and group.
+
+Read from the index: the slots in a circle (nearest first), the slots of given sites (later pages), the
+sites without a slot, the candidates' sites and their practitioners' SAS participations, a query per
+batch of identifiers rather than a read per candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from aggregation.availability import Freshness
+from indexer.backend import Backend, GeoQuery
+from indexer.lifecycle import scan
+from search.place import Place
+
+# What ranking, freshness, live verification and cards read of a slot: a dense circle holds tens of thousands
+# of slots, and reading only these fields (not places, names, hashes) halves the time spent decoding them.
+SLOT_FIELDS = (
+    "slot_id",
+    "site_id",
+    "idnps",
+    "vendor",
+    "start",
+    "end",
+    "types",
+    "modalities",
+    "appointment_type",
+    "booking_url",
+    "fetched_at",
+    "profession_code",
+    "practitioner_specialties",
+)
+CHUNK = 500  # identifiers per filtered query: keeps each query's term list small on every backend
+
+Filters = dict[str, list[str]]
+Ranges = dict[str, tuple[float | None, float | None]]
+
+
+class Group(IntEnum):
+    """Ranking groups, shown in this order: the patient's own doctor, SAS participants, other practitioners
+    with slots, then (when asked) practitioners without a slot."""
+
+    preferred = 0
+    participant = 1
+    other = 2
+    no_slots = 3
+
+
+@dataclass
+class Candidate:
+    site_id: str
+    idnps: str
+    distance_km: float
+    slots: list[dict[str, Any]]
+    group: Group = Group.other
+    key: tuple[Any, ...] = ()  # the ranking's sort key
+
+    @property
+    def shown(self) -> bool:
+        """A card is shown with slots, or as a practitioner without slots when those were asked for."""
+        return bool(self.slots) or self.group is Group.no_slots
+
+
+def in_circle(
+    backend: Backend, place: Place, radius_km: float, filters: Filters, ranges: Ranges, fresh: Freshness
+) -> list[Candidate]:
+    """Every site with at least one matching fresh free slot in the circle, nearest first."""
+    candidates: dict[str, Candidate] = {}
+    query = GeoQuery(
+        lat=place.lat, lon=place.lon, radius_km=radius_km, filters=filters, ranges=ranges, fields=SLOT_FIELDS
+    )
+    for hit in scan(backend, "slots", query, backend.max_page):
+        doc = hit.doc
+        if not fresh.is_fresh(doc) or not doc.get("site_id"):
+            continue
+        cand = candidates.get(doc["site_id"])
+        if cand is None:
+            cand = candidates[doc["site_id"]] = Candidate(doc["site_id"], doc["idnps"], hit.distance_km or 0.0, [])
+        cand.slots.append(doc)
+    return list(candidates.values())
+
+
+def slots_of_sites(
+    backend: Backend, site_ids: list[str], filters: Filters, ranges: Ranges, fresh: Freshness
+) -> dict[str, list[dict[str, Any]]]:
+    """The matching fresh free slots of given sites, earliest first, by site."""
+    slots: dict[str, list[dict[str, Any]]] = {}
+    for i in range(0, len(site_ids), CHUNK):
+        chunk = site_ids[i : i + CHUNK]
+        query = GeoQuery(filters={**filters, "site": chunk}, ranges=ranges, limit=50 * len(chunk), fields=SLOT_FIELDS)
+        for hit in backend.search("slots", query).hits:
+            if fresh.is_fresh(hit.doc):
+                slots.setdefault(hit.doc["site_id"], []).append(hit.doc)
+    for found in slots.values():
+        found.sort(key=lambda d: (d["start"], d["slot_id"]))
+    return slots
+
+
+def without_slots(
+    backend: Backend,
+    place: Place,
+    radius_km: float,
+    specialty: str | None,
+    profession: str | None,
+    with_slots: set[str],
+) -> list[Candidate]:
+    """The sites of the specialty (or profession) in the circle that have no matching slot, nearest first."""
+    query = GeoQuery(lat=place.lat, lon=place.lon, radius_km=radius_km, filters=_practitioners(specialty, profession))
+    return [
+        Candidate(hit.doc["site_id"], hit.doc["practitioner"]["idnps"], hit.distance_km or 0.0, [], Group.no_slots)
+        for hit in scan(backend, "practice_sites", query, backend.max_page)
+        if hit.doc["site_id"] not in with_slots
+    ]
+
+
+def count_in_reach(
+    backend: Backend, place: Place, radius_km: float, specialty: str | None, profession: str | None
+) -> int:
+    """How many sites of the specialty (or profession) the circle holds, with slots or not."""
+    query = GeoQuery(
+        lat=place.lat, lon=place.lon, radius_km=radius_km, filters=_practitioners(specialty, profession), limit=1
+    )
+    return backend.search("practice_sites", query).total
+
+
+def participations_of(backend: Backend, idnps: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The SAS participation of each practitioner who declared one, by IDNPS."""
+    wanted = sorted(set(idnps))
+    out: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(wanted), CHUNK):
+        chunk = wanted[i : i + CHUNK]
+        page = backend.search("participations", GeoQuery(filters={"idnps": chunk}, limit=len(chunk)))
+        out.update({h.doc["idnps"]: h.doc for h in page.hits})
+    return out
+
+
+def sites_of(backend: Backend, candidates: list[Candidate]) -> dict[str, dict[str, Any]]:
+    """The candidates' practice sites by site id. The index filters sites by practitioner, not by site id:
+    the query asks for the candidates' practitioners and keeps the sites among the candidates."""
+    wanted = {c.site_id for c in candidates}
+    idnps = sorted({c.idnps for c in candidates})
+    sites: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(idnps), CHUNK):
+        query = GeoQuery(filters={"idnps": idnps[i : i + CHUNK]})
+        sites.update(
+            {
+                h.doc["site_id"]: h.doc
+                for h in scan(backend, "practice_sites", query, backend.max_page)
+                if h.doc["site_id"] in wanted
+            }
+        )
+    return sites
+
+
+def _practitioners(specialty: str | None, profession: str | None) -> Filters:
+    return {"specialty": [specialty]} if specialty else {"profession": [profession or ""]}

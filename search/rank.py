@@ -1,0 +1,58 @@
+"""Neutral ranking: by group, then by 300 m distance band, then by a seeded shuffle; never by vendor.
+
+Within a band practitioners are "at the same distance", so their order is a shuffle drawn from the
+search's seed: the same seed gives the same order, and no vendor is favoured on average (see `search.audit`).
+A zone (department, postcode, commune) has no meaningful distance: it is one band.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from search.candidates import Candidate, Group
+from search.place import Place
+from search.request import SearchRequest
+
+BAND_KM = 0.3  # practitioners within the same 300 m band are "at the same distance": shuffled, not sorted
+
+
+def shuffle_key(seed: int, site_id: str) -> str:
+    """A site's place in the seeded shuffle of its band."""
+    return hashlib.blake2b(f"{seed}:{site_id}".encode(), digest_size=8).hexdigest()
+
+
+def band_of(distance_km: float) -> int:
+    return int(distance_km // BAND_KM)
+
+
+def rank(
+    candidates: list[Candidate],
+    participations: dict[str, dict[str, Any]],
+    place: Place,
+    seed: int,
+    req: SearchRequest,
+) -> list[Candidate]:
+    """Candidates with slots in ranking order, those the participation filters exclude left out; each gets
+    its group and its slots earliest first."""
+    kept = []
+    for c in candidates:
+        p = participations.get(c.idnps)
+        if req.via and (p is None or p.get("via") not in req.via):
+            continue
+        if req.extra_patients is not None and (p is None or bool(p.get("extra_patients")) != req.extra_patients):
+            continue
+        if req.preferred and c.idnps == req.preferred:
+            c.group = Group.preferred
+        else:
+            c.group = Group.participant if p and p.get("active") else Group.other
+        c.slots.sort(key=lambda d: (d["start"], d["slot_id"]))
+        kept.append(c)
+    return order(kept, place, seed)
+
+
+def order(candidates: list[Candidate], place: Place, seed: int) -> list[Candidate]:
+    """Sorted by group, distance band (none in a zone), then seeded shuffle."""
+    for c in candidates:
+        c.key = (c.group, 0 if place.zone else band_of(c.distance_km), shuffle_key(seed, c.site_id))
+    return sorted(candidates, key=lambda c: c.key)
