@@ -15,8 +15,8 @@ from api.problems import Problem
 from core.settings import Settings
 from core.text import split_codes
 from indexer.backend import Backend
-from search.answer import SearchAnswer, address_geocoder, build_answer
-from search.engine import SearchRequest, run_search
+from search.answer import SearchAnswer, search_as_configured
+from search.engine import SearchRequest
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -79,14 +79,7 @@ def search(
     )
     started = time.perf_counter()
     # A bad request raises `SearchError`, an `InvalidRequest` the problem handlers answer as a 422.
-    result = run_search(
-        backend,
-        req,
-        geocoder=address_geocoder(settings),
-        staleness_limit_s=settings.staleness_limit_s,
-        verify_deadline_s=settings.verify_deadline_s if verify else 0.0,
-    )
-    answer = build_answer(backend, settings, result, req)
+    result, answer = search_as_configured(backend, settings, req, verify)
     if cursor is None:  # a search, not a later page of one: its outcome is kept for analysts, after the answer
         outcome = outcome_of(result, limit, (time.perf_counter() - started) * 1000)
         background.add_task(record_outcome, backend, outcome)

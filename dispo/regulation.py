@@ -10,9 +10,9 @@ from core.geo import PARIS
 from core.settings import Settings
 from dispo.console import INVALID, fail, open_backend, out, print_listing, print_table, write_json
 from indexer.backend import InvalidCursor
-from search.answer import Card, SearchAnswer, address_geocoder, build_answer
+from search.answer import Card, SearchAnswer, search_as_configured
 from search.audit import VendorNeutrality, audit_neutrality
-from search.engine import SearchError, SearchRequest, run_search
+from search.engine import SearchError, SearchRequest
 
 audit_app = typer.Typer(help="Audits of the service's promises.", no_args_is_help=True)
 
@@ -24,16 +24,9 @@ def _answer(settings: Settings, req: SearchRequest, verify: bool) -> SearchAnswe
     """Runs the search (re-checking the page with the vendors if `verify`); bad input exits 2."""
     backend = open_backend(settings)
     try:
-        result = run_search(
-            backend,
-            req,
-            geocoder=address_geocoder(settings),
-            staleness_limit_s=settings.staleness_limit_s,
-            verify_deadline_s=settings.verify_deadline_s if verify else 0.0,
-        )
+        return search_as_configured(backend, settings, req, verify)[1]
     except (SearchError, InvalidCursor) as exc:
         raise fail(str(exc), INVALID, "invalid search") from exc
-    return build_answer(backend, settings, result, req)
 
 
 def _card_row(card: Card) -> tuple[str, ...]:

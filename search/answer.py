@@ -20,7 +20,7 @@ from indexer.backend import Backend
 from indexer.registry import list_vendors
 from rpps_import.geocode import AddokGeocoder
 from search.candidates import participations_of, sites_of
-from search.engine import SearchRequest, SearchResult
+from search.engine import SearchRequest, SearchResult, run_search
 from search.radius import MIN_WITH_SLOTS
 
 DAYS = ("today", "tomorrow", "day_after")
@@ -146,6 +146,21 @@ def address_geocoder(settings: Settings) -> AddokGeocoder | None:
         settings.geocoder_rps,
         min(settings.geocoder_retries, 1),
     )
+
+
+def search_as_configured(
+    backend: Backend, settings: Settings, req: SearchRequest, verify: bool = True
+) -> tuple[SearchResult, SearchAnswer]:
+    """The regulator search with the deployment's geocoder, staleness limit and verification deadline (none when
+    `verify` is off): what the API and the command line both run."""
+    result = run_search(
+        backend,
+        req,
+        geocoder=address_geocoder(settings),
+        staleness_limit_s=settings.staleness_limit_s,
+        verify_deadline_s=settings.verify_deadline_s if verify else 0.0,
+    )
+    return result, build_answer(backend, settings, result, req)
 
 
 def build_answer(backend: Backend, settings: Settings, result: SearchResult, req: SearchRequest) -> SearchAnswer:
