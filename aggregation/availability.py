@@ -130,7 +130,11 @@ def reconcile(
     }
     to_write = []
     seen: set[str] = set()
+    handled: set[str] = set()
     for slot in slots:
+        if slot.slot_id in handled:  # the same slot given twice is one slot: written and counted once
+            continue
+        handled.add(slot.slot_id)
         if slot.start < now:  # already started: no longer bookable
             stats.expired += 1
             continue

@@ -17,11 +17,17 @@ from aggregation.contract import CONTRACT_ACCEPT, MalformedBundle, ParseResult, 
 from core.records import Vendor
 from core.retry import retryable_status
 
-MAX_PAGES = 20  # a vendor paging beyond this is answering something other than 25 practitioners' 72 h
+# Safety cap on the pages of one answer, never a limit on what a conformant vendor may send: 25 practitioners over
+# 72 h of 11 opening hours with a slot every 5 minutes is ~10,000 slots, i.e. 1,000 pages of 10. An answer that
+# needs more is looping or unbounded, and fails as "incomplete" rather than being cut short.
+MAX_PAGES = 1_000
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class VendorError(Exception):
-    """A failed call, with its kind: timeout, connection, http, malformed."""
+    """A failed call, with its kind: timeout, connection, http, malformed, incomplete (the pages read do not make
+    the whole answer: more pages than the cap, fewer or more Slots than the Bundle's total, or a total that changed
+    between pages)."""
 
     def __init__(self, kind: str, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -30,7 +36,8 @@ class VendorError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """Worth another try (see `core.retry`): no answer, or an answer saying "later" (429, 5xx)."""
+        """Worth another try (see `core.retry`): no answer, or an answer saying "later" (429, 5xx). Never an
+        incomplete answer: asking again gets the same pages."""
         return self.kind in ("timeout", "connection") or (self.status is not None and retryable_status(self.status))
 
 
@@ -57,14 +64,25 @@ async def search_slots(
     start_ge: datetime,
     start_le: datetime,
     fetched_at: datetime,
+    *,
+    max_pages: int = MAX_PAGES,
 ) -> ParseResult:
-    """Free slots of up to 25 practitioners in the window, checked and normalised; raises VendorError."""
-    url: str | None = vendor.base_url.rstrip("/") + "/Slot"
+    """Free slots of up to 25 practitioners in the window, checked and normalised; raises VendorError.
+
+    The whole answer or an error, never part of it: `next` links are followed (on the vendor's own origin
+    only: the client carries the vendor's credentials) until there is none; a Slot repeated on several pages
+    is kept once; more than `max_pages` pages, or a count of Slots that differs from the Bundle's `total`,
+    raise VendorError("incomplete"), since reconciling a partial answer would remove the slots not read."""
+    base = httpx.URL(vendor.base_url.rstrip("/") + "/")  # relative next links are relative to the FHIR base
+    url: httpx.URL | None = base.join("Slot")
     params: list[tuple[str, str]] | None = slot_search_params(idnps, start_ge, start_le)
     merged = ParseResult(total=None)
-    for _ in range(MAX_PAGES):
-        if url is None:
-            break
+    while url is not None:
+        if merged.pages >= max_pages:
+            raise VendorError(
+                "incomplete", f"{vendor.vendor_id}: the answer goes on beyond {max_pages} pages; nothing kept"
+            )
+        merged.pages += 1
         try:
             response = await client.get(url, params=params, headers={"Accept": CONTRACT_ACCEPT})
         except httpx.TimeoutException as exc:
@@ -78,15 +96,48 @@ async def search_slots(
                 status=response.status_code,
             )
         try:
-            page = parse_bundle(orjson.loads(response.content), vendor.vendor_id, fetched_at, (start_ge, start_le))
+            page = parse_bundle(
+                orjson.loads(response.content), vendor.vendor_id, fetched_at, (start_ge, start_le), merged.slot_ids
+            )
         except (orjson.JSONDecodeError, MalformedBundle) as exc:
             raise VendorError("malformed", f"{vendor.vendor_id}: {exc}") from exc
         merged.slots.extend(page.slots)
         merged.rejected.update(page.rejected)
+        merged.slot_entries += page.slot_entries
+        merged.slot_ids |= page.slot_ids
         if merged.total is None:  # every page states the total of the whole search
             merged.total = page.total
-        url, params = page.next_url, None  # a next link carries its own query
+        elif page.total is not None and page.total != merged.total:
+            raise VendorError(
+                "incomplete",
+                f"{vendor.vendor_id}: the total changed from {merged.total} to {page.total} between pages",
+            )
+        url = None if page.next_url is None else _same_origin(base, page.next_url, vendor.vendor_id)
+        params = None  # a next link carries its own query
+    if merged.total is not None and merged.slot_entries != merged.total:
+        raise VendorError(
+            "incomplete",
+            f"{vendor.vendor_id}: the Bundle states {merged.total} Slots, its {merged.pages} page(s) held "
+            f"{merged.slot_entries}",
+        )
     return merged
+
+
+def _same_origin(base: httpx.URL, link: str, vendor_id: str) -> httpx.URL:
+    """A `next` link resolved against the vendor's base; raises VendorError("malformed") when it leads to another
+    origin (scheme, host, port), which must get neither a request nor the vendor's token."""
+    try:
+        target = base.join(link)
+    except httpx.InvalidURL as exc:
+        raise VendorError("malformed", f"{vendor_id}: unreadable next link: {exc}") from exc
+    if _origin(target) != _origin(base):
+        scheme, host, port = _origin(target)
+        raise VendorError("malformed", f"{vendor_id}: the next link leads to {scheme}://{host}:{port}, not followed")
+    return target
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
 
 
 def _diagnostics(response: httpx.Response) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -56,6 +57,10 @@ class ParseResult:
     rejected: Counter[str] = field(default_factory=Counter)  # slots dropped, by the reason of the rule they broke
     next_url: str | None = None
     total: int | None = None
+    # Slot entries read, accepted or rejected, each id once: what the Bundle's `total` counts.
+    slot_entries: int = 0
+    slot_ids: set[str] = field(default_factory=set)  # their ids, to know a Slot again on a later page
+    pages: int = 0  # HTTP requests made for this answer, all its pages (set by the client)
 
 
 def parse_instant(value: Any) -> tuple[datetime, str]:
@@ -258,9 +263,16 @@ def _behind(context: BundleContext, schedule: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_bundle(
-    bundle: Any, vendor: str, fetched_at: datetime, window: tuple[datetime, datetime] | None = None
+    bundle: Any,
+    vendor: str,
+    fetched_at: datetime,
+    window: tuple[datetime, datetime] | None = None,
+    already_read: AbstractSet[str] = frozenset(),
 ) -> ParseResult:
-    """Every Slot of a searchset Bundle, checked and normalised; raises MalformedBundle for a non-Bundle."""
+    """Every Slot of a searchset Bundle, checked and normalised; raises MalformedBundle for a non-Bundle.
+
+    A Slot whose id is in `already_read` (read on an earlier page of the same answer) or repeated within the
+    Bundle is kept and counted once."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise MalformedBundle("the answer is not a FHIR Bundle")
     if bundle.get("type") != "searchset":
@@ -277,6 +289,12 @@ def parse_bundle(
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or resource.get("resourceType") != "Slot":
             continue
+        rid = resource.get("id")
+        if rid is not None:  # a Slot without an id cannot be known again: it counts each time
+            if str(rid) in already_read or str(rid) in result.slot_ids:
+                continue
+            result.slot_ids.add(str(rid))
+        result.slot_entries += 1
         parsed = parse_slot(resource, vendor, fetched_at, window, context)
         if isinstance(parsed, Rejected):
             result.rejected[parsed.reason] += 1

@@ -1,11 +1,15 @@
 """The slot aggregator: pull every participating practitioner's free slots from each vendor, on a schedule.
 
 One `VendorPuller` per vendor runs cycles: the vendor's active participants in batches of 25, with
-bounded concurrency and a request rate; timeouts, lost connections, 429 and 5xx retried with jittered
-backoff (`core.retry`); a circuit breaker that opens after consecutive failures and probes again later.
-A successful batch is reconciled into the index (see `availability.reconcile`); a failed batch changes
-nothing, so a vendor's last good slots stay until the staleness limit hides them. Vendors never wait on
-one another.
+bounded concurrency and a request rate; a circuit breaker that opens after consecutive failures and probes
+again later. A batch that fails in a way one practitioner may cause (a timeout, a 5xx, an unreadable
+answer) is split in halves, down to single practitioners, within the cycle's split budget: the practitioner
+at fault fails alone and the others of its batch get their slots in the same cycle. Single practitioners,
+and failures every batch shares (lost connections, 429), are retried with jittered backoff (`core.retry`;
+see `_try`).
+An answered call is reconciled into the index (see `availability.reconcile`); a failed one changes
+nothing, so a practitioner's last good slots stay until the staleness limit hides them. Vendors never wait
+on one another.
 """
 
 from __future__ import annotations
@@ -31,6 +35,18 @@ from core.settings import Settings
 from indexer.backend import Backend
 from indexer.lifecycle import ensure_live
 from indexer.registry import participants
+
+# Failures that a smaller batch may not share, since one practitioner's agenda can cause them: a timeout, a 5xx, an
+# answer unreadable or incomplete, a 4xx about the request. Not a lost connection (the vendor is unreachable for
+# every batch alike), a 429 (splitting would only ask more often) or a 401/403 (the platform's credentials).
+_NOT_SPLIT_STATUSES = {401, 403, 429}
+
+
+def splittable(exc: VendorError) -> bool:
+    """Whether asking for a part of the batch may succeed where the whole batch failed with `exc`."""
+    if exc.kind in ("timeout", "malformed", "incomplete"):
+        return True
+    return exc.kind == "http" and exc.status not in _NOT_SPLIT_STATUSES
 
 
 def slot_window(now: datetime, horizon_days: int) -> tuple[datetime, datetime]:
@@ -102,7 +118,10 @@ class CycleReport:
     batches: int = 0
     batches_failed: int = 0
     batches_skipped: int = 0  # circuit open
-    requests: int = 0
+    batches_split: int = 0  # failed batches (whole or halves) asked again as two halves
+    practitioners_failed: int = 0  # practitioners left without an answer this cycle (failed, skipped, isolated)
+    requests: int = 0  # HTTP calls: every page of an answer, and one per failed call
+    pages: int = 0  # pages of answers read
     slots_received: int = 0
     stats: ReconcileStats = field(default_factory=ReconcileStats)
     rejected: Counter[str] = field(default_factory=Counter)
@@ -119,7 +138,10 @@ class CycleReport:
             "batches": self.batches,
             "batches_failed": self.batches_failed,
             "batches_skipped": self.batches_skipped,
+            "batches_split": self.batches_split,
+            "practitioners_failed": self.practitioners_failed,
             "requests": self.requests,
+            "pages": self.pages,
             "slots_received": self.slots_received,
             "inserted": self.stats.inserted,
             "updated": self.stats.updated,
@@ -140,6 +162,19 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+@dataclass
+class _Cycle:
+    """What every call of one vendor cycle shares."""
+
+    client: Any
+    limiter: RateLimiter
+    semaphore: asyncio.Semaphore
+    window: tuple[datetime, datetime]
+    mapper: SiteMapper
+    report: CycleReport
+    split_until: float  # perf_counter instant past which failed batches are no longer split
+
+
 class VendorPuller:
     """Runs aggregation cycles for one vendor and keeps its breaker and failure memory between cycles."""
 
@@ -152,7 +187,8 @@ class VendorPuller:
     ) -> None:
         self.backend, self.vendor, self.settings, self.clock = backend, vendor, settings, clock
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
-        self.failing: dict[str, str] = {}  # IDNPS -> when its batch first failed (ISO)
+        # IDNPS -> {"since": when its calls started failing (ISO), "reason": why its last call failed}
+        self.failing: dict[str, dict[str, str]] = {}
         self.known: set[str] = set()  # participants of the previous cycle
         self.last_success_at: datetime | None = None
         self.last_error: str | None = None
@@ -165,6 +201,8 @@ class VendorPuller:
         report.participants = len(current)
         gone = sorted(self.known - set(current))
         self.known = set(current)
+        for idnps in gone:  # no longer asked for, so no longer failing
+            self.failing.pop(idnps, None)
         batches = [current[i : i + MAX_IDENTIFIERS] for i in range(0, len(current), MAX_IDENTIFIERS)]
         report.batches = len(batches)
         mapper = SiteMapper(self.backend)
@@ -172,12 +210,8 @@ class VendorPuller:
         semaphore = asyncio.Semaphore(max(1, self.vendor.concurrency))
         limiter = RateLimiter(self.vendor.requests_per_second)
         async with make_client(self.vendor) as client:
-
-            async def run(ids: list[str]) -> None:
-                async with semaphore:
-                    await self._batch(client, limiter, ids, window, mapper, report)
-
-            await asyncio.gather(*(run(ids) for ids in batches))
+            state = _Cycle(client, limiter, semaphore, window, mapper, report, t0 + self.settings.split_budget_s)
+            await asyncio.gather(*(self._batch(ids, state) for ids in batches))
         if gone:  # practitioners who left the vendor: their slots go
             stats, _ = await asyncio.to_thread(reconcile, self.backend, self.vendor.vendor_id, gone, [], mapper, now)
             report.stats.add(stats)
@@ -189,55 +223,102 @@ class VendorPuller:
         await asyncio.to_thread(self._save_status, report)
         return report
 
-    async def _batch(
-        self,
-        client: Any,
-        limiter: RateLimiter,
-        ids: list[str],
-        window: tuple[datetime, datetime],
-        mapper: SiteMapper,
-        report: CycleReport,
-    ) -> None:
-        vendor_id = self.vendor.vendor_id
-        if not self.breaker.allow():
-            report.batches_skipped += 1
-            self._mark_failing(ids)
-            return
-        try:
-            result: ParseResult | None = await Retry.for_vendors(self.settings).acall(
-                self._ask, client, limiter, ids, window, report
-            )
-        except VendorError:
-            result = None
-        if result is None:
+    async def _batch(self, ids: list[str], cycle: _Cycle) -> None:
+        """One batch of the cycle, asked as a whole and narrowed down when it fails (`_narrow`)."""
+        report = cycle.report
+        async with cycle.semaphore:
+            if not self.breaker.allow():
+                report.batches_skipped += 1
+                self._mark_failing(ids, "circuit open", report)
+                return
+            outcome = await self._try(ids, cycle)
+        if isinstance(outcome, VendorError):
             self.breaker.failure()
-            report.batches_failed += 1
-            self._mark_failing(ids)
+            if not await self._narrow(ids, outcome, cycle):
+                report.batches_failed += 1
             return
         self.breaker.success()
-        report.slots_received += len(result.slots)
-        report.rejected.update(result.rejected)
-        stats, unplaced = await asyncio.to_thread(
-            reconcile, self.backend, vendor_id, ids, result.slots, mapper, self.clock()
-        )
-        report.stats.add(stats)
-        report.unplaced.update(unplaced)
-        for idnps in ids:
-            self.failing.pop(idnps, None)
-        self.last_success_at = self.clock()
+        await self._accept(ids, outcome, cycle)
 
-    async def _ask(
-        self, client: Any, limiter: RateLimiter, ids: list[str], window: tuple[datetime, datetime], report: CycleReport
-    ) -> ParseResult:
-        """One try of a batch, counted and timed whether it succeeds or fails; raises VendorError."""
-        vendor_id = self.vendor.vendor_id
-        await limiter.wait()
-        started = time.perf_counter()
-        report.requests += 1
-        metrics.REQUESTS.labels(vendor_id).inc()
+    async def _narrow(self, ids: list[str], failure: VendorError, cycle: _Cycle) -> bool:
+        """`ids` failed together with `failure`: ask each half on its own, and each failing half's halves, down to
+        single practitioners, so the practitioner at fault fails alone. Returns whether any of `ids` answered.
+
+        Splits stop when the cycle's split budget is spent or the breaker is not closed. For the breaker, the
+        batch's own failure counts once; a half's failure counts only when its sibling failed too (no sign of
+        the vendor answering), and an answering half resets it: one slow practitioner whose neighbours answer
+        never opens it, while a vendor failing everything still opens it within a few calls."""
+        report, reason = cycle.report, str(failure)
+        if len(ids) == 1 or not splittable(failure):
+            self._mark_failing(ids, reason, report)
+            return False
+        if time.perf_counter() >= cycle.split_until:
+            self._mark_failing(ids, f"{reason} (not split: the cycle's split budget is spent)", report)
+            return False
+        if self.breaker.state != "closed":
+            self._mark_failing(ids, f"{reason} (not split: circuit {self.breaker.state})", report)
+            return False
+        halves = [ids[: len(ids) // 2], ids[len(ids) // 2 :]]
+        outcomes = await asyncio.gather(*(self._ask_half(half, cycle) for half in halves))
+        if any(outcome is not None for outcome in outcomes):
+            report.batches_split += 1
+        if all(isinstance(outcome, VendorError) for outcome in outcomes):
+            self.breaker.failure()
+        answered, follow_ups = False, []
+        for half, outcome in zip(halves, outcomes, strict=True):
+            if outcome is None:
+                self._mark_failing(half, f"{reason} (not split: circuit {self.breaker.state})", report)
+            elif isinstance(outcome, VendorError):
+                follow_ups.append(self._narrow(half, outcome, cycle))
+            else:
+                answered = True
+                await self._accept(half, outcome, cycle)
+        return any(await asyncio.gather(*follow_ups)) or answered
+
+    async def _ask_half(self, ids: list[str], cycle: _Cycle) -> ParseResult | VendorError | None:
+        """A half of a failed batch, asked on its own; None when the breaker no longer lets it be asked."""
+        async with cycle.semaphore:
+            if self.breaker.state != "closed":
+                return None
+            outcome = await self._try(ids, cycle, narrowed=True)
+        if not isinstance(outcome, VendorError):
+            self.breaker.success()
+        return outcome
+
+    async def _try(self, ids: list[str], cycle: _Cycle, narrowed: bool = False) -> ParseResult | VendorError:
+        """The answer for `ids` (`narrowed`: a part of a failed batch), or the failure of the last try.
+
+        The order of remedies: a batch of several practitioners that fails in a way a smaller batch may not share
+        (`splittable`) is tried once and then split by the caller, never tried again whole. One slow agenda holds
+        up any batch it is in: three tries of 7 s would cost 21 s plus backoff and fail all the same, while halving
+        isolates it in about five rounds and answers the others. Retries (`core.retry`) stay for single
+        practitioners, and for failures every batch shares alike (a lost connection, a 429), where a split would
+        only multiply the calls; but not for a practitioner narrowed down by timeouts, which has just timed out at
+        every batch size down to its own."""
+
+        async def once() -> ParseResult | VendorError:
+            try:
+                return await self._ask(ids, cycle)
+            except VendorError as exc:
+                if (len(ids) > 1 and splittable(exc)) or (narrowed and exc.kind == "timeout"):
+                    return exc  # returned rather than raised: not retried
+                raise
+
         try:
-            return await search_slots(client, self.vendor, ids, window[0], window[1], self.clock())
+            return await Retry.for_vendors(self.settings).acall(once)
         except VendorError as exc:
+            return exc
+
+    async def _ask(self, ids: list[str], cycle: _Cycle) -> ParseResult:
+        """One call for a batch, counted and timed whether it succeeds or fails; raises VendorError."""
+        vendor_id, report = self.vendor.vendor_id, cycle.report
+        await cycle.limiter.wait()
+        started = time.perf_counter()
+        try:
+            result = await search_slots(cycle.client, self.vendor, ids, cycle.window[0], cycle.window[1], self.clock())
+        except VendorError as exc:
+            report.requests += 1
+            metrics.REQUESTS.labels(vendor_id).inc()
             metrics.ERRORS.labels(vendor_id, exc.kind).inc()
             report.errors[exc.kind] += 1
             self.last_error = str(exc)
@@ -246,11 +327,31 @@ class VendorPuller:
             elapsed = time.perf_counter() - started
             metrics.LATENCY.labels(vendor_id).observe(elapsed)
             report.latencies_ms.append(elapsed * 1000)
+        pages = max(1, getattr(result, "pages", 1))  # an answer is at least the one request
+        report.requests += pages
+        report.pages += pages
+        metrics.REQUESTS.labels(vendor_id).inc(pages)
+        return result
 
-    def _mark_failing(self, ids: list[str]) -> None:
-        since = self.clock().isoformat()
+    async def _accept(self, ids: list[str], result: ParseResult, cycle: _Cycle) -> None:
+        """Reconcile an answered call: the index holds exactly these practitioners' slots from this answer."""
+        report = cycle.report
+        report.slots_received += len(result.slots)
+        report.rejected.update(result.rejected)
+        stats, unplaced = await asyncio.to_thread(
+            reconcile, self.backend, self.vendor.vendor_id, ids, result.slots, cycle.mapper, self.clock()
+        )
+        report.stats.add(stats)
+        report.unplaced.update(unplaced)
         for idnps in ids:
-            self.failing.setdefault(idnps, since)
+            self.failing.pop(idnps, None)
+        self.last_success_at = self.clock()
+
+    def _mark_failing(self, ids: list[str], reason: str, report: CycleReport) -> None:
+        since = self.clock().isoformat()
+        report.practitioners_failed += len(ids)
+        for idnps in ids:
+            self.failing.setdefault(idnps, {"since": since})["reason"] = reason
 
     def _save_status(self, report: CycleReport) -> None:
         index = ensure_live(self.backend, STATUS)
@@ -263,8 +364,14 @@ class VendorPuller:
             "breaker": report.breaker,
             "requests": int(previous.get("requests", 0)) + report.requests,
             "errors_by_kind": dict(Counter(previous.get("errors_by_kind", {})) + report.errors),
-            "failing": dict(self.failing),
-            "last_cycle": report.as_dict(),
+            # IDNPS -> since: what freshness and the status listing read. The reasons go with the last cycle (which
+            # tried or skipped every failing practitioner): the status mapping is strict, and holds free-form
+            # objects only under `failing` and `last_cycle`.
+            "failing": {idnps: entry["since"] for idnps, entry in self.failing.items()},
+            "last_cycle": {
+                **report.as_dict(),
+                "failing_reasons": {idnps: entry["reason"] for idnps, entry in self.failing.items()},
+            },
         }
         success = self.last_success_at.isoformat() if self.last_success_at else previous.get("last_success_at")
         if success:

@@ -1,13 +1,16 @@
 """Live re-check of the cards about to be shown, with the same contract request as the scheduled pull.
 
-One call per vendor for the practitioners of the page it serves (at most 25), all under one deadline.
-A slot the vendor no longer returns leaves the card and the index; a vendor that does not answer in
-time leaves its cards as indexed, unverified. The answer never waits beyond the deadline.
+Every practitioner of the page is asked: one call per vendor and group of at most 25 practitioners (the
+contract's limit), in page order, all groups at once (within the vendor's connection limit) under one
+deadline. A slot leaves the card and the index only when a complete answer for its practitioner came back
+without it. A group that fails, answers incompletely or late confirms nothing and removes nothing: its
+cards keep their indexed slots, unverified. The answer never waits beyond the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,16 +21,20 @@ from aggregation.contract import MAX_IDENTIFIERS
 from core.records import Vendor
 from indexer.backend import Backend
 
+Asked = tuple[str, str]  # (vendor, IDNPS): a practitioner as one vendor serves them
+
 
 @dataclass
 class VerifyReport:
     vendors_asked: int = 0
-    vendors_answered: int = 0
+    vendors_answered: int = 0  # every group of the vendor answered completely in time
+    practitioners_asked: int = 0  # practitioners named in the calls, counted once per vendor serving them
+    practitioners_answered: int = 0  # of those, in a group whose complete answer came back in time
     slots_confirmed: int = 0
     slots_gone: int = 0
     cards_emptied: int = 0
-    timed_out: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
+    timed_out: list[str] = field(default_factory=list)  # vendors with a group still unanswered at the deadline
+    failed: list[str] = field(default_factory=list)  # "<vendor>: <error>" of groups that failed or were incomplete
 
     def add(self, other: VerifyReport) -> None:
         """Fold another round's report into this one (a page may take several rounds)."""
@@ -35,13 +42,23 @@ class VerifyReport:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-async def _ask(
-    vendor: Vendor, idnps: list[str], window: tuple[datetime, datetime], now: datetime, timeout_s: float
-) -> set[str]:
-    quick = vendor.model_copy(update={"timeout_s": min(vendor.timeout_s, timeout_s)})
-    async with make_client(quick) as client:
-        result = await search_slots(client, quick, idnps[:MAX_IDENTIFIERS], window[0], window[1], now)
-    return {s.slot_id for s in result.slots}
+def _practitioner(card: Any, doc: dict[str, Any]) -> Asked:
+    return doc["vendor"], doc.get("idnps") or card.idnps
+
+
+def _groups(cards: list[Any], vendors: dict[str, Vendor]) -> list[tuple[str, list[str]]]:
+    """(vendor, up to 25 IDNPS) per call: every practitioner of the page once per vendor, in page order."""
+    by_vendor: dict[str, dict[str, None]] = {}  # vendor -> its practitioners, in order of first appearance
+    for card in cards:
+        for doc in card.slots:
+            vendor_id, idnps = _practitioner(card, doc)
+            if vendor_id in vendors:
+                by_vendor.setdefault(vendor_id, {})[idnps] = None
+    groups = []
+    for vendor_id, practitioners in by_vendor.items():
+        ids = list(practitioners)
+        groups += [(vendor_id, ids[i : i + MAX_IDENTIFIERS]) for i in range(0, len(ids), MAX_IDENTIFIERS)]
+    return groups
 
 
 async def recheck_cards(
@@ -54,47 +71,63 @@ async def recheck_cards(
 ) -> VerifyReport:
     """Re-check `cards` (candidates with `.slots` docs and `.idnps`) in place; returns what happened."""
     report = VerifyReport()
-    asked: dict[str, list[str]] = {}
-    for card in cards:
-        for doc in card.slots:
-            ids = asked.setdefault(doc["vendor"], [])
-            if card.idnps not in ids:
-                ids.append(card.idnps)
-    asked = {v: ids for v, ids in asked.items() if v in vendors}
-    report.vendors_asked = len(asked)
-    if not asked or deadline_s <= 0:
+    groups = _groups(cards, vendors)
+    report.vendors_asked = len({vendor_id for vendor_id, _ in groups})
+    report.practitioners_asked = sum(len(ids) for _, ids in groups)
+    if not groups or deadline_s <= 0:
         return report
-    tasks = {v: asyncio.create_task(_ask(vendors[v], ids, window, now, deadline_s)) for v, ids in asked.items()}
-    done, pending = await asyncio.wait(tasks.values(), timeout=deadline_s)
-    for task in pending:
-        task.cancel()
-    # The late calls are abandoned: wait for their connections to close, their answers are not read.
-    await asyncio.gather(*pending, return_exceptions=True)
-    gone: list[str] = []
-    for vendor_id, task in tasks.items():
+    async with AsyncExitStack() as stack:
+        # One client per vendor, shared by its groups: the vendor's connection limit holds for the page as a whole.
+        quick = {
+            v: vendors[v].model_copy(update={"timeout_s": min(vendors[v].timeout_s, deadline_s)})
+            for v in {vendor_id for vendor_id, _ in groups}
+        }
+        clients = {v: await stack.enter_async_context(make_client(vendor)) for v, vendor in quick.items()}
+        tasks = [
+            asyncio.create_task(search_slots(clients[v], quick[v], ids, window[0], window[1], now)) for v, ids in groups
+        ]
+        done, pending = await asyncio.wait(tasks, timeout=deadline_s)
+        for task in pending:
+            task.cancel()
+        # The late calls are abandoned: wait for them to stop before their clients close, their answers are not read.
+        await asyncio.gather(*pending, return_exceptions=True)
+    held: dict[Asked, set[str]] = {}  # practitioners with a complete answer -> the slot ids it holds for them
+    unanswered: set[str] = set()
+    for (vendor_id, ids), task in zip(groups, tasks, strict=True):
         if task not in done:
-            report.timed_out.append(vendor_id)
+            unanswered.add(vendor_id)
+            if vendor_id not in report.timed_out:
+                report.timed_out.append(vendor_id)
             continue
         failure = task.exception()
         if failure is not None:
-            report.failed.append(
-                f"{vendor_id}: {failure if isinstance(failure, VendorError) else type(failure).__name__}"
-            )
+            unanswered.add(vendor_id)
+            entry = f"{vendor_id}: {_reason(vendor_id, failure)}"
+            if entry not in report.failed:
+                report.failed.append(entry)
             continue
-        answer = task.result()
-        report.vendors_answered += 1
-        for card in cards:
-            kept = []
-            for doc in card.slots:
-                if doc["vendor"] != vendor_id:
-                    kept.append(doc)
-                elif doc["slot_id"] in answer:
-                    doc["verified"] = True
-                    report.slots_confirmed += 1
-                    kept.append(doc)
-                else:
-                    gone.append(doc["slot_id"])
-            card.slots = kept
+        answer: dict[Asked, set[str]] = {(vendor_id, idnps): set() for idnps in ids}
+        for slot in task.result().slots:
+            # Only what was asked is judged: a slot of a practitioner outside the group confirms nothing.
+            if (vendor_id, slot.idnps) in answer:
+                answer[(vendor_id, slot.idnps)].add(slot.slot_id)
+        held.update(answer)
+        report.practitioners_answered += len(ids)
+    report.vendors_answered = report.vendors_asked - len(unanswered)
+    gone: list[str] = []
+    for card in cards:
+        kept = []
+        for doc in card.slots:
+            slot_ids = held.get(_practitioner(card, doc))
+            if slot_ids is None or not _within(doc, window):
+                kept.append(doc)  # nothing known about it: shown as indexed, unverified
+            elif doc["slot_id"] in slot_ids:
+                doc["verified"] = True
+                report.slots_confirmed += 1
+                kept.append(doc)
+            else:
+                gone.append(doc["slot_id"])
+        card.slots = kept
     if gone:
         report.slots_gone = len(gone)
         await asyncio.to_thread(_forget, backend, gone)
@@ -112,6 +145,18 @@ def verify_cards(
 ) -> VerifyReport:
     """`recheck_cards` for a synchronous caller outside any event loop (a search answered in a worker thread)."""
     return asyncio.run(recheck_cards(backend, cards, vendors, window, now, deadline_s))
+
+
+def _reason(vendor_id: str, failure: BaseException) -> str:
+    """Why a call confirmed nothing: the kind of the vendor error and its message, or the exception's type."""
+    if isinstance(failure, VendorError):
+        return f"{failure.kind}: {str(failure).removeprefix(f'{vendor_id}: ')}"
+    return type(failure).__name__
+
+
+def _within(doc: dict[str, Any], window: tuple[datetime, datetime]) -> bool:
+    """The slot starts in the window asked: an answer says nothing of slots outside it."""
+    return window[0] <= datetime.fromisoformat(doc["start"]) <= window[1]
 
 
 def _forget(backend: Backend, slot_ids: list[str]) -> None:

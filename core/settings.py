@@ -62,7 +62,11 @@ class Settings(BaseSettings):
     # exponential backoff from this base.
     batch_retries: int = 2
     retry_base_s: float = 0.5
-    # Circuit breaker: opens after this many consecutive failed batches, probes again after reset_s.
+    # Seconds from a vendor's cycle start during which failed batches are split in halves to isolate the practitioner
+    # at fault (25 -> 1 is 5 rounds of the contract's 7 s); past it, what still fails is marked failing whole.
+    split_budget_s: float = Field(default=60.0, ge=0)
+    # Circuit breaker: opens after this many consecutive failed calls (a half of a split batch counts only when its
+    # sibling failed too, so one slow agenda never opens it), probes again after reset_s.
     breaker_failures: int = 5
     breaker_reset_s: float = 60.0
     # Live re-check of a search page's cards with their vendors: one deadline for the whole page.

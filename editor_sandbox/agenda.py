@@ -55,6 +55,12 @@ class SandboxConfig(BaseModel):
     churn_period_s: int = 120
     # Share of practitioners whose agenda is full: no free slot at all (scarce availability).
     full_rate: float = 0.0
+    # IDNPS -> seconds a search waits before answering when it asks for that practitioner (one slow agenda slows
+    # its whole batch, as at a real vendor).
+    slow_practitioners: dict[str, float] = Field(default_factory=dict)
+    page_size: int = 0  # Slots per page imposed whatever `_count` asks, with next links (0: pages only on `_count`)
+    total_offset: int = 0  # added to Bundle.total: a vendor stating a wrong total
+    foreign_next: str | None = None  # base URL next links point to instead of the sandbox's: a hostile vendor
     # Where bookings made with origin=sas are reported (the platform's FHIR base) and with which token.
     platform_url: str | None = None
     platform_token: str | None = None

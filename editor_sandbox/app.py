@@ -5,7 +5,7 @@
   Practitioner and PractitionerRole (contained Location), offsets in Europe/Paris time;
 - `POST /fhir/Practitioner`, `PUT /fhir/Practitioner?identifier=`: regulator accounts (flow INT_R02);
 - `GET /booking/{slot_id}`: the booking page a slot's URL opens (`origin=sas` accepted);
-- `POST /_control`: change latency, error, malformed, hang and churn knobs while running.
+- `POST /_control`: change latency, error, malformed, hang, churn and paging knobs while running.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import httpx
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.datastructures import URL
 
 from aggregation.contract import IDNPS_SYSTEM, IDNST_SYSTEM, MAX_IDENTIFIERS, parse_instant
 from editor_sandbox.agenda import (
@@ -44,6 +45,10 @@ V20276 = "http://terminology.hl7.org/CodeSystem/v2-0276"
 V20203 = "http://interopsante.org/fhir/CodeSystem/fr-v2-0203"
 KNOBS = (
     "full_rate",
+    "slow_practitioners",
+    "page_size",
+    "total_offset",
+    "foreign_next",
     "latency_ms_min",
     "latency_ms_max",
     "error_rate",
@@ -102,6 +107,7 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
         if len(identifiers) > MAX_IDENTIFIERS:
             return outcome(400, "too-costly", f"at most {MAX_IDENTIFIERS} identifiers per search")
         delay = rng.uniform(config.latency_ms_min, config.latency_ms_max) / 1000
+        delay += max((config.slow_practitioners.get(i, 0.0) for i in identifiers), default=0.0)
         if delay > 0:
             await asyncio.sleep(delay)
         draw = rng.random()
@@ -111,9 +117,10 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
             return outcome(500, "exception", "sandbox: simulated server error")
         elif draw < config.hang_rate + config.error_rate + config.malformed_rate:
             return Response('{"resourceType": "Bundle", "entry": "oops"', media_type=FHIR_JSON)
-        # Paging (`_count`, then `next` links carrying `_offset`), as a FHIR server may do.
+        # Paging (`_count`, then `next` links carrying `_offset`), as a FHIR server may do; a vendor may impose
+        # its own page size whatever the client asks (`page_size`).
         try:
-            count = int(params.get("_count", 0)) or None
+            count = config.page_size or int(params.get("_count", 0)) or None
             offset = int(params.get("_offset", 0))
         except ValueError:
             return outcome(400, "value", "_count and _offset must be integers")
@@ -144,11 +151,14 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
                     entries.append(_entry(base, "PractitionerRole", _role(practitioner, slot.site_index)))
         links = [{"relation": "self", "url": str(request.url)}]
         if count and offset + count < len(matching):
-            links.append({"relation": "next", "url": str(request.url.include_query_params(_offset=offset + count))})
+            following = request.url.include_query_params(_offset=offset + count)
+            if config.foreign_next:  # the same query, on another server
+                following = following.replace(**_origin_of(config.foreign_next))
+            links.append({"relation": "next", "url": str(following)})
         bundle = {
             "resourceType": "Bundle",
             "type": "searchset",
-            "total": len(matching),
+            "total": len(matching) + config.total_offset,
             "link": links,
             "entry": entries,
         }
@@ -238,6 +248,12 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
         return {**stats, "booked": len(booked), "accounts": len(accounts)}
 
     return app
+
+
+def _origin_of(base: str) -> dict[str, Any]:
+    """The scheme, host and port of a base URL, as `URL.replace` takes them."""
+    url = URL(base)
+    return {"scheme": url.scheme, "hostname": url.hostname, "port": url.port}
 
 
 def _find_slot(config: SandboxConfig, practitioners: dict[str, SandboxPractitioner], slot_id: str) -> AgendaSlot | None:

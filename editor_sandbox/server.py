@@ -26,7 +26,9 @@ def free_port() -> int:
 def bound_socket(port: int = 0) -> socket.socket:
     """A loopback socket bound now (port 0: any free one), handed to the server later: choosing a free port
     and binding it afterwards let another process take it in between."""
-    sock = socket.socket()
+    # Created with the TCP protocol named: sockets accepted from it then carry it, and asyncio turns Nagle's
+    # algorithm off only for those (with a bare socket() every small answer waited ~40 ms for a delayed ACK).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     return sock

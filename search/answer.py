@@ -100,12 +100,14 @@ class Explanation(BaseModel):
 
 class Verification(BaseModel):
     vendors_asked: int
-    vendors_answered: int
+    vendors_answered: int  # every practitioner asked of the vendor got a complete answer in time
+    practitioners_asked: int  # every practitioner of the page, once per vendor serving them (25 per call at most)
+    practitioners_answered: int  # of those, answered completely in time: only their slots can be confirmed or gone
     slots_confirmed: int
     slots_gone: int  # no longer offered by the vendor: removed from the card and the index
     cards_emptied: int  # replaced by the next candidates
     timed_out: list[str]  # vendors that did not answer within the deadline: their cards stay unverified
-    failed: list[str]
+    failed: list[str]  # vendors whose calls failed or answered incompletely: those cards stay unverified too
 
 
 class SearchAnswer(BaseModel):
