@@ -17,7 +17,9 @@ from typing import Any
 import orjson
 
 from aggregation.status import STATUS
-from core.records import Slot
+from core.geo import gazetteer
+from core.records import Address, Position, PositionPrecision, Slot, SlotPlace
+from core.text import fold
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import ensure_live, iterate_all, scan
 
@@ -25,6 +27,12 @@ KIND = "slots"
 # Fields left out of a slot's content hash: a change in them alone (a new fetch time) does not make the slot worth
 # rewriting.
 _VOLATILE = {"fetched_at", "content_hash"}
+# Where a slot's site comes from: the national directory, or the vendor's own address for a site the directory lacks.
+DIRECTORY, VENDOR = "directory", "vendor"
+EXAMPLES = 3  # slot ids kept per reason a slot was dropped, for a maintainer to look one up at the vendor
+NOT_IN_DIRECTORY = "practitioner not in the directory"
+NO_ADDRESS = "no matching site and no usable vendor address"
+NO_MATCH = "no matching site"
 
 
 @dataclass
@@ -34,6 +42,7 @@ class ReconcileStats:
     removed: int = 0
     unchanged: int = 0
     expired: int = 0
+    vendor_declared: int = 0  # slots written or kept on a vendor-declared site
 
     def add(self, other: ReconcileStats) -> None:
         for name in self.__dataclass_fields__:
@@ -49,6 +58,7 @@ def slot_document(slot: Slot, site: dict[str, Any]) -> dict[str, Any]:
     """The slot's document: the record placed on `site`, plus what searches filter on from that site."""
     doc = slot.model_dump(mode="json", exclude_none=True)
     doc["site_id"] = site["site_id"]
+    doc["site_source"] = site.get("site_source", DIRECTORY)
     practitioner = site.get("practitioner") or {}
     doc["profession_code"] = practitioner.get("profession_code")
     doc["practitioner_specialties"] = [s["code"] for s in practitioner.get("specialties", [])]
@@ -59,8 +69,62 @@ def slot_document(slot: Slot, site: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+class Unplaced(dict[str, int]):
+    """Counts of slots that could not be placed, by reason, with up to EXAMPLES slot ids of each reason."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.examples: dict[str, list[str]] = {}
+
+    def add(self, reason: str, slot_id: str) -> None:
+        self[reason] = self.get(reason, 0) + 1
+        kept = self.examples.setdefault(reason, [])
+        if len(kept) < EXAMPLES:
+            kept.append(slot_id)
+
+
+def vendor_site(
+    vendor_id: str, idnps: str, place: SlotPlace | None, practitioner: dict[str, Any]
+) -> dict[str, Any] | None:
+    """A site built from the vendor's address, for a practitioner of the directory at an address it lacks: placed at
+    its commune's centroid as imports place a site without a geocoder, or None when the address names no commune
+    the postcode base knows. The id depends only on the vendor, the practitioner and the folded address, so the
+    same address gives the same site on every cycle."""
+    if place is None or not place.postcode:
+        return None
+    gaz = gazetteer()
+    area = gaz.postcode_area(place.postcode)
+    if area is None:
+        return None
+    # A postcode may cover several communes: the vendor's city names which one; otherwise the postcode's centre.
+    named = [c for c in (gaz.commune(i) for i in area.communes) if c is not None and fold(c.name) == fold(place.city)]
+    if named:
+        commune = named[0]
+        position = Position(
+            lat=commune.lat, lon=commune.lon, precision=PositionPrecision.municipality, source="laposte-commune"
+        )
+        insee = commune.insee
+    else:
+        single = len(area.communes) == 1
+        precision = PositionPrecision.municipality if single else PositionPrecision.postcode
+        position = Position(lat=area.lat, lon=area.lon, precision=precision, source="laposte-postcode")
+        insee = area.communes[0] if single else None
+    address = Address(street=place.line, postcode=place.postcode, insee_code=insee, commune=place.city)
+    key = "|".join(fold(v) for v in (place.line, place.postcode, place.city))
+    digest = hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
+    return {
+        "site_id": f"vendor:{vendor_id}:{idnps}:{digest}",
+        "site_source": VENDOR,
+        "practitioner": practitioner,
+        "address": address.model_dump(exclude_none=True),
+        "position": position.model_dump(mode="json"),
+        "location": {"lat": position.lat, "lon": position.lon},
+    }
+
+
 class SiteMapper:
-    """Maps a vendor slot to a directory practice site: by structure (FINESS, SIRET, rang), then by postcode."""
+    """Maps a vendor slot to a practice site: a directory site by structure (FINESS, SIRET, rang), then by postcode
+    (and street, when several sites share it), else a site the vendor declares at an address the directory lacks."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -83,11 +147,11 @@ class SiteMapper:
         self._cache.update(found)
 
     def place(self, slot: Slot) -> dict[str, Any] | None:
-        """The site document the slot belongs to, or None when it cannot be placed."""
+        """The site document the slot belongs to, or None when it cannot be placed (see `unplaced_reason`)."""
         if slot.idnps is None:
             return None
         sites = self.sites(slot.idnps)
-        if not sites:
+        if not sites:  # a vendor's word alone does not make a practitioner: the directory must know them
             return None
         idnst = slot.structure_idnst or ""
         prefix, number = idnst[:1], idnst[1:]
@@ -99,11 +163,30 @@ class SiteMapper:
             ):
                 return site
         postcode = slot.place.postcode if slot.place else None
+        line = fold(slot.place.line) if slot.place else ""
         by_postcode = [s for s in sites if postcode and (s.get("address") or {}).get("postcode") == postcode]
         if len(by_postcode) == 1:
             return by_postcode[0]
+        by_street = [s for s in by_postcode if line and fold(Address(**s["address"]).street_line()) == line]
+        if len(by_street) == 1:
+            return by_street[0]
+        if not by_postcode or (line and not by_street):  # an address none of the directory's sites has
+            declared = vendor_site(slot.vendor, slot.idnps, slot.place, sites[0]["practitioner"])
+            if declared is not None:
+                return declared
         located = [s for s in sites if s.get("location")]
         return located[0] if len(located) == 1 and not idnst else None
+
+    def unplaced_reason(self, slot: Slot) -> str:
+        """Why `place` found no site for this slot."""
+        if not self.sites(slot.idnps or ""):
+            return NOT_IN_DIRECTORY
+        postcode = slot.place.postcode if slot.place else None
+        if not any(
+            postcode and (s.get("address") or {}).get("postcode") == postcode for s in self.sites(slot.idnps or "")
+        ):
+            return NO_ADDRESS
+        return NO_MATCH
 
 
 def reconcile(
@@ -113,13 +196,13 @@ def reconcile(
     slots: Sequence[Slot],
     mapper: SiteMapper,
     now: datetime,
-) -> tuple[ReconcileStats, dict[str, int]]:
+) -> tuple[ReconcileStats, Unplaced]:
     """Make the index hold exactly `slots` for these practitioners at this vendor. Returns stats and the
-    count of slots that could not be placed on a directory site (by reason)."""
+    count of slots that could not be placed on a site (by reason, with examples)."""
     index = ensure_slots_index(backend)
     mapper.prefetch(idnps)
     stats = ReconcileStats()
-    unplaced: dict[str, int] = {}
+    unplaced = Unplaced()
     existing = {
         hit.doc["slot_id"]: hit.doc.get("content_hash", "")
         for hit in scan(
@@ -140,10 +223,11 @@ def reconcile(
             continue
         site = mapper.place(slot)
         if site is None:
-            reason = "practitioner not in the directory" if not mapper.sites(slot.idnps or "") else "no matching site"
-            unplaced[reason] = unplaced.get(reason, 0) + 1
+            unplaced.add(mapper.unplaced_reason(slot), slot.slot_id)
             continue
         doc = slot_document(slot, site)
+        if doc["site_source"] == VENDOR:
+            stats.vendor_declared += 1
         seen.add(slot.slot_id)
         old = existing.get(slot.slot_id)
         if old is None:

@@ -103,6 +103,8 @@ async def search_slots(
             raise VendorError("malformed", f"{vendor.vendor_id}: {exc}") from exc
         merged.slots.extend(page.slots)
         merged.rejected.update(page.rejected)
+        for reason, examples in page.rejected_examples.items():
+            merged.note_rejected(reason, examples)
         merged.slot_entries += page.slot_entries
         merged.slot_ids |= page.slot_ids
         if merged.total is None:  # every page states the total of the whole search

@@ -22,6 +22,7 @@ IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 IDNST_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
 MAX_IDENTIFIERS = 25  # the contract allows 1 to 25 practitioners per call
 CONTRACT_ACCEPT = "application/json+fhir"  # the Accept header the contract prescribes
+REJECTED_EXAMPLES = 3  # slot ids kept per rejection reason
 
 
 class MalformedBundle(ValueError):
@@ -55,12 +56,19 @@ def slot_search_params(idnps: Sequence[str], start_ge: datetime, start_le: datet
 class ParseResult:
     slots: list[Slot] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)  # slots dropped, by the reason of the rule they broke
+    # Up to REJECTED_EXAMPLES slot ids of each reason: what a maintainer asks the vendor about.
+    rejected_examples: dict[str, list[str]] = field(default_factory=dict)
     next_url: str | None = None
     total: int | None = None
     # Slot entries read, accepted or rejected, each id once: what the Bundle's `total` counts.
     slot_entries: int = 0
     slot_ids: set[str] = field(default_factory=set)  # their ids, to know a Slot again on a later page
     pages: int = 0  # HTTP requests made for this answer, all its pages (set by the client)
+
+    def note_rejected(self, reason: str, slot_ids: list[str]) -> None:
+        """Keep these ids as examples of the reason, while it has fewer than REJECTED_EXAMPLES."""
+        kept = self.rejected_examples.setdefault(reason, [])
+        kept.extend(slot_ids[: max(0, REJECTED_EXAMPLES - len(kept))])
 
 
 def parse_instant(value: Any) -> tuple[datetime, str]:
@@ -298,6 +306,7 @@ def parse_bundle(
         parsed = parse_slot(resource, vendor, fetched_at, window, context)
         if isinstance(parsed, Rejected):
             result.rejected[parsed.reason] += 1
+            result.note_rejected(parsed.reason, [f"{vendor}:{rid}"] if rid is not None else [])
         else:
             result.slots.append(parsed)
     return result

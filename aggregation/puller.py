@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aggregation import metrics
-from aggregation.availability import ReconcileStats, SiteMapper, reconcile
+from aggregation.availability import EXAMPLES, ReconcileStats, SiteMapper, reconcile
 from aggregation.client import VendorError, make_client, search_slots
 from aggregation.contract import MAX_IDENTIFIERS, ParseResult
 from aggregation.status import STATUS
@@ -126,6 +126,9 @@ class CycleReport:
     stats: ReconcileStats = field(default_factory=ReconcileStats)
     rejected: Counter[str] = field(default_factory=Counter)
     unplaced: Counter[str] = field(default_factory=Counter)
+    # Up to EXAMPLES slot ids per reason a slot was rejected or left unplaced, to look them up at the vendor.
+    rejected_examples: dict[str, list[str]] = field(default_factory=dict)
+    unplaced_examples: dict[str, list[str]] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     breaker: str = "closed"
@@ -150,8 +153,17 @@ class CycleReport:
             "expired": self.stats.expired,
             "rejected": dict(self.rejected),
             "unplaced": dict(self.unplaced),
+            "examples": {"rejected": self.rejected_examples, "unplaced": self.unplaced_examples},
+            "vendor_declared_sites": self.stats.vendor_declared,
             "errors": dict(self.errors),
         }
+
+    def keep_examples(self, kind: str, examples: dict[str, list[str]]) -> None:
+        """Add slot ids to the examples of `kind` ("rejected" or "unplaced"), up to EXAMPLES per reason."""
+        kept = self.rejected_examples if kind == "rejected" else self.unplaced_examples
+        for reason, ids in examples.items():
+            bucket = kept.setdefault(reason, [])
+            bucket.extend(ids[: max(0, EXAMPLES - len(bucket))])
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -338,11 +350,13 @@ class VendorPuller:
         report = cycle.report
         report.slots_received += len(result.slots)
         report.rejected.update(result.rejected)
+        report.keep_examples("rejected", result.rejected_examples)
         stats, unplaced = await asyncio.to_thread(
             reconcile, self.backend, self.vendor.vendor_id, ids, result.slots, cycle.mapper, self.clock()
         )
         report.stats.add(stats)
         report.unplaced.update(unplaced)
+        report.keep_examples("unplaced", unplaced.examples)
         for idnps in ids:
             self.failing.pop(idnps, None)
         self.last_success_at = self.clock()

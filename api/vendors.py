@@ -1,16 +1,19 @@
-"""Vendor registry routes (maintainers): declare, list, enable or disable a vendor. Secrets never leave."""
+"""Vendor registry routes (maintainers): declare, list, enable or disable a vendor, read the slots the index holds
+for it. Secrets never leave."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
+from aggregation.holdings import VendorHoldings, vendor_holdings
 from api.auth import Role
-from api.deps import get_backend, require
+from api.deps import get_backend, get_settings, require
 from api.problems import Problem
 from core.records import Vendor
+from core.settings import Settings
 from indexer.backend import Backend
 from indexer.registry import list_vendors, save_vendor, set_enabled
 
@@ -48,6 +51,25 @@ def put_vendor(
     if vendor.vendor_id != vendor_id:
         raise Problem(422, "Inconsistent vendor id", "The body's vendor_id must match the URL.", "invalid-request")
     return VendorView.of(save_vendor(backend, vendor))
+
+
+@router.get(
+    "/{vendor_id}/slots",
+    response_model=VendorHoldings,
+    summary="Slots the index holds for a vendor",
+    description="Earliest first, each with its freshness (shown to regulators or hidden as stale); 404 for a "
+    "vendor not in the registry.",
+)
+def vendor_slots(
+    vendor_id: str,
+    backend: Annotated[Backend, Depends(get_backend)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    _: Annotated[Any, MAINTAINER],
+    idnps: Annotated[str | None, Query(description="only this practitioner's slots")] = None,
+    limit: Annotated[int, Query(ge=1)] = 50,
+    cursor: str | None = None,
+) -> VendorHoldings:
+    return vendor_holdings(backend, settings, vendor_id, idnps=idnps, limit=limit, cursor=cursor)
 
 
 @router.post("/{vendor_id}/disable", response_model=VendorView, summary="Stop pulling a vendor")

@@ -1,15 +1,27 @@
 """The `dispo` command line: the root command, and the commands of each area added to it.
 
-Each area keeps its commands in its own module (imports, the directory, the regulator search, vendors,
-aggregation, sandboxes, the API server, appointments, coverage, benchmarks); `dispo.console` holds what they
-share. The console script is `dispo = "dispo.cli:main"`.
+Each area keeps its commands in its own module (imports, the directory, the regulator search, vendors, the
+slots they hold, aggregation, sandboxes, the API server, appointments, coverage, benchmarks); `dispo.console`
+holds what they share. The console script is `dispo = "dispo.cli:main"`.
 """
 
 from __future__ import annotations
 
 import typer
 
-from dispo import aggregate, benchmarks, bookings, coverage, directory, imports, regulation, sandbox, server, vendors
+from dispo import (
+    aggregate,
+    benchmarks,
+    bookings,
+    coverage,
+    directory,
+    imports,
+    regulation,
+    sandbox,
+    server,
+    slots,
+    vendors,
+)
 from dispo.console import ReportingGroup
 
 app = typer.Typer(
@@ -30,6 +42,7 @@ app.add_typer(server.tokens_app, name="tokens")
 app.add_typer(imports.participations_app, name="participations")
 app.add_typer(directory.index_app, name="index")
 app.add_typer(vendors.vendors_app, name="vendors")
+app.add_typer(slots.slots_app, name="slots")
 app.add_typer(bookings.appointments_app, name="appointments")
 app.add_typer(regulation.audit_app, name="audit")
 app.add_typer(coverage.coverage_app, name="coverage")

@@ -1,5 +1,5 @@
-"""`dispo vendors add|list|disable|status|check`: the vendor registry, its aggregation state, and a vendor's
-answer checked against the agency's test kit."""
+"""`dispo vendors add|list|disable|status|check`: the vendor registry, its aggregation state (one vendor's last
+cycle in detail), and a vendor's answer checked against the agency's test kit."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from rich.markup import escape
 
 from aggregation.client import make_client
 from aggregation.contract import CONTRACT_ACCEPT, slot_search_params
 from aggregation.puller import slot_window
-from aggregation.status import vendor_statuses
+from aggregation.status import STATUS, vendor_statuses
 from api.vendors import VendorView
 from core.records import Vendor
 from dispo.console import FAILED, INVALID, fail, open_backend, out, print_listing, write_json
@@ -166,8 +167,76 @@ def _status_row(r: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
+def _print_reasons(what: str, counts: dict[str, int], examples: dict[str, list[str]]) -> None:
+    """Slots set aside last cycle, by reason, with the example slot ids the cycle kept (when it kept some)."""
+    if not counts:
+        out.print(f"{what}: none")
+        return
+    out.print(f"{what}:")
+    for reason, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        shown = examples.get(reason) or []
+        out.print(f"  {escape(reason)}: {count}" + (f" (e.g. {escape(', '.join(shown))})" if shown else ""))
+
+
+def _print_vendor_status(row: dict[str, Any], status: dict[str, Any]) -> None:
+    """One vendor's state and its last cycle in detail."""
+    out.print(
+        f"[bold]{escape(row['vendor_id'])}[/] ({escape(row['name'])}), enabled: {'yes' if row['enabled'] else 'no'}"
+    )
+    for label, value in (
+        ("last success", row.get("last_success_at") or "never"),
+        ("last error", f"{row['last_error_at']}: {row['last_error']}" if row.get("last_error_at") else "-"),
+        ("slots held", row["slots_held"]),
+        ("breaker", row.get("breaker") or "-"),
+    ):
+        out.print(f"{label}: {escape(str(value))}")
+    cycle = row.get("last_cycle")
+    if not cycle:
+        out.print("no cycle yet")
+        return
+    c = cycle.get
+    out.print(f"last cycle: {c('started_at')}, {c('duration_s', 0)} s, {c('participants', 0)} participant(s)")
+    out.print(f"requests: {c('requests', 0)}, pages: {c('pages', 0)}")
+    out.print(
+        f"batches: {c('batches', 0)}, failed: {c('batches_failed', 0)}, split: {c('batches_split', 0)}, "
+        f"skipped: {c('batches_skipped', 0)}"
+    )
+    out.print(
+        f"slots received: {c('slots_received', 0)}, inserted: {c('inserted', 0)}, updated: {c('updated', 0)}, "
+        f"removed: {c('removed', 0)}, unchanged: {c('unchanged', 0)}, expired: {c('expired', 0)}"
+    )
+    if c("vendor_declared_sites") is not None:
+        out.print(f"sites the vendor declared: {c('vendor_declared_sites')}")
+    examples = c("examples") or {}
+    _print_reasons("rejected slots", c("rejected") or {}, examples.get("rejected") or {})
+    _print_reasons("unplaced slots", c("unplaced") or {}, examples.get("unplaced") or {})
+    if c("errors"):
+        out.print("errors: " + ", ".join(f"{kind} {n}" for kind, n in sorted(c("errors").items())))
+    since = status.get("failing") or {}
+    reasons = c("failing_reasons") or {}
+    if since or reasons:
+        out.print(f"failing practitioners: {len(set(since) | set(reasons))}")
+        for idnps in sorted(set(since) | set(reasons)):
+            out.print(f"  {idnps}: since {since.get(idnps, '?')}, {escape(reasons.get(idnps) or 'no reason given')}")
+
+
 @vendors_app.command("status")
-def vendors_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Per vendor: last success and error, latency, slots held, staleness, breaker."""
-    rows = vendor_statuses(open_backend())
-    print_listing(as_json, rows, "Vendors", STATUS_COLUMNS, map(_status_row, rows))
+def vendors_status(
+    vendor_id: Annotated[str | None, typer.Argument(help="one vendor, its last cycle in detail")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Per vendor: last success and error, latency, slots held, staleness, breaker; with a vendor, its last cycle
+    in detail (rejected and unplaced slots by reason, failing practitioners), or its status document with --json."""
+    backend = open_backend()
+    rows = vendor_statuses(backend)
+    if vendor_id is None:
+        print_listing(as_json, rows, "Vendors", STATUS_COLUMNS, map(_status_row, rows))
+        return
+    row = next((r for r in rows if r["vendor_id"] == vendor_id), None)
+    if row is None:
+        raise fail(f"no vendor {vendor_id!r}; see `dispo vendors list`", FAILED)
+    status = backend.get(STATUS, vendor_id) or {}
+    if as_json:
+        write_json({**row, **status})  # the status document as stored, with what the listing derives from it
+    else:
+        _print_vendor_status(row, status)

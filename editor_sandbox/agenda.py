@@ -61,6 +61,9 @@ class SandboxConfig(BaseModel):
     page_size: int = 0  # Slots per page imposed whatever `_count` asks, with next links (0: pages only on `_count`)
     total_offset: int = 0  # added to Bundle.total: a vendor stating a wrong total
     foreign_next: str | None = None  # base URL next links point to instead of the sandbox's: a hostile vendor
+    # IDNPS whose PractitionerRole names a structure and an address the directory does not know: the town hall
+    # square of another commune of the same department (a practitioner who opened a second practice).
+    unknown_sites: list[str] = Field(default_factory=list)
     # Where bookings made with origin=sas are reported (the platform's FHIR base) and with which token.
     platform_url: str | None = None
     platform_token: str | None = None

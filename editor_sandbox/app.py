@@ -15,6 +15,7 @@ import html
 import random
 import uuid
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -25,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import URL
 
 from aggregation.contract import IDNPS_SYSTEM, IDNST_SYSTEM, MAX_IDENTIFIERS, parse_instant
+from core.geo import department_of_postcode, gazetteer
 from editor_sandbox.agenda import (
     MODALITIES,
     PARIS,
@@ -33,6 +35,7 @@ from editor_sandbox.agenda import (
     AgendaSlot,
     SandboxConfig,
     SandboxPractitioner,
+    SandboxSite,
     day_slots,
     free_slots,
 )
@@ -45,6 +48,7 @@ V20276 = "http://terminology.hl7.org/CodeSystem/v2-0276"
 V20203 = "http://interopsante.org/fhir/CodeSystem/fr-v2-0203"
 KNOBS = (
     "full_rate",
+    "unknown_sites",
     "slow_practitioners",
     "page_size",
     "total_offset",
@@ -148,7 +152,8 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
                     if f"Practitioner/{idnps}" not in seen:
                         seen.add(f"Practitioner/{idnps}")
                         entries.append(_entry(base, "Practitioner", _practitioner(practitioner)))
-                    entries.append(_entry(base, "PractitionerRole", _role(practitioner, slot.site_index)))
+                    unknown = idnps in config.unknown_sites
+                    entries.append(_entry(base, "PractitionerRole", _role(practitioner, slot.site_index, unknown)))
         links = [{"relation": "self", "url": str(request.url)}]
         if count and offset + count < len(matching):
             following = request.url.include_query_params(_offset=offset + count)
@@ -362,8 +367,28 @@ def _practitioner(p: SandboxPractitioner) -> dict[str, Any]:
     return resource
 
 
-def _role(p: SandboxPractitioner, site_index: int) -> dict[str, Any]:
-    site = p.sites[site_index]
+UNKNOWN_LINE = "1 place de la Mairie"
+
+
+@cache
+def unknown_site(postcode: str | None) -> SandboxSite:
+    """A site no directory holds: "1 place de la Mairie" in the commune of another postcode of the same department
+    (the first such postcode of a single commune), with a SIRET-style structure identifier no register issued."""
+    gaz = gazetteer()
+    department = department_of_postcode(postcode) if postcode else "75"
+    other = next(
+        area
+        for code, area in sorted(gaz.postcodes.items())
+        if code != postcode and len(area.communes) == 1 and department_of_postcode(code) == department
+    )
+    commune = gaz.communes[other.communes[0]]
+    return SandboxSite(
+        idnst="39" + other.postcode.rjust(13, "0"), line=UNKNOWN_LINE, city=commune.name, postcode=other.postcode
+    )
+
+
+def _role(p: SandboxPractitioner, site_index: int, unknown: bool = False) -> dict[str, Any]:
+    site = unknown_site(p.sites[site_index].postcode) if unknown else p.sites[site_index]
     address = {
         k: v
         for k, v in {"line": [site.line] if site.line else None, "city": site.city, "postalCode": site.postcode}.items()

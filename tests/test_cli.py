@@ -57,6 +57,7 @@ DOCUMENTED = [
     "vendors list",
     "vendors disable",
     "vendors status",
+    "slots list",
     "vendors check",
     "participations load",
     "aggregate",
