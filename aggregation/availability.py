@@ -3,7 +3,8 @@
 After a successful call for a batch of practitioners, the indexed slots of exactly those practitioners
 from that vendor are reconciled with the answer: new ones inserted, changed ones updated, vanished ones
 removed, unchanged ones not rewritten. Slots of other vendors, and of practitioners outside the batch,
-are never touched; a failed call reconciles nothing.
+are never touched, nor written: a slot the answer gives for anyone else is counted and dropped. A failed call
+reconciles nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from aggregation.rules import NOT_ASKED
 from aggregation.status import STATUS
 from core.geo import gazetteer
 from core.records import Address, Position, PositionPrecision, Slot, SlotPlace
@@ -70,7 +72,8 @@ def slot_document(slot: Slot, site: dict[str, Any]) -> dict[str, Any]:
 
 
 class Unplaced(dict[str, int]):
-    """Counts of slots that could not be placed, by reason, with up to EXAMPLES slot ids of each reason."""
+    """Counts of slots that could not be placed (or were not the batch's to place), by reason, with up to EXAMPLES
+    slot ids of each reason."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -198,8 +201,10 @@ def reconcile(
     now: datetime,
 ) -> tuple[ReconcileStats, Unplaced]:
     """Make the index hold exactly `slots` for these practitioners at this vendor. Returns stats and the
-    count of slots that could not be placed on a site (by reason, with examples)."""
+    count of slots that could not be placed on a site, or were for practitioners other than `idnps` (by reason,
+    with examples)."""
     index = ensure_slots_index(backend)
+    asked = set(idnps)
     mapper.prefetch(idnps)
     stats = ReconcileStats()
     unplaced = Unplaced()
@@ -218,6 +223,10 @@ def reconcile(
         if slot.slot_id in handled:  # the same slot given twice is one slot: written and counted once
             continue
         handled.add(slot.slot_id)
+        if slot.idnps not in asked:
+            # Written, it could stay for good: only a call asking this vendor for its practitioner removes it.
+            unplaced.add(NOT_ASKED, slot.slot_id)
+            continue
         if slot.start < now:  # already started: no longer bookable
             stats.expired += 1
             continue

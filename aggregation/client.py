@@ -2,12 +2,20 @@
 
 The scheduled pull and the live re-check at search time both go through `search_slots`, so the request
 sent, the parsing and the error handling are the same on both paths.
+
+A vendor's answer is untrusted input, bounded before it is trusted: each page is read as it streams and given up
+past a size cap, each page request has the vendor's timeout as a deadline (not per read: bytes dribbled slowly
+still run out of time), the whole call has a deadline too, and pages are parsed in worker threads, two at a
+time, so that one vendor's huge answer neither stalls the event loop every vendor shares nor is held decoded
+many times over.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import httpx
@@ -21,13 +29,24 @@ from core.retry import retryable_status
 # 72 h of 11 opening hours with a slot every 5 minutes is ~10,000 slots, i.e. 1,000 pages of 10. An answer that
 # needs more is looping or unbounded, and fails as "incomplete" rather than being cut short.
 MAX_PAGES = 1_000
+# The defaults of the settings `vendor_max_answer_bytes` and `vendor_call_deadline_s`, for callers without settings.
+MAX_ANSWER_BYTES = 16_000_000
+CALL_DEADLINE_S = 30.0
+# Pages parsed at once in the process, whatever the number of vendors: a page being parsed is held decoded (several
+# times its bytes), so huge answers arriving together wait for a parser rather than all being held decoded at once.
+# Threads rather than worker processes: beside a vendor answering pages of 14 MB the other vendors' cycles were no
+# faster with processes, and the aggregator with its workers was half as large again (a process pays for pickling
+# every Slot back, and for an interpreter of its own); see BENCHMARKS.md.
+PARSERS = 2
+_DIAGNOSTICS_BYTES = 64_000  # of an error answer, read for its OperationOutcome
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_parsers = ThreadPoolExecutor(max_workers=PARSERS, thread_name_prefix="bundle-parser")
 
 
 class VendorError(Exception):
-    """A failed call, with its kind: timeout, connection, http, malformed, incomplete (the pages read do not make
-    the whole answer: more pages than the cap, fewer or more Slots than the Bundle's total, or a total that changed
-    between pages)."""
+    """A failed call, with its kind: timeout (a page, or the whole call, past its deadline), connection, http,
+    too-large (a page bigger than the cap), malformed, incomplete (the pages read do not make the whole answer:
+    more pages than the cap, fewer or more Slots than the Bundle's total, or a total that changed between pages)."""
 
     def __init__(self, kind: str, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -37,7 +56,7 @@ class VendorError(Exception):
     @property
     def retryable(self) -> bool:
         """Worth another try (see `core.retry`): no answer, or an answer saying "later" (429, 5xx). Never an
-        incomplete answer: asking again gets the same pages."""
+        incomplete or too large answer: asking again gets the same pages."""
         return self.kind in ("timeout", "connection") or (self.status is not None and retryable_status(self.status))
 
 
@@ -66,41 +85,61 @@ async def search_slots(
     fetched_at: datetime,
     *,
     max_pages: int = MAX_PAGES,
+    max_answer_bytes: int = MAX_ANSWER_BYTES,
+    call_deadline_s: float = CALL_DEADLINE_S,
 ) -> ParseResult:
     """Free slots of up to 25 practitioners in the window, checked and normalised; raises VendorError.
 
     The whole answer or an error, never part of it: `next` links are followed (on the vendor's own origin
     only: the client carries the vendor's credentials) until there is none; a Slot repeated on several pages
     is kept once; more than `max_pages` pages, or a count of Slots that differs from the Bundle's `total`,
-    raise VendorError("incomplete"), since reconciling a partial answer would remove the slots not read."""
+    raise VendorError("incomplete"), since reconciling a partial answer would remove the slots not read.
+
+    Bounded: a page larger than `max_answer_bytes` raises VendorError("too-large") as soon as it passes the cap;
+    a page not wholly received within the vendor's `timeout_s`, or a call (all its pages, parsed) not done within
+    `call_deadline_s`, raises VendorError("timeout")."""
+    try:
+        async with asyncio.timeout(call_deadline_s):
+            return await _read_answer(
+                client, vendor, idnps, (start_ge, start_le), fetched_at, max_pages, max_answer_bytes
+            )
+    except TimeoutError as exc:
+        raise VendorError(
+            "timeout", f"{vendor.vendor_id}: the answer, all its pages, took more than {call_deadline_s} s"
+        ) from exc
+
+
+async def _read_answer(
+    client: httpx.AsyncClient,
+    vendor: Vendor,
+    idnps: Sequence[str],
+    window: tuple[datetime, datetime],
+    fetched_at: datetime,
+    max_pages: int,
+    max_bytes: int,
+) -> ParseResult:
+    """Every page of the answer, merged (see `search_slots`)."""
     base = httpx.URL(vendor.base_url.rstrip("/") + "/")  # relative next links are relative to the FHIR base
     url: httpx.URL | None = base.join("Slot")
-    params: list[tuple[str, str]] | None = slot_search_params(idnps, start_ge, start_le)
+    params: list[tuple[str, str]] | None = slot_search_params(idnps, *window)
+    asked = frozenset(idnps)  # a Slot of anyone else is rejected: the vendor answers only for these
     merged = ParseResult(total=None)
+    loop = asyncio.get_running_loop()
     while url is not None:
         if merged.pages >= max_pages:
             raise VendorError(
                 "incomplete", f"{vendor.vendor_id}: the answer goes on beyond {max_pages} pages; nothing kept"
             )
         merged.pages += 1
+        body = await _page(client, vendor, url, params, max_bytes)
         try:
-            response = await client.get(url, params=params, headers={"Accept": CONTRACT_ACCEPT})
-        except httpx.TimeoutException as exc:
-            raise VendorError("timeout", f"{vendor.vendor_id}: no answer within {vendor.timeout_s} s") from exc
-        except httpx.TransportError as exc:
-            raise VendorError("connection", f"{vendor.vendor_id}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code != 200:
-            raise VendorError(
-                "http",
-                f"{vendor.vendor_id}: HTTP {response.status_code}: {_diagnostics(response)}",
-                status=response.status_code,
-            )
-        try:
-            page = parse_bundle(
-                orjson.loads(response.content), vendor.vendor_id, fetched_at, (start_ge, start_le), merged.slot_ids
+            # In a worker thread: parsing a large page takes long enough to stall every other vendor's calls.
+            page = await loop.run_in_executor(
+                _parsers, _parse_page, body, vendor.vendor_id, fetched_at, window, merged.slot_ids, asked
             )
         except (orjson.JSONDecodeError, MalformedBundle) as exc:
             raise VendorError("malformed", f"{vendor.vendor_id}: {exc}") from exc
+        del body  # not held while the next page is read
         merged.slots.extend(page.slots)
         merged.rejected.update(page.rejected)
         for reason, examples in page.rejected_examples.items():
@@ -125,6 +164,69 @@ async def search_slots(
     return merged
 
 
+async def _page(
+    client: httpx.AsyncClient,
+    vendor: Vendor,
+    url: httpx.URL,
+    params: list[tuple[str, str]] | None,
+    max_bytes: int,
+) -> bytearray:
+    """The body of one page, received whole within the vendor's timeout and no larger than `max_bytes`; raises
+    VendorError."""
+    vendor_id = vendor.vendor_id
+    answering = False  # the status line and headers came: the body is what is late
+    try:
+        async with (
+            asyncio.timeout(vendor.timeout_s),
+            client.stream("GET", url, params=params, headers={"Accept": CONTRACT_ACCEPT}) as response,
+        ):
+            answering = True
+            if response.status_code != 200:
+                body = await _read(response, min(max_bytes, _DIAGNOSTICS_BYTES), vendor_id, cut=True)
+                raise VendorError(
+                    "http",
+                    f"{vendor_id}: HTTP {response.status_code}: {_diagnostics(body)}",
+                    status=response.status_code,
+                )
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise VendorError(
+                    "too-large",
+                    f"{vendor_id}: a page of {int(declared):,} bytes announced, above {max_bytes:,}; not read",
+                )
+            return await _read(response, max_bytes, vendor_id)
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        late = ", the page was still coming in" if answering else ""
+        raise VendorError("timeout", f"{vendor_id}: no answer within {vendor.timeout_s} s{late}") from exc
+    except httpx.TransportError as exc:
+        raise VendorError("connection", f"{vendor_id}: {type(exc).__name__}: {exc}") from exc
+
+
+async def _read(response: httpx.Response, max_bytes: int, vendor_id: str, cut: bool = False) -> bytearray:
+    """The body as it streams, counted (decoded bytes: a compressed answer counts at its real size); past
+    `max_bytes`, raises VendorError("too-large"), or with `cut` returns what came so far."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        if len(body) + len(chunk) > max_bytes:
+            if cut:
+                return body + chunk[: max_bytes - len(body)]
+            raise VendorError("too-large", f"{vendor_id}: a page above {max_bytes:,} bytes; the rest not read")
+        body += chunk
+    return body
+
+
+def _parse_page(
+    body: bytearray,
+    vendor_id: str,
+    fetched_at: datetime,
+    window: tuple[datetime, datetime],
+    already_read: set[str],
+    asked: frozenset[str],
+) -> ParseResult:
+    """One page decoded and checked (run in a parser thread)."""
+    return parse_bundle(orjson.loads(body), vendor_id, fetched_at, window, already_read, asked)
+
+
 def _same_origin(base: httpx.URL, link: str, vendor_id: str) -> httpx.URL:
     """A `next` link resolved against the vendor's base; raises VendorError("malformed") when it leads to another
     origin (scheme, host, port), which must get neither a request nor the vendor's token."""
@@ -142,10 +244,11 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
 
 
-def _diagnostics(response: httpx.Response) -> str:
+def _diagnostics(body: bytes | bytearray) -> str:
+    """What an error answer says: its OperationOutcome's diagnostics, or the start of its text."""
+    text = bytes(body[:200]).decode("utf-8", "replace")
     try:
-        body = orjson.loads(response.content)
-        issues = body.get("issue") or []
-        return "; ".join(str(i.get("diagnostics") or i.get("code")) for i in issues) or response.text[:200]
-    except (orjson.JSONDecodeError, AttributeError):
-        return response.text[:200]
+        issues = orjson.loads(body).get("issue") or []
+        return "; ".join(str(i.get("diagnostics") or i.get("code")) for i in issues) or text
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return text

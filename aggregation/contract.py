@@ -4,18 +4,31 @@
 Schedule -> Practitioner / PractitionerRole with its contained Location, or Location -> Organization
 for SOS Médecins), checks each Slot against the contract's slot rules (`aggregation.rules`) and normalises
 it to a canonical `Slot`. Slots that break an enforced rule are counted by reason, never indexed.
+
+What a vendor sends is untrusted: every value is read with the JSON type the contract gives it, and a value of any
+other type reads as missing, so a badly shaped Slot is rejected by the rule that then fails instead of failing the
+whole answer. Only an answer that is no searchset Bundle at all raises (`MalformedBundle`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aggregation.rules import APPOINTMENT_TYPES, MODALITIES, SLOT_TYPES, Rejected, SlotFacts, first_broken
+from aggregation.rules import (
+    APPOINTMENT_TYPES,
+    EARLIEST,
+    LATEST,
+    MODALITIES,
+    SLOT_TYPES,
+    Rejected,
+    SlotFacts,
+    first_broken,
+)
 from core.records import Modality, Slot, SlotPlace, SlotType
 
 IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
@@ -27,6 +40,10 @@ REJECTED_EXAMPLES = 3  # slot ids kept per rejection reason
 
 class MalformedBundle(ValueError):
     """The answer is not a searchset Bundle: the whole batch is rejected with this reason."""
+
+
+class InstantOutOfRange(ValueError):
+    """An instant that reads well but falls outside the years any slot or appointment can be in."""
 
 
 def fhir_instant(moment: datetime) -> str:
@@ -72,28 +89,59 @@ class ParseResult:
 
 
 def parse_instant(value: Any) -> tuple[datetime, str]:
-    """'2026-03-29T09:00:00.000+02:00' -> (UTC datetime, '+02:00'); raises ValueError."""
+    """'2026-03-29T09:00:00.000+02:00' -> (UTC datetime, '+02:00'); raises ValueError for anything else, whatever
+    the string: InstantOutOfRange for an instant outside [EARLIEST, LATEST)."""
     if not isinstance(value, str):
         raise ValueError("not a string")
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    outside = InstantOutOfRange(f"{value[:40]!r} is outside {EARLIEST.year}–{LATEST.year - 1}")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except OverflowError as exc:
+        raise outside from exc
     if moment.tzinfo is None:
         raise ValueError("no offset")
+    # The year as written is checked first: near year 1 or 9999, moving to UTC overflows.
+    if not EARLIEST.year - 1 <= moment.year <= LATEST.year:
+        raise outside
+    utc = moment.astimezone(UTC)
+    if not EARLIEST <= utc < LATEST:
+        raise outside
     minutes = int(moment.utcoffset().total_seconds()) // 60  # type: ignore[union-attr]
     sign = "-" if minutes < 0 else "+"
-    return moment.astimezone(UTC), f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    return utc, f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _text(value: Any) -> str | None:
+    """A FHIR string, code, uri or id: the value if it is a string, else missing."""
+    return value if isinstance(value, str) else None
+
+
+def _items(value: Any) -> list[Any]:
+    """A repeating FHIR element: the value if it is a list, else none (a lone object or a string is not a list)."""
+    return value if isinstance(value, list) else []
+
+
+def _reference(reference: Any) -> str | None:
+    """The text of a FHIR Reference, or None when it is not an object holding a non-empty string."""
+    ref = reference.get("reference") if isinstance(reference, dict) else None
+    return ref if isinstance(ref, str) and ref else None
 
 
 def _codes(concepts: Any) -> list[tuple[str | None, str | None, str | None]]:
-    """(system, code, text) of every coding (or bare text) in a list of CodeableConcepts."""
+    """(system, code, text) of every coding (or bare text) in a list of CodeableConcepts. A concept or coding that
+    is not an object is skipped; a system, code or text that is not a string reads as missing."""
     out = []
-    for concept in concepts or []:
+    for concept in _items(concepts):
         if not isinstance(concept, dict):
             continue
-        codings = concept.get("coding") or []
-        for coding in codings:
-            out.append((coding.get("system"), coding.get("code"), concept.get("text")))
-        if not codings and concept.get("text"):
-            out.append((None, None, concept["text"]))
+        text = _text(concept.get("text"))
+        coded = False
+        for coding in _items(concept.get("coding")):
+            if isinstance(coding, dict):
+                out.append((_text(coding.get("system")), _text(coding.get("code")), text))
+                coded = True
+        if not coded and text:
+            out.append((None, None, text))
     return out
 
 
@@ -102,31 +150,34 @@ class BundleContext:
 
     def __init__(self, entries: list[dict[str, Any]]) -> None:
         self.by_ref: dict[str, dict[str, Any]] = {}
-        self._behind: dict[Any, dict[str, Any] | None] = {}
+        self._behind: dict[str | None, dict[str, Any] | None] = {}
         for entry in entries:
-            resource = entry.get("resource") or {}
-            kind, rid = resource.get("resourceType"), resource.get("id")
+            resource = entry.get("resource")
+            if not isinstance(resource, dict):
+                continue
+            kind, rid = _text(resource.get("resourceType")), _text(resource.get("id"))
             if kind and rid:
                 self.by_ref[f"{kind}/{rid}"] = resource
-            if entry.get("fullUrl"):
-                self.by_ref[entry["fullUrl"]] = resource
+            full_url = entry.get("fullUrl")
+            if isinstance(full_url, str) and full_url:
+                self.by_ref[full_url] = resource
 
     def behind(self, reference: Any) -> dict[str, Any] | None:
         """What stands behind a schedule reference (see `_behind`), worked out once per schedule: a Bundle
         holds up to a thousand slots over a few dozen schedules."""
-        key = (reference or {}).get("reference") if isinstance(reference, dict) else None
+        key = _reference(reference)
         if key not in self._behind:
             schedule = self.resolve(reference)
             self._behind[key] = None if schedule is None else _behind(self, schedule)
         return self._behind[key]  # shared by the schedule's slots: read, never changed
 
     def resolve(self, reference: Any, container: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        ref = (reference or {}).get("reference") if isinstance(reference, dict) else None
-        if not ref:
+        ref = _reference(reference)
+        if ref is None:
             return None
         if ref.startswith("#"):
-            for contained in (container or {}).get("contained", []):
-                if contained.get("id") == ref[1:]:
+            for contained in _items((container or {}).get("contained")):
+                if isinstance(contained, dict) and contained.get("id") == ref[1:]:
                     return contained
             return None
         if ref in self.by_ref:
@@ -136,9 +187,12 @@ class BundleContext:
 
 
 def _identifier(resource: dict[str, Any] | None, system: str) -> str | None:
-    for ident in (resource or {}).get("identifier", []) or []:
-        if isinstance(ident, dict) and ident.get("system") == system and ident.get("value"):
-            return str(ident["value"])
+    """The value of the resource's first identifier in `system`; a value that is not a string does not count."""
+    for ident in _items((resource or {}).get("identifier")):
+        if isinstance(ident, dict) and ident.get("system") == system:
+            value = ident.get("value")
+            if isinstance(value, str) and value:
+                return value
     return None
 
 
@@ -146,14 +200,19 @@ def _place(location: dict[str, Any] | None) -> SlotPlace | None:
     address = (location or {}).get("address")
     if not isinstance(address, dict):
         return None
-    lines = address.get("line") or []
-    return SlotPlace(line=" ".join(lines) or None, city=address.get("city"), postcode=address.get("postalCode"))
+    lines = [line for line in _items(address.get("line")) if isinstance(line, str)]
+    return SlotPlace(
+        line=" ".join(lines) or None, city=_text(address.get("city")), postcode=_text(address.get("postalCode"))
+    )
 
 
 def _name(practitioner: dict[str, Any] | None) -> str | None:
-    for name in (practitioner or {}).get("name", []) or []:
-        parts = [*(name.get("given") or []), name.get("family") or ""]
-        text = " ".join(p for p in parts if p)
+    """The first HumanName with a string given name or family name, written 'given... family'."""
+    for name in _items((practitioner or {}).get("name")):
+        if not isinstance(name, dict):
+            continue
+        parts = [*_items(name.get("given")), name.get("family")]
+        text = " ".join(p for p in parts if isinstance(p, str) and p)
         if text:
             return text
     return None
@@ -163,13 +222,15 @@ def slot_facts(
     resource: dict[str, Any],
     window: tuple[datetime, datetime] | None = None,
     context: BundleContext | None = None,
+    asked: Collection[str] | None = None,
 ) -> SlotFacts:
-    """What the slot rules look at in a Slot resource; within a Bundle (`context`), who stands behind it."""
-    start, offset = _instant_or_none(resource.get("start"))
-    end, _ = _instant_or_none(resource.get("end"))
+    """What the slot rules look at in a Slot resource; within a Bundle (`context`), who stands behind it; `asked`:
+    the IDNPS the search named, when known."""
+    start, offset, start_outside = _instant_or_none(resource.get("start"))
+    end, _, end_outside = _instant_or_none(resource.get("end"))
     meta = resource.get("meta")
     security = meta.get("security") if isinstance(meta, dict) else None
-    codes = tuple(code for _, code, _ in _codes([{"coding": security if isinstance(security, list) else []}]))
+    codes = tuple(code for _, code, _ in _codes([{"coding": security}]))
     modalities: list[Modality] = []
     reasons: list[str] = []
     for _, code, text in _codes(resource.get("serviceType")):
@@ -181,11 +242,10 @@ def slot_facts(
             reason = text or code
             if reason and reason not in reasons:
                 reasons.append(reason)
-    appointment = next(
-        (c for _, c, _ in _codes([resource.get("appointmentType") or {}]) if c in APPOINTMENT_TYPES), None
-    )
+    appointment = next((c for _, c, _ in _codes([resource.get("appointmentType")]) if c in APPOINTMENT_TYPES), None)
     schedule = resource.get("schedule")
     return SlotFacts(
+        resource_id=_text(resource.get("id")) or None,
         status=resource.get("status"),
         start_text=resource.get("start"),
         end_text=resource.get("end"),
@@ -198,18 +258,24 @@ def slot_facts(
         reasons=reasons,
         appointment_type=appointment,
         booking_url=resource.get("comment"),
-        schedule_ref=schedule.get("reference") if isinstance(schedule, dict) else None,
+        schedule_ref=_reference(schedule),
         window=window,
         in_bundle=context is not None,
         behind=context.behind(schedule) if context is not None else None,
+        out_of_range=start_outside or end_outside,
+        asked=None if asked is None else frozenset(asked),
     )
 
 
-def _instant_or_none(value: Any) -> tuple[datetime | None, str | None]:
+def _instant_or_none(value: Any) -> tuple[datetime | None, str | None, bool]:
+    """(UTC instant, offset, False), or (None, None, whether it read as an instant out of range)."""
     try:
-        return parse_instant(value)
+        moment, offset = parse_instant(value)
+    except InstantOutOfRange:
+        return None, None, True
     except ValueError:
-        return None, None
+        return None, None, False
+    return moment, offset, False
 
 
 def parse_slot(
@@ -218,17 +284,20 @@ def parse_slot(
     fetched_at: datetime,
     window: tuple[datetime, datetime] | None = None,
     context: BundleContext | None = None,
+    asked: Collection[str] | None = None,
 ) -> Slot | Rejected:
     """A canonical Slot, or the first enforced contract rule the resource breaks."""
-    facts = slot_facts(resource, window, context)
+    facts = slot_facts(resource, window, context, asked)
     broken = first_broken(facts)
     if broken is not None:
         return broken
-    assert facts.start is not None and facts.end is not None and facts.utc_offset is not None  # the rules hold
+    # The rules hold: an id, and readable instants.
+    assert facts.resource_id is not None and facts.start is not None and facts.end is not None
+    assert facts.utc_offset is not None
     return Slot(
-        slot_id=f"{vendor}:{resource.get('id')}",
+        slot_id=f"{vendor}:{facts.resource_id}",
         vendor=vendor,
-        resource_id=str(resource.get("id")),
+        resource_id=facts.resource_id,
         start=facts.start,
         end=facts.end,
         utc_offset=facts.utc_offset,
@@ -246,7 +315,7 @@ def parse_slot(
 def _behind(context: BundleContext, schedule: dict[str, Any]) -> dict[str, Any]:
     """Who and where a schedule's slots are: practitioner, name, structure and place from its actors."""
     out: dict[str, Any] = {}
-    for actor_ref in schedule.get("actor", []) or []:
+    for actor_ref in _items(schedule.get("actor")):
         actor = context.resolve(actor_ref)
         if actor is None:
             continue
@@ -255,11 +324,12 @@ def _behind(context: BundleContext, schedule: dict[str, Any]) -> dict[str, Any]:
             out["idnps"] = _identifier(actor, IDNPS_SYSTEM)
             out["practitioner_name"] = _name(actor)
         elif kind == "PractitionerRole":
-            org = actor.get("organization") or {}
+            org = actor.get("organization")
             ident = org.get("identifier") if isinstance(org, dict) else None
-            if isinstance(ident, dict) and ident.get("value"):
-                out["structure_idnst"] = str(ident["value"])
-            for loc_ref in actor.get("location", []) or []:
+            value = ident.get("value") if isinstance(ident, dict) else None
+            if isinstance(value, str) and value:
+                out["structure_idnst"] = value
+            for loc_ref in _items(actor.get("location")):
                 out["place"] = _place(context.resolve(loc_ref, container=actor)) or out.get("place")
             if out.get("idnps") is None:
                 out["idnps"] = _identifier(context.resolve(actor.get("practitioner")), IDNPS_SYSTEM)
@@ -276,34 +346,43 @@ def parse_bundle(
     fetched_at: datetime,
     window: tuple[datetime, datetime] | None = None,
     already_read: AbstractSet[str] = frozenset(),
+    asked: Collection[str] | None = None,
 ) -> ParseResult:
     """Every Slot of a searchset Bundle, checked and normalised; raises MalformedBundle for a non-Bundle.
 
     A Slot whose id is in `already_read` (read on an earlier page of the same answer) or repeated within the
-    Bundle is kept and counted once."""
+    Bundle is kept and counted once. `asked`: the IDNPS the search named; a Slot of anyone else is rejected."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise MalformedBundle("the answer is not a FHIR Bundle")
-    if bundle.get("type") != "searchset":
-        raise MalformedBundle(f"Bundle.type is {bundle.get('type')!r}, expected 'searchset'")
+    asked = None if asked is None else frozenset(asked)  # once for the Bundle, not once per Slot
+    kind = bundle.get("type")
+    if kind != "searchset":
+        # Only a string is quoted back: any other value could be huge, or too deep to write out.
+        said = repr(kind[:40]) if isinstance(kind, str) else f"a JSON {type(kind).__name__}"
+        raise MalformedBundle(f"Bundle.type is {said}, expected 'searchset'")
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise MalformedBundle("Bundle.entry is not a list")
     context = BundleContext([e for e in entries if isinstance(e, dict)])
-    result = ParseResult(total=bundle.get("total") if isinstance(bundle.get("total"), int) else None)
-    for link in bundle.get("link") or []:
-        if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
-            result.next_url = link["url"]
+    total = bundle.get("total")
+    # An unsignedInt: JSON true is no count (bool is an int to Python), nor is a negative number.
+    result = ParseResult(total=total if type(total) is int and total >= 0 else None)
+    for link in _items(bundle.get("link")):
+        if isinstance(link, dict) and link.get("relation") == "next":
+            url = link.get("url")
+            if isinstance(url, str) and url:
+                result.next_url = url
     for entry in entries:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or resource.get("resourceType") != "Slot":
             continue
-        rid = resource.get("id")
-        if rid is not None:  # a Slot without an id cannot be known again: it counts each time
-            if str(rid) in already_read or str(rid) in result.slot_ids:
+        rid = _text(resource.get("id")) or None
+        if rid is not None:  # a Slot without an id cannot be known again: it counts each time, and is rejected
+            if rid in already_read or rid in result.slot_ids:
                 continue
-            result.slot_ids.add(str(rid))
+            result.slot_ids.add(rid)
         result.slot_entries += 1
-        parsed = parse_slot(resource, vendor, fetched_at, window, context)
+        parsed = parse_slot(resource, vendor, fetched_at, window, context, asked)
         if isinstance(parsed, Rejected):
             result.rejected[parsed.reason] += 1
             result.note_rejected(parsed.reason, [f"{vendor}:{rid}"] if rid is not None else [])

@@ -2,11 +2,11 @@
 
 One `VendorPuller` per vendor runs cycles: the vendor's active participants in batches of 25, with
 bounded concurrency and a request rate; a circuit breaker that opens after consecutive failures and probes
-again later. A batch that fails in a way one practitioner may cause (a timeout, a 5xx, an unreadable
-answer) is split in halves, down to single practitioners, within the cycle's split budget: the practitioner
-at fault fails alone and the others of its batch get their slots in the same cycle. Single practitioners,
-and failures every batch shares (lost connections, 429), are retried with jittered backoff (`core.retry`;
-see `_try`).
+again later. A batch that fails in a way one practitioner may cause (a timeout, a 5xx, an unreadable or
+too large answer) is split in halves, down to single practitioners, within the cycle's split budget: the
+practitioner at fault fails alone and the others of its batch get their slots in the same cycle. Single
+practitioners, and failures every batch shares (lost connections, 429), are retried with jittered backoff
+(`core.retry`; see `_try`).
 An answered call is reconciled into the index (see `availability.reconcile`); a failed one changes
 nothing, so a practitioner's last good slots stay until the staleness limit hides them. Vendors never wait
 on one another.
@@ -37,14 +37,15 @@ from indexer.lifecycle import ensure_live
 from indexer.registry import participants
 
 # Failures that a smaller batch may not share, since one practitioner's agenda can cause them: a timeout, a 5xx, an
-# answer unreadable or incomplete, a 4xx about the request. Not a lost connection (the vendor is unreachable for
-# every batch alike), a 429 (splitting would only ask more often) or a 401/403 (the platform's credentials).
+# answer unreadable, incomplete or too large (fewer practitioners, fewer slots: a half may fit under the cap), a 4xx
+# about the request. Not a lost connection (the vendor is unreachable for every batch alike), a 429 (splitting would
+# only ask more often) or a 401/403 (the platform's credentials).
 _NOT_SPLIT_STATUSES = {401, 403, 429}
 
 
 def splittable(exc: VendorError) -> bool:
     """Whether asking for a part of the batch may succeed where the whole batch failed with `exc`."""
-    if exc.kind in ("timeout", "malformed", "incomplete"):
+    if exc.kind in ("timeout", "malformed", "incomplete", "too-large"):
         return True
     return exc.kind == "http" and exc.status not in _NOT_SPLIT_STATUSES
 
@@ -327,7 +328,16 @@ class VendorPuller:
         await cycle.limiter.wait()
         started = time.perf_counter()
         try:
-            result = await search_slots(cycle.client, self.vendor, ids, cycle.window[0], cycle.window[1], self.clock())
+            result = await search_slots(
+                cycle.client,
+                self.vendor,
+                ids,
+                cycle.window[0],
+                cycle.window[1],
+                self.clock(),
+                max_answer_bytes=self.settings.vendor_max_answer_bytes,
+                call_deadline_s=self.settings.vendor_call_deadline_s,
+            )
         except VendorError as exc:
             report.requests += 1
             metrics.REQUESTS.labels(vendor_id).inc()

@@ -7,8 +7,8 @@ Rules the kit requires but the platform can live with (a walk-in slot without a 
 written without milliseconds) are *tolerated*: reported to vendors, never a reason to drop a slot.
 
 A rule looks at the `SlotFacts` read once from the Slot resource (see `aggregation.contract.slot_facts`).
-Its test answers True (kept), False (broken) or None (cannot tell here: no asked window, not read within a
-Bundle, or the values it needs are missing, which an earlier rule reports).
+Its test answers True (kept), False (broken) or None (cannot tell here: no asked window or practitioners, not
+read within a Bundle, or the values it needs are missing, which an earlier rule reports).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,12 +26,18 @@ SLOT_TYPES = frozenset(SlotType.__members__)  # TRE_R314 codes, in meta.security
 MODALITIES = frozenset(Modality.__members__)  # v3-ActCode codes, in serviceType
 APPOINTMENT_TYPES = frozenset({"ROUTINE", "WALKIN"})  # v2-0276 codes, in appointmentType
 INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.000[+-]\d{2}:\d{2}$")  # the contract's writing
+# The instants a slot or an appointment may be at, in UTC: far enough either side of any real agenda, and clear of
+# the years (1, 9999) where date arithmetic overflows.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2101, 1, 1, tzinfo=UTC)  # excluded
+NOT_ASKED = "practitioner not asked for in this call"
 
 
 @dataclass(frozen=True, slots=True)
 class SlotFacts:
     """What the rules look at, read once from a Slot resource."""
 
+    resource_id: str | None  # Slot.id; None when missing, empty or not a string
     status: Any
     start_text: Any  # start and end as written
     end_text: Any
@@ -48,6 +54,8 @@ class SlotFacts:
     window: tuple[datetime, datetime] | None = None  # the window asked for, when known
     in_bundle: bool = False  # read within a Bundle, where the schedule was looked up
     behind: dict[str, Any] | None = None  # who and where stand behind the schedule; None: not in the Bundle
+    out_of_range: bool = False  # start or end reads as an instant, outside [EARLIEST, LATEST)
+    asked: frozenset[str] | None = None  # the IDNPS the search named, when known
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,21 @@ class Rejected:
 def _is_http_url(value: Any) -> bool:
     if not isinstance(value, str):
         return False
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # what urlsplit cannot split (an unclosed '[', a host NFKC changes) is no URL to give a patient
+        return False
     return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
-def _times(f: SlotFacts) -> bool:
-    return f.start is not None and f.end is not None
+def _in_range(f: SlotFacts) -> bool | None:
+    if f.out_of_range:
+        return False
+    return None if f.start is None or f.end is None else True
+
+
+def _times(f: SlotFacts) -> bool | None:
+    return None if f.out_of_range else f.start is not None and f.end is not None
 
 
 def _instant_format(f: SlotFacts) -> bool | None:
@@ -126,9 +143,30 @@ def _someone_behind(f: SlotFacts) -> bool | None:
     return f.behind.get("idnps") is not None or f.behind.get("structure_idnst") is not None
 
 
+def _practitioner_asked(f: SlotFacts) -> bool | None:
+    if f.asked is None or not f.in_bundle or f.behind is None:
+        return None
+    return f.behind.get("idnps") in f.asked
+
+
 # In the order the parser tries them: a slot is rejected for the first enforced rule it breaks.
 SLOT_RULES: list[SlotRule] = [
+    SlotRule(
+        "slot-id",
+        (),  # no test-kit requirement names it: every resource a FHIR server returns has one
+        "the Slot has an id",
+        "no Slot id",
+        # Without one a slot can be neither told from the vendor's other slots nor booked back by its id.
+        lambda f: f.resource_id is not None,
+    ),
     SlotRule("status-free", (10,), "status is 'free'", "status is not free", lambda f: f.status == "free"),
+    SlotRule(
+        "date-range",
+        (11,),
+        f"start and end are within {EARLIEST.year}–{LATEST.year - 1}",
+        f"start or end outside {EARLIEST.year}–{LATEST.year - 1}",
+        _in_range,
+    ),
     SlotRule(
         "start-end", (11,), "start and end are instants with an offset", "start or end missing or unreadable", _times
     ),
@@ -214,6 +252,14 @@ SLOT_RULES: list[SlotRule] = [
         "the schedule's actors name a practitioner or a structure",
         "no practitioner or structure behind the schedule",
         _someone_behind,
+    ),
+    SlotRule(
+        "practitioner-asked",
+        (18,),
+        "the schedule's practitioner is one the search asked for",
+        NOT_ASKED,
+        # Indexed, a slot of anyone else would stay: reconciling a batch touches only the batch's practitioners.
+        _practitioner_asked,
     ),
 ]
 

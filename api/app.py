@@ -5,18 +5,34 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from aggregation import metrics
 from aggregation.status import vendor_statuses
 from api import bookings, coverage, directory, fhir, participations, problems, search, vendors, web
 from api.auth import Role, TokenRegistry
 from api.deps import require
+from api.limits import BodyLimit
+from api.problems import problems as answers
 from core import __version__
 from core.settings import Settings, get_settings
 from indexer.backend import Backend
 from indexer.factory import make_backend
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str  # ready | not ready
+    backend: str
+    version: str | None
+    live: dict[str, str | None]  # kind -> its live index version, None before the first import
+    detail: str | None
+    missing: list[str] | None = None  # kinds without a live index, when the backend answers
 
 
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
@@ -25,12 +41,14 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         title="Dispo",
         version=__version__,
         description="National directory and availability index for the SAS. Every /v1 route needs a bearer "
-        "token with a role (regulator, maintainer, analyst, vendor). Errors are RFC 9457 problem+json.",
+        "token with a role (regulator, maintainer, analyst, vendor). Errors are RFC 9457 problem+json (the "
+        "vendors' FHIR routes answer OperationOutcome resources); request bodies are limited in size (413).",
     )
     app.state.settings = settings
     app.state.backend = backend or make_backend(settings)
     app.state.tokens = TokenRegistry.from_settings(settings)
     problems.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(directory.router)
     app.include_router(vendors.router)
     app.include_router(participations.router)
@@ -40,11 +58,19 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(coverage.router)
     app.include_router(web.router)
 
-    @app.get("/healthz", tags=["health"], summary="The process is up")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", tags=["health"], summary="The process is up", responses=answers())
+    def healthz() -> Health:
+        return Health(status="ok")
 
-    @app.get("/readyz", tags=["health"], summary="The backend answers and the live indices exist")
+    not_ready = {503: {"description": "The backend does not answer, or no directory is live", "model": Readiness}}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="The backend answers and the live indices exist",
+        response_model=Readiness,
+        responses={**answers(), **not_ready},
+    )
     def readyz() -> JSONResponse:
         health = app.state.backend.health()
         body: dict[str, Any] = {
@@ -60,10 +86,23 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             body["missing"] = missing
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics (maintainer token)")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics (maintainer token)",
+        response_class=PlainTextResponse,
+        responses=answers(401, 403, 503),
+    )
     def prometheus(_: Annotated[Any, Depends(require(Role.maintainer))]) -> Response:
         # Gauges come from the persisted vendor status, so they are right whichever process aggregates.
         vendor_statuses(app.state.backend)
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        # The generated document, with the schemas of the problems and OperationOutcomes the routes refer to.
+        if app.openapi_schema is None:
+            FastAPI.openapi(app)["components"]["schemas"].update(problems.schemas())
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

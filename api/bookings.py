@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.auth import Principal, Role
 from api.deps import get_backend, require
+from api.params import Instant, VendorId
+from api.problems import problems
 from booking import bookings
 from core.records import Appointment, AppointmentStatus
 from indexer.backend import Backend
 
-router = APIRouter(prefix="/v1", tags=["bookings"])
+router = APIRouter(prefix="/v1", tags=["bookings"], responses=problems(401, 403, 503))
 
 
 class BookingStart(BaseModel):
-    slot_id: str
+    slot_id: str = Field(min_length=1, max_length=300)  # `<vendor>:<the vendor's slot id>`
 
 
 class BookingStarted(BaseModel):
@@ -32,7 +33,13 @@ class AppointmentCounts(BaseModel):
     by_vendor: dict[str, dict[str, int]]
 
 
-@router.post("/bookings", response_model=BookingStarted, status_code=201, summary="Start booking a slot")
+@router.post(
+    "/bookings",
+    response_model=BookingStarted,
+    status_code=201,
+    summary="Start booking a slot",
+    responses=problems(400, 404, 409, 422),
+)
 async def start_booking(
     body: BookingStart,
     backend: Annotated[Backend, Depends(get_backend)],
@@ -44,14 +51,19 @@ async def start_booking(
     )
 
 
-@router.get("/appointments", response_model=list[Appointment], summary="Appointments a regulator booked")
+@router.get(
+    "/appointments",
+    response_model=list[Appointment],
+    summary="Appointments a regulator booked",
+    responses=problems(422),
+)
 def appointments(
     backend: Annotated[Backend, Depends(get_backend)],
     principal: Annotated[Principal, Depends(require(Role.regulator))],
     status: Annotated[list[AppointmentStatus] | None, Query()] = None,
     department: Annotated[list[str] | None, Query()] = None,
-    start_from: datetime | None = None,
-    start_to: datetime | None = None,
+    start_from: Instant | None = None,
+    start_to: Instant | None = None,
 ) -> list[Appointment]:
     return bookings.appointments_of(backend, principal.label, status, department, start_from, start_to)
 
@@ -65,7 +77,11 @@ def counts(
     return AppointmentCounts(by_department=found.by_department, by_vendor=found.by_vendor)
 
 
-@router.get("/regulator-accounts", summary="Regulator accounts at vendors: state per regulator and vendor")
+@router.get(
+    "/regulator-accounts",
+    summary="Regulator accounts at vendors: state per regulator and vendor",
+    responses=problems(422),
+)
 def regulator_accounts(
     backend: Annotated[Backend, Depends(get_backend)],
     _: Annotated[Any, Depends(require(Role.maintainer))],
@@ -75,9 +91,13 @@ def regulator_accounts(
     return bookings.regulator_accounts(backend, regulator, vendor)
 
 
-@router.post("/regulator-accounts/{vendor_id}", summary="Create or update my account at a vendor now")
+@router.post(
+    "/regulator-accounts/{vendor_id}",
+    summary="Create or update my account at a vendor now",
+    responses=problems(404, 422),
+)
 async def push_my_account(
-    vendor_id: str,
+    vendor_id: VendorId,
     backend: Annotated[Backend, Depends(get_backend)],
     principal: Annotated[Principal, Depends(require(Role.regulator))],
 ) -> dict[str, Any]:

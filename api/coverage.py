@@ -19,17 +19,23 @@ from analytics.dictionary import dictionary_markdown
 from analytics.snapshots import snapshot_now
 from api.auth import Role
 from api.deps import get_backend, get_settings, require
-from api.problems import Problem
+from api.params import Instant
+from api.problems import Problem, problems
 from core.settings import Settings
 from indexer.backend import Backend
 
-router = APIRouter(prefix="/v1/coverage", tags=["coverage"])
+router = APIRouter(prefix="/v1/coverage", tags=["coverage"], responses=problems(401, 403, 422, 503))
 ANALYSTS = (Role.analyst, Role.maintainer)
 Level = Literal["national", "territory", "department", "commune"]
 Horizon = Annotated[int, Query(description="hours ahead: 24, 48 or 72")]
 MEDIA = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
 PICTURES = {"png": "image/png", "svg": "image/svg+xml"}
-NEEDS_EXTRA: dict[int | str, dict[str, Any]] = {501: {"description": "the optional `analytics` extra is not installed"}}
+NEEDS_EXTRA = problems(501)
+
+
+def files(media: dict[str, str]) -> dict[int | str, dict[str, Any]]:
+    """The documented 200 of a route answering files of these media types."""
+    return {200: {"description": "The file", "content": {m.split(";")[0]: {} for m in media.values()}}}
 
 
 def _analytics_extra_missing() -> Problem:
@@ -43,8 +49,8 @@ def _analytics_extra_missing() -> Problem:
 
 
 def period(
-    start: Annotated[datetime | None, Query(description="period start (default: end - 7 days)")] = None,
-    end: Annotated[datetime | None, Query(description="period end (default: now)")] = None,
+    start: Annotated[Instant | None, Query(description="period start (default: end - 7 days)")] = None,
+    end: Annotated[Instant | None, Query(description="period end (default: now)")] = None,
 ) -> tables.Period:
     end = _utc(end) or datetime.now(UTC)
     start = _utc(start) or end - timedelta(days=7)
@@ -56,9 +62,7 @@ def period(
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.astimezone(UTC) if value is not None else None  # instants come with their offset (`Instant`)
 
 
 def _horizon(horizon: int) -> int:
@@ -90,7 +94,7 @@ Span = Annotated[tables.Period, Depends(period)]
 
 @router.get("", response_model=CoverageAnswer, summary="Coverage of every area of a level at the last snapshot")
 def coverage(
-    backend: Store, _: Reader, level: Level = "department", horizon: Horizon = 48, at: datetime | None = None
+    backend: Store, _: Reader, level: Level = "department", horizon: Horizon = 48, at: Instant | None = None
 ) -> CoverageAnswer:
     rows = tables.coverage(backend, level, _horizon(horizon), _utc(at))
     snapshot = rows[0].snapshot if rows else tables.latest_snapshot(backend, _utc(at))
@@ -132,12 +136,22 @@ def appointments(backend: Store, _: Reader, span: Span) -> list[tables.Appointme
     return tables.appointments(backend, span)
 
 
-@router.get("/dictionary", summary="Data dictionary of the exports (Markdown)")
+@router.get(
+    "/dictionary",
+    summary="Data dictionary of the exports (Markdown)",
+    response_class=Response,
+    responses=files({"md": "text/markdown"}),
+)
 def dictionary(_: Reader) -> Response:
     return Response(dictionary_markdown(), media_type="text/markdown; charset=utf-8")
 
 
-@router.get("/export/{table}.{fmt}", summary="One table as CSV or Parquet", responses=NEEDS_EXTRA)
+@router.get(
+    "/export/{table}.{fmt}",
+    summary="One table as CSV or Parquet",
+    response_class=Response,
+    responses={**files(MEDIA), **NEEDS_EXTRA, **problems(404)},
+)
 def export(backend: Store, _: Reader, span: Span, table: str, fmt: Literal["csv", "parquet"]) -> Response:
     spec = tables.TABLES.get(table)
     if spec is None:
@@ -156,14 +170,17 @@ Side = Annotated[int, Query(ge=200, le=4000, description="pixels")]
 
 
 @router.get(
-    "/map.{fmt}", summary="Map of France by department: free slots per 10,000 inhabitants", responses=NEEDS_EXTRA
+    "/map.{fmt}",
+    summary="Map of France by department: free slots per 10,000 inhabitants",
+    response_class=Response,
+    responses={**files(PICTURES), **NEEDS_EXTRA},
 )
 async def map_picture(
     backend: Store,
     _: Reader,
     fmt: Literal["png", "svg"],
     horizon: Horizon = 48,
-    at: datetime | None = None,
+    at: Instant | None = None,
     width: Side = 1000,
     height: Side = 1000,
 ) -> Response:
@@ -178,7 +195,12 @@ async def map_picture(
     return Response(body, media_type=PICTURES[fmt], headers={"Cache-Control": "no-store"})
 
 
-@router.get("/chart.{fmt}", summary="Free slots and under-served searches over a period", responses=NEEDS_EXTRA)
+@router.get(
+    "/chart.{fmt}",
+    summary="Free slots and under-served searches over a period",
+    response_class=Response,
+    responses={**files(PICTURES), **NEEDS_EXTRA},
+)
 async def chart_picture(
     backend: Store,
     _: Reader,

@@ -7,15 +7,22 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from api.deps import DIRECTORY_READERS, get_backend, get_settings, require
+from api.params import Finess, Idnps
+from api.problems import problems
 from core.records import Structure
 from core.settings import Settings
 from indexer.backend import Backend
 from search.directory import PractitionerAnswer, SiteSearchAnswer, practitioner_answer, site_search, structure_answer
 
-router = APIRouter(prefix="/v1", tags=["directory"])
+router = APIRouter(prefix="/v1", tags=["directory"], responses=problems(401, 403, 422, 503))
 
 
-@router.get("/practice-sites/search", response_model=SiteSearchAnswer, summary="Practice sites nearest first")
+@router.get(
+    "/practice-sites/search",
+    response_model=SiteSearchAnswer,
+    summary="Practice sites nearest first",
+    responses=problems(400),
+)
 def search_practice_sites(
     backend: Annotated[Backend, Depends(get_backend)],
     settings: Annotated[Settings, Depends(get_settings)],
@@ -51,9 +58,14 @@ def search_practice_sites(
     )
 
 
-@router.get("/practitioners/{idnps}", response_model=PractitionerAnswer, summary="A practitioner and their sites")
+@router.get(
+    "/practitioners/{idnps}",
+    response_model=PractitionerAnswer,
+    summary="A practitioner and their sites",
+    responses=problems(404),
+)
 def get_practitioner(
-    idnps: str,
+    idnps: Idnps,
     backend: Annotated[Backend, Depends(get_backend)],
     settings: Annotated[Settings, Depends(get_settings)],
     _: Annotated[Any, Depends(require(*DIRECTORY_READERS))],
@@ -61,9 +73,9 @@ def get_practitioner(
     return practitioner_answer(backend, idnps, settings.staleness_limit_s)
 
 
-@router.get("/structures/{finess}", response_model=Structure, summary="A FINESS establishment")
+@router.get("/structures/{finess}", response_model=Structure, summary="A FINESS establishment", responses=problems(404))
 def get_structure(
-    finess: str,
+    finess: Finess,
     backend: Annotated[Backend, Depends(get_backend)],
     _: Annotated[Any, Depends(require(*DIRECTORY_READERS))],
 ) -> Structure:

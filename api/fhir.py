@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from api.auth import Principal, Role
 from api.deps import get_backend, require
-from api.problems import Problem
+from api.problems import FhirResponse, Problem, fhir_resources, outcomes
 from booking.appointments import AppointmentRejected, find_by_identifier, parse_appointment, record, to_fhir
 from indexer.backend import Backend
 from indexer.registry import get_vendor
@@ -53,7 +53,12 @@ def _answer(outcome, status: int) -> JSONResponse:
     )
 
 
-@router.post("/Appointment", summary="Report an appointment booked through the SAS")
+@router.post(
+    "/Appointment",
+    summary="Report an appointment booked through the SAS",
+    response_class=FhirResponse,
+    responses={**fhir_resources(200, 201), **outcomes(400, 401, 403, 422, 503)},
+)
 async def create(
     request: Request,
     backend: Annotated[Backend, Depends(get_backend)],
@@ -66,7 +71,12 @@ async def create(
     return _answer(outcome, 201 if outcome.created else 200)
 
 
-@router.put("/Appointment", summary="Conditional update: PUT /fhir/Appointment?identifier=[system|]value")
+@router.put(
+    "/Appointment",
+    summary="Conditional update: PUT /fhir/Appointment?identifier=[system|]value",
+    response_class=FhirResponse,
+    responses={**fhir_resources(200, 201), **outcomes(400, 401, 403, 422, 503)},
+)
 async def update(
     request: Request,
     identifier: str,
@@ -85,7 +95,12 @@ async def update(
     return _answer(outcome, 201 if outcome.created else 200)
 
 
-@router.get("/Appointment/{resource_id}", summary="Read back one of the vendor's appointments")
+@router.get(
+    "/Appointment/{resource_id}",
+    summary="Read back one of the vendor's appointments",
+    response_class=FhirResponse,
+    responses={**fhir_resources(200), **outcomes(401, 403, 404, 422, 503)},
+)
 def read(
     resource_id: str,
     backend: Annotated[Backend, Depends(get_backend)],

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Depends, Query
 
 from api.auth import Role
 from api.deps import get_backend, require
-from api.problems import Problem
+from api.params import Idnps
+from api.problems import Problem, problems
 from core.records import Participation
 from indexer.backend import Backend
 from indexer.registry import get_participation, get_vendor, participants, save_participation
 
-router = APIRouter(prefix="/v1/participations", tags=["participations"])
+router = APIRouter(prefix="/v1/participations", tags=["participations"], responses=problems(401, 403, 422, 503))
 MAINTAINER = Depends(require(Role.maintainer))
 
 
@@ -27,9 +28,11 @@ def list_participations(
     return participants(backend, vendor, active_only=active_only)
 
 
-@router.get("/{idnps}", response_model=Participation, summary="One practitioner's participation")
+@router.get(
+    "/{idnps}", response_model=Participation, summary="One practitioner's participation", responses=problems(404)
+)
 def get_one(
-    idnps: str, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]
+    idnps: Idnps, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]
 ) -> Participation:
     found = get_participation(backend, idnps)
     if found is None:
@@ -37,9 +40,11 @@ def get_one(
     return found
 
 
-@router.put("/{idnps}", response_model=Participation, summary="Declare or update a participation")
+@router.put(
+    "/{idnps}", response_model=Participation, summary="Declare or update a participation", responses=problems(400)
+)
 def put_one(
-    idnps: str,
+    idnps: Idnps,
     participation: Participation,
     backend: Annotated[Backend, Depends(get_backend)],
     _: Annotated[Any, MAINTAINER],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query
@@ -11,7 +10,8 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query
 from analytics.snapshots import outcome_of, record_outcome
 from api.auth import Role
 from api.deps import get_backend, get_settings, require
-from api.problems import Problem
+from api.params import Instant
+from api.problems import Problem, problems
 from core.settings import Settings
 from core.text import split_codes
 from indexer.backend import Backend
@@ -21,7 +21,14 @@ from search.engine import SearchRequest
 router = APIRouter(prefix="/v1", tags=["search"])
 
 
-@router.get("/search", response_model=SearchAnswer, summary="Nearest practitioners with a free slot")
+@router.get(
+    "/search",
+    response_model=SearchAnswer,
+    summary="Nearest practitioners with a free slot",
+    description="A later page repeats the first page's parameters with its `next_cursor`; a cursor that is "
+    "altered, expired (after an hour) or given with other parameters is refused (400).",
+    responses=problems(400, 401, 403, 422, 503),
+)
 def search(
     background: BackgroundTasks,
     backend: Annotated[Backend, Depends(get_backend)],
@@ -35,8 +42,8 @@ def search(
     department: Annotated[str | None, Query(pattern=r"^(\d{2,3}|2[ABab])$")] = None,
     specialty: Annotated[str | None, Query(pattern=r"^[A-Z]{2,4}\d{2,3}$", description="default SM54")] = None,
     profession: Annotated[str | None, Query(pattern=r"^\d{2}$")] = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: Instant | None = None,
+    end: Instant | None = None,
     within: Annotated[list[str] | None, Query(description="0-4h, 4-8h, 8-12h, 12-24h, 24-48h, 48-72h")] = None,
     slot_type: Annotated[list[str] | None, Query(description="PUBLIC, PRO, SNP, CPTS")] = None,
     modality: Annotated[list[str] | None, Query(description="practice, home, tele")] = None,

@@ -11,13 +11,14 @@ from pydantic import BaseModel
 from aggregation.holdings import VendorHoldings, vendor_holdings
 from api.auth import Role
 from api.deps import get_backend, get_settings, require
-from api.problems import Problem
+from api.params import VendorId
+from api.problems import Problem, problems
 from core.records import Vendor
 from core.settings import Settings
 from indexer.backend import Backend
 from indexer.registry import list_vendors, save_vendor, set_enabled
 
-router = APIRouter(prefix="/v1/vendors", tags=["vendors"])
+router = APIRouter(prefix="/v1/vendors", tags=["vendors"], responses=problems(401, 403, 503))
 MAINTAINER = Depends(require(Role.maintainer))
 
 
@@ -44,9 +45,14 @@ def vendors(backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any,
     return [VendorView.of(v) for v in list_vendors(backend)]
 
 
-@router.put("/{vendor_id}", response_model=VendorView, summary="Declare or update a vendor")
+@router.put(
+    "/{vendor_id}", response_model=VendorView, summary="Declare or update a vendor", responses=problems(400, 422)
+)
 def put_vendor(
-    vendor_id: str, vendor: Vendor, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]
+    vendor_id: VendorId,
+    vendor: Vendor,
+    backend: Annotated[Backend, Depends(get_backend)],
+    _: Annotated[Any, MAINTAINER],
 ) -> VendorView:
     if vendor.vendor_id != vendor_id:
         raise Problem(422, "Inconsistent vendor id", "The body's vendor_id must match the URL.", "invalid-request")
@@ -59,9 +65,10 @@ def put_vendor(
     summary="Slots the index holds for a vendor",
     description="Earliest first, each with its freshness (shown to regulators or hidden as stale); 404 for a "
     "vendor not in the registry.",
+    responses=problems(400, 404, 422),
 )
 def vendor_slots(
-    vendor_id: str,
+    vendor_id: VendorId,
     backend: Annotated[Backend, Depends(get_backend)],
     settings: Annotated[Settings, Depends(get_settings)],
     _: Annotated[Any, MAINTAINER],
@@ -72,16 +79,20 @@ def vendor_slots(
     return vendor_holdings(backend, settings, vendor_id, idnps=idnps, limit=limit, cursor=cursor)
 
 
-@router.post("/{vendor_id}/disable", response_model=VendorView, summary="Stop pulling a vendor")
+@router.post(
+    "/{vendor_id}/disable", response_model=VendorView, summary="Stop pulling a vendor", responses=problems(404, 422)
+)
 def disable(
-    vendor_id: str, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]
+    vendor_id: VendorId, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]
 ) -> VendorView:
     return _toggle(backend, vendor_id, False)
 
 
-@router.post("/{vendor_id}/enable", response_model=VendorView, summary="Resume pulling a vendor")
+@router.post(
+    "/{vendor_id}/enable", response_model=VendorView, summary="Resume pulling a vendor", responses=problems(404, 422)
+)
 def enable(
-    vendor_id: str, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]
+    vendor_id: VendorId, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]
 ) -> VendorView:
     return _toggle(backend, vendor_id, True)
 

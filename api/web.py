@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from api.auth import Role
 from api.deps import require
+from api.problems import problems
 from core.geo import gazetteer
 from core.text import fold
 from search.specialties import specialty_labels
@@ -36,7 +37,12 @@ class SpecialtyLabel(BaseModel):
     label: str
 
 
-@router.get("/v1/specialties", response_model=list[SpecialtyLabel], summary="Savoir-faire codes and labels")
+@router.get(
+    "/v1/specialties",
+    response_model=list[SpecialtyLabel],
+    summary="Savoir-faire codes and labels",
+    responses=problems(401, 403),
+)
 def specialties(_: Annotated[Any, Depends(require(*READERS))]) -> list[SpecialtyLabel]:
     labels = specialty_labels()
     return [SpecialtyLabel(code=code, label=labels[code]) for code in sorted(labels, key=lambda c: fold(labels[c]))]
@@ -50,7 +56,12 @@ class PlaceSuggestion(BaseModel):
     lon: float
 
 
-@router.get("/v1/places/suggest", response_model=list[PlaceSuggestion], summary="Communes and postcodes")
+@router.get(
+    "/v1/places/suggest",
+    response_model=list[PlaceSuggestion],
+    summary="Communes and postcodes",
+    responses=problems(401, 403, 422),
+)
 def suggest(
     _: Annotated[Any, Depends(require(*READERS))],
     q: Annotated[str, Query(min_length=2, max_length=80)],

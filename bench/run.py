@@ -5,6 +5,7 @@
     dispo bench verify    --scale department   # first page of live-verified cards vs the batch-of-25 method
     dispo bench aggregate --scale department   # one full aggregation cycle vs fetching alone
     dispo bench embedded  --scale department   # in-process embedded search vs a naive R*Tree + haversine query
+    dispo bench hostile   --scale department   # vendors' cycles and peak memory beside a hostile vendor vs alone
 
 Figures are medians and percentiles over many repetitions on the machine at hand: ratios measured in
 the same run are what compare across machines (see BENCHMARKS.md).
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +39,14 @@ from api.app import create_app
 from api.auth import Role, new_token
 from bench.generate import generate
 from core.geo import gazetteer, haversine_km
+from core.records import Participation, Vendor
 from core.settings import Settings
+from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite
 from editor_sandbox.server import ThreadedServer
 from indexer.backend import GeoQuery
 from indexer.factory import make_backend
 from indexer.lifecycle import scan
-from indexer.registry import list_vendors, participants
+from indexer.registry import list_vendors, participants, save_participation, save_vendor
 from rpps_import.pipeline import import_rpps
 from search.audit import sample_points as weighted_points
 from search.engine import SearchRequest, run_search
@@ -299,7 +303,7 @@ def _world(scale: str, work: Path, backend_kind: str = "sqlite", es_url: str | N
         try:
             for sandbox in sandboxes:
                 httpx.get(sandbox.url + "/fhir/metadata", timeout=2)
-            if len(list_vendors(backend)) >= n_vendors:
+            if len(list_vendors(backend, enabled_only=True)) >= n_vendors:  # the hostile scenario's is disabled
                 break
         except httpx.HTTPError:
             pass
@@ -673,6 +677,153 @@ def _aggregate_on(scale: str, work: Path, kind: str, es_url: str | None, latency
     return rows
 
 
+HOSTILE = "hostile"  # the vendor id of the hostile scenario's vendor
+HOSTILE_PRACTITIONERS = 100  # its participants: 4 batches, as many as its calls in flight
+
+
+def bench_hostile(
+    scale: str,
+    work: Path,
+    size_mb: float = 115.0,
+    cycles: int = 5,
+    latency_ms: float = 50.0,
+    cap_bytes: int | None = None,
+) -> list[Row]:
+    """The world's vendors' cycle times and the aggregator's peak memory beside one vendor answering huge Bundles,
+    against the same vendors alone (the reference). Each measurement is `cycles` cycles of an aggregator in a
+    process of its own (`bench.cycles`), whose peak resident size (VmHWM) is then the aggregator's alone.
+
+    The hostile vendor pads every answer to `size_mb` MB with entries that are not Slots and streams it (no
+    length announced: the client has to count); then, as the worst a capped aggregator reads whole, to 90 % of
+    the cap (`cap_bytes`, default the settings' `vendor_max_answer_bytes`). Its calls fail, or succeed, in every
+    cycle: each cycle has a new aggregator, so no breaker stays open between cycles."""
+    kind, es_url = backends()[0]  # the vendors' answers are what is measured, not the index
+    backend, settings, servers = _world(scale, work, kind, es_url)
+    cap = cap_bytes or settings.vendor_max_answer_bytes
+    limited = settings.model_copy(update={"vendor_max_answer_bytes": cap})
+    hostile, vendor = _hostile_vendor(work, backend)
+    _control(servers, latency_ms_min=latency_ms / 3, latency_ms_max=latency_ms, churn_rate=0.0)
+    runs: list[tuple[str, int, dict[str, Any], float]] = []  # (label, answer bytes, child's output, sampled peak)
+    try:
+        for label, size in (
+            ("reference: the vendors alone", 0),
+            (f"beside a vendor answering {size_mb:g} MB", int(size_mb * 1e6)),
+            (f"beside a vendor answering {0.9 * cap / 1e6:g} MB (90 % of the cap)", int(0.9 * cap)),
+        ):
+            save_vendor(backend, vendor.model_copy(update={"enabled": size > 0}))
+            if size:
+                _control([hostile], padding_bytes=size)
+            output, sampled = _cycles_in_child(limited, cycles, work)
+            runs.append((label, size, output, sampled))
+    finally:
+        save_vendor(backend, vendor.model_copy(update={"enabled": False}))  # the later scenarios do without it
+        _control(servers, latency_ms_min=0, latency_ms_max=0)
+        hostile.process.terminate()
+        hostile.process.wait(timeout=30)
+    reference = _normal_cycles_ms(runs[0][2])
+    rows = []
+    for label, size, output, sampled in runs:
+        times = _normal_cycles_ms(output)
+        peak = output["peak_rss_mb"] or sampled
+        late = output["loop_late_ms"] or {"p99": 0.0, "max": 0.0}
+        what = (
+            f"{label}: {cycles} cycles of {len(servers)} vendors; event loop late by {late['p99']:.0f} ms p99, "
+            f"{late['max']:.0f} ms at most; the aggregator's peak RSS"
+        )
+        if size:
+            calls = Counter[str]()
+            for cycle_reports in output["cycles"]:
+                for report in cycle_reports:
+                    if report["vendor_id"] == HOSTILE:
+                        calls.update(report["errors"] or {"answered": report["requests"]})
+            what += f" {peak / runs[0][2]['peak_rss_mb']:.2f}x the reference's; its calls: {dict(calls)}"
+        rows.append(
+            Row(
+                "aggregation beside a hostile vendor",
+                scale,
+                backend.name if size else "-",
+                what,
+                len(times),
+                times,
+                peak_rss_mb=peak,
+                ratio=statistics.median(reference) / statistics.median(times) if size else None,
+            )
+        )
+    return rows
+
+
+@dataclass
+class _HostileSandbox:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def _hostile_vendor(work: Path, backend: Any) -> tuple[_HostileSandbox, Vendor]:
+    """A sandbox vendor in a process of its own (its huge answers cost the world's vendors nothing), serving
+    HOSTILE_PRACTITIONERS practitioners the directory does not know, declared (disabled) with their participations.
+    Its answers are streamed (no length announced) in pieces over 0.2 s, as a server writing a large answer does."""
+    import httpx
+
+    practitioners = [
+        SandboxPractitioner(idnps=f"99{i:09d}", family=f"H{i}", sites=[SandboxSite(idnst="1010000032")])
+        for i in range(HOSTILE_PRACTITIONERS)
+    ]
+    config = SandboxConfig(vendor_id=HOSTILE, name="Hostile vendor", practitioners=practitioners, dribble_s=0.2)
+    path = work / "hostile-sandbox.json"
+    path.write_text(config.model_dump_json())
+    port = _free_ports(1)
+    log = (work / "sandbox-hostile.log").open("wb")
+    command = [sys.executable, "-m", "dispo.cli", "sandbox", "--config", str(path), "--port", str(port)]
+    sandbox = _HostileSandbox(f"http://127.0.0.1:{port}", subprocess.Popen(command, stdout=log, stderr=log))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(sandbox.url + "/_stats", timeout=2).raise_for_status()
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or sandbox.process.poll() is not None:
+                raise RuntimeError(f"the hostile sandbox did not start; see {log.name}") from None
+            time.sleep(0.2)
+    vendor = Vendor(vendor_id=HOSTILE, name=config.name, base_url=sandbox.url + "/fhir", enabled=False)
+    save_vendor(backend, vendor)
+    for p in practitioners:
+        save_participation(backend, Participation(idnps=p.idnps, vendors=[HOSTILE]))
+    return sandbox, vendor
+
+
+def _cycles_in_child(settings: Settings, cycles: int, work: Path) -> tuple[dict[str, Any], float]:
+    """`bench.cycles` run in a child process: its output, and its peak memory as sampled from outside (MB)."""
+    request = {
+        "settings": {
+            "data_dir": str(settings.data_dir),
+            "backend": settings.backend,
+            "es_url": settings.es_url,
+            "index_prefix": settings.index_prefix,
+            "tokens": "",
+            "vendor_max_answer_bytes": settings.vendor_max_answer_bytes,
+            "vendor_call_deadline_s": settings.vendor_call_deadline_s,
+        },
+        "cycles": cycles,
+    }
+    with tempfile.TemporaryFile() as answer, tempfile.TemporaryFile() as question:
+        question.write(orjson.dumps(request))
+        question.seek(0)
+        child = subprocess.Popen([sys.executable, "-m", "bench.cycles"], stdin=question, stdout=answer)
+        peak = 0.0
+        while child.poll() is None:
+            peak = max(peak, _tree_rss_mb(child.pid))
+            time.sleep(0.1)
+        if child.returncode:
+            raise subprocess.CalledProcessError(child.returncode, "python -m bench.cycles")
+        answer.seek(0)
+        return orjson.loads(answer.read()), peak
+
+
+def _normal_cycles_ms(output: dict[str, Any]) -> list[float]:
+    """The cycle times of the world's vendors (every vendor but the hostile one), in ms."""
+    return [r["duration_s"] * 1000 for reports in output["cycles"] for r in reports if r["vendor_id"] != HOSTILE]
+
+
 # The dense-city query of the embedded scenario, per scale.
 DENSE = {"department": ("01053", 20.0), "region": ("69383", 10.0), "national": ("75111", 5.0)}
 
@@ -727,12 +878,18 @@ SCENARIOS: dict[str, Callable[..., list[Row]]] = {  # in the order they run
     "search": bench_search,
     "embedded": bench_embedded,
     "aggregate": bench_aggregate,
+    "hostile": bench_hostile,
     "verify": bench_verify,
 }
 
 
 # Repetitions of a quick run (the test suite's smoke test): enough to exercise every path, no more.
-QUICK = {"search": {"requests": 32}, "verify": {"n": 2}, "embedded": {"n": 10}}
+QUICK = {
+    "search": {"requests": 32},
+    "verify": {"n": 2},
+    "embedded": {"n": 10},
+    "hostile": {"size_mb": 2, "cycles": 1, "cap_bytes": 1_000_000},
+}
 
 
 def run(
@@ -743,10 +900,12 @@ def run(
     on_rows: Callable[[list[Row]], None] | None = None,
     repeat: int | None = None,
     backend: str | None = None,
+    answer_mb: float | None = None,
 ) -> list[Row]:
     """Run scenarios in order; a scenario that fails leaves a row saying why and the others still run.
     `repeat` sets the number of searches of the search and embedded scenarios (a tenth of it, at least 5,
-    for the live-verification one, whose searches wait on vendors)."""
+    for the live-verification one, whose searches wait on vendors); `answer_mb` the size of the hostile
+    vendor's answers."""
     # DISPO_BENCH_WORK keeps the generated files and imported worlds between runs (a national world takes
     # minutes to build); by default every run starts from nothing.
     work = work or Path(os.environ.get("DISPO_BENCH_WORK") or tempfile.mkdtemp(prefix="dispo-bench-"))
@@ -764,6 +923,8 @@ def run(
                         "verify": {"n": max(5, repeat // 10)},
                         "embedded": {"n": repeat},
                     }.get(name, {})
+                if answer_mb and name == "hostile":
+                    knobs = {**knobs, "size_mb": answer_mb}
                 rows += SCENARIOS[name](scale, work, **knobs)
             except Exception as exc:
                 if quick:

@@ -1,6 +1,7 @@
 """Regulator accounts at vendors (flow INT_R02): before a regulator's first booking with a vendor (and on
 demand), the platform creates or updates the account with a FrPractitionerRegul resource, identified by
-the platform's technical identifier for the regulator. The state per regulator x vendor is kept."""
+the platform's technical identifier for the regulator. The state per regulator x vendor is kept, and says
+which regulators a vendor knows (`account_pushed`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,20 @@ from indexer.lifecycle import ensure_live
 
 KIND = "regulator_accounts"
 TECHNICAL_ID_SYSTEM = "urn:oid:1.2.250.1.213.3.6"  # platform technical identifiers (contract §3)
+
+
+def account_id(regulator: str, vendor_id: str) -> str:
+    """The id of the state of a regulator's account at a vendor."""
+    return f"{regulator}:{vendor_id}"
+
+
+def account_pushed(backend: Backend, regulator: str, vendor_id: str) -> bool:
+    """Whether the vendor has accepted the regulator's account at least once: a later failed update does not
+    undo that."""
+    state = backend.get(KIND, account_id(regulator, vendor_id))
+    if state is None:
+        return False
+    return state.get("state") in ("created", "updated") or state.get("last_success_at") is not None
 
 
 def practitioner_regul(regulator: str, name: str | None = None) -> dict[str, Any]:
@@ -58,9 +73,9 @@ async def ensure_account(
     Timeouts, lost connections, 429 and 5xx answers are retried up to `retries` times (`core.retry`); the
     state says `failed`, with the last error, when the vendor still refuses."""
     index = await asyncio.to_thread(ensure_live, backend, KIND)
-    account_id = f"{regulator}:{vendor.vendor_id}"
-    state = await asyncio.to_thread(backend.get, KIND, account_id) or {
-        "account_id": account_id,
+    key = account_id(regulator, vendor.vendor_id)
+    state = await asyncio.to_thread(backend.get, KIND, key) or {
+        "account_id": key,
         "regulator": regulator,
         "vendor": vendor.vendor_id,
         "state": "new",

@@ -1,5 +1,10 @@
 """Appointments reported by vendors (flow INT_R03): validation against FrAppointmentSAS, idempotent storage
-with the history of statuses, and the effect on the index (a booked slot leaves search at once)."""
+with the history of statuses, and the effect on the index (a booked slot leaves search at once).
+
+A vendor's report is taken only for what that vendor may speak of: a practitioner taking part in the SAS through
+it, a regulator whose account it was given, instants within the years slots can be in, and identifiers of a
+bounded size (everything stored is shown again in regulators' follow-up and analysts' counts).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aggregation.contract import IDNPS_SYSTEM, parse_instant
+from aggregation.contract import IDNPS_SYSTEM, InstantOutOfRange, parse_instant
+from aggregation.rules import EARLIEST, LATEST
+from booking.accounts import account_pushed
 from core.records import Appointment, AppointmentStatus, StatusChange
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import ensure_live
+from indexer.registry import get_participation
 
 KIND = "appointments"
 OPERATOR_EXTENSION = "http://interopsante.org/fhir/StructureDefinition/FrAppointmentOperator"
+MAX_ID = 128  # characters of an identifier value, IDNPS, operator or version: far beyond any real one
+MAX_URI = 512  # characters of an identifier system
 
 
 class AppointmentRejected(ValueError):
@@ -31,58 +41,111 @@ class Outcome:
     changed: bool  # False for a duplicate or an out-of-order (older) update, which change nothing
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _bounded(value: Any, limit: int, what: str) -> str:
+    """A vendor's identifier or version as stored: a string (a number is taken as written) of 1 to `limit`
+    characters; raises AppointmentRejected otherwise."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise AppointmentRejected(422, f"{what} must be a string")
+    if isinstance(value, int) and value.bit_length() > 4 * limit:  # more than `limit` digits, never written out
+        raise AppointmentRejected(422, f"{what} is longer than {limit} characters")
+    text = str(value)
+    if not text:
+        raise AppointmentRejected(422, f"{what} must not be empty")
+    if len(text) > limit:
+        raise AppointmentRejected(422, f"{what} is longer than {limit} characters")
+    return text
+
+
+def _instant(value: Any, what: str) -> datetime:
+    try:
+        return parse_instant(value)[0]
+    except InstantOutOfRange as exc:
+        raise AppointmentRejected(
+            422, f"{what} must be an instant within {EARLIEST.year}–{LATEST.year - 1}: {exc}"
+        ) from exc
+    except ValueError as exc:
+        raise AppointmentRejected(422, f"{what} must be an instant with an offset") from exc
+
+
 def parse_appointment(resource: Any, vendor: str, backend: Backend, now: datetime) -> Appointment:
+    """The stored form of a vendor's FrAppointmentSAS; raises AppointmentRejected for anything it may not report."""
     if not isinstance(resource, dict) or resource.get("resourceType") != "Appointment":
         raise AppointmentRejected(400, "the body is not a FHIR Appointment resource")
-    identifiers = [i for i in resource.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
+    identifiers = [i for i in _list(resource.get("identifier")) if isinstance(i, dict) and i.get("value")]
     if not identifiers:
         raise AppointmentRejected(422, "Appointment.identifier is required (the vendor's appointment id)")
+    ident = identifiers[0]
+    value = _bounded(ident["value"], MAX_ID, "identifier.value")
+    system = _bounded(ident["system"], MAX_URI, "identifier.system") if ident.get("system") is not None else None
     status = resource.get("status")
-    if status not in AppointmentStatus.__members__:
-        raise AppointmentRejected(422, f"status {status!r} is not one of booked, fulfilled, noshow, cancelled")
-    try:
-        start, _ = parse_instant(resource.get("start"))
-        end, _ = parse_instant(resource.get("end"))
-    except ValueError as exc:
-        raise AppointmentRejected(422, "start and end must be instants with an offset") from exc
+    if not isinstance(status, str) or status not in AppointmentStatus.__members__:
+        raise AppointmentRejected(422, f"status {status!r:.40} is not one of booked, fulfilled, noshow, cancelled")
+    start = _instant(resource.get("start"), "start")
+    end = _instant(resource.get("end"), "end")
     if end <= start:
         raise AppointmentRejected(422, "end must be after start")
     idnps = None
-    for participant in resource.get("participant") or []:
-        ident = ((participant or {}).get("actor") or {}).get("identifier") or {}
-        if ident.get("system") == IDNPS_SYSTEM and ident.get("value"):
-            idnps = str(ident["value"])
+    for participant in _list(resource.get("participant")):
+        actor = _dict(_dict(_dict(participant).get("actor")).get("identifier"))
+        if actor.get("system") == IDNPS_SYSTEM and actor.get("value"):
+            idnps = _bounded(actor["value"], MAX_ID, "participant.actor.identifier.value")
     if idnps is None:
         raise AppointmentRejected(422, "participant.actor.identifier must name the practitioner's IDNPS")
     sites = backend.search("practice_sites", GeoQuery(filters={"idnps": [idnps]}, limit=1)).hits
     if not sites:
         raise AppointmentRejected(422, f"practitioner {idnps} is not in the directory")
     operator = None
-    for ext in resource.get("extension") or []:
+    for ext in _list(resource.get("extension")):
         if isinstance(ext, dict) and ext.get("url") == OPERATOR_EXTENSION:
-            operator = (((ext.get("valueReference") or {}).get("identifier")) or {}).get("value")
+            operator = _dict(_dict(ext.get("valueReference")).get("identifier")).get("value")
     if not operator:
         raise AppointmentRejected(422, "the FrAppointmentOperator extension must identify the regulator")
-    meta = resource.get("meta") or {}
-    try:
-        last_updated = parse_instant(meta["lastUpdated"])[0] if meta.get("lastUpdated") else now
-    except ValueError as exc:
-        raise AppointmentRejected(422, "meta.lastUpdated must be an instant with an offset") from exc
-    ident = identifiers[0]
+    operator = _bounded(operator, MAX_ID, "the FrAppointmentOperator identifier")
+    appointment_id = f"{vendor}:{value}"
+    if not _accepted_before(backend, appointment_id, idnps, operator):
+        _check_reporter(backend, vendor, idnps, operator)
+    meta = _dict(resource.get("meta"))
+    last_updated = _instant(meta["lastUpdated"], "meta.lastUpdated") if meta.get("lastUpdated") else now
+    version = meta.get("versionId")
     return Appointment(
-        appointment_id=f"{vendor}:{ident['value']}",
+        appointment_id=appointment_id,
         vendor=vendor,
-        identifier_system=ident.get("system"),
-        identifier_value=str(ident["value"]),
+        identifier_system=system,
+        identifier_value=value,
         status=AppointmentStatus(status),
         start=start,
         end=end,
         idnps=idnps,
-        operator=str(operator),
+        operator=operator,
         department_code=sites[0].doc.get("department_code"),
-        version=str(meta["versionId"]) if meta.get("versionId") is not None else None,
+        version=_bounded(version, MAX_ID, "meta.versionId") if version is not None else None,
         last_updated=last_updated,
     )
+
+
+def _check_reporter(backend: Backend, vendor: str, idnps: str, operator: str) -> None:
+    """The vendor speaks for the practitioner (an active participation through it) and knows the regulator (their
+    account was pushed to it): otherwise the appointment would show in a follow-up it has no part in."""
+    participation = get_participation(backend, idnps)
+    if participation is None or not participation.active or vendor not in participation.vendors:
+        raise AppointmentRejected(422, f"practitioner {idnps} takes no part in the SAS through vendor {vendor}")
+    if not account_pushed(backend, operator, vendor):
+        raise AppointmentRejected(422, f"regulator {operator} has no account at vendor {vendor}")
+
+
+def _accepted_before(backend: Backend, appointment_id: str, idnps: str, operator: str) -> bool:
+    """An update of an appointment the vendor already reported, for the same practitioner and regulator: its later
+    statuses (fulfilled, missed) still count once the practitioner has left the SAS."""
+    stored = backend.get(KIND, appointment_id)
+    return stored is not None and stored.get("idnps") == idnps and stored.get("operator") == operator
 
 
 def find_by_identifier(backend: Backend, value: str) -> list[Appointment]:

@@ -6,10 +6,12 @@ Index documents are these records dumped to JSON plus a few derived search field
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class PositionPrecision(StrEnum):
@@ -196,20 +198,45 @@ class Slot(BaseModel):
     fetched_at: datetime
 
 
+# A vendor id goes into every slot id (`<vendor>:<slot>`): a short token without ':'.
+VENDOR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_VENDOR_ID = re.compile(VENDOR_ID_PATTERN)
+
+
 class Vendor(BaseModel):
-    """A booking-software vendor (éditeur) and how to reach its FHIR endpoint."""
+    """A booking-software vendor (éditeur) and how to reach its FHIR endpoint.
+
+    Bounded as input from a maintainer should be: the id goes into every slot id (`<vendor>:<slot>`), so it is a
+    short token without ':'; the call settings stay within what one vendor may cost the aggregator."""
 
     vendor_id: str
-    name: str
-    base_url: str  # FHIR base: the Slot search is GET <base_url>/Slot
-    bearer_token: str | None = None  # sandbox and test deployments; production uses mutual TLS
-    client_cert: str | None = None  # path to the IGC-Santé client certificate (PEM)
-    client_key: str | None = None
-    ca_bundle: str | None = None
-    concurrency: int = 4
-    timeout_s: float = 7.0  # the agency's guide drops answers slower than 7 s
-    requests_per_second: float = 20.0
+    name: str = Field(min_length=1, max_length=200)
+    # FHIR base: the Slot search is GET <base_url>/Slot
+    base_url: str
+    # Sandbox and test deployments; production uses mutual TLS. Stored sealed (`indexer.registry`), never shown.
+    bearer_token: str | None = Field(default=None, min_length=1, max_length=4_096)
+    client_cert: str | None = Field(default=None, max_length=1_000)  # path to the IGC-Santé client certificate
+    client_key: str | None = Field(default=None, max_length=1_000)
+    ca_bundle: str | None = Field(default=None, max_length=1_000)
+    concurrency: int = Field(default=4, ge=1, le=64)  # calls in flight at once
+    timeout_s: float = Field(default=7.0, gt=0, le=60)  # the agency's guide drops answers slower than 7 s
+    requests_per_second: float = Field(default=20.0, gt=0, le=1_000)
     enabled: bool = True
+
+    @field_validator("vendor_id")
+    @classmethod
+    def _short_token(cls, value: str) -> str:
+        if not _VENDOR_ID.fullmatch(value):
+            raise ValueError("1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > 2_000 or " " in value:
+            raise ValueError("an http(s) URL of the vendor's FHIR base, e.g. https://agenda.example/fhir")
+        return value
 
 
 class ParticipationVia(StrEnum):

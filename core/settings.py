@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -83,6 +83,17 @@ class Settings(BaseSettings):
 
     # Largest page the search API returns.
     max_page_size: int = Field(default=200, ge=1)
+    # Request bodies larger than this are refused with 413, on every route.
+    max_body_bytes: int = Field(default=1_000_000, ge=1_024)
+
+    # The server's secret (`core/secrets.py`): signs search cursors, seals vendor credentials at rest. Unset, a random
+    # key is made once in `<data_dir>/secret.key`; set it (32+ characters) when several API instances share an index.
+    secret_key: SecretStr | None = None
+
+    # Vendor answers are untrusted input: a page larger than this fails the call, read as it streams, never whole ...
+    vendor_max_answer_bytes: int = Field(default=16_000_000, ge=1_024)
+    # ... and a whole call (every page of its answer) ends by this deadline, however slowly the bytes come.
+    vendor_call_deadline_s: float = Field(default=30.0, gt=0, le=600)
 
 
 @lru_cache(maxsize=1)

@@ -54,7 +54,7 @@ def generate(
 
 def bench(
     scenario: Annotated[
-        list[str] | None, typer.Argument(help="import, search, verify, aggregate, embedded (default: all)")
+        list[str] | None, typer.Argument(help="import, search, verify, aggregate, embedded, hostile (default: all)")
     ] = None,
     scale: Annotated[str, typer.Option(help="department | region | national")] = "department",
     repeat: Annotated[
@@ -62,6 +62,9 @@ def bench(
     ] = None,
     backend: Annotated[
         str | None, typer.Option(help="only this backend: sqlite | elasticsearch (default: every one available)")
+    ] = None,
+    answer_mb: Annotated[
+        float | None, typer.Option(help="hostile: the size of the hostile vendor's answers, in MB (default 115)")
     ] = None,
 ) -> None:
     """Run benchmarks and print figures with the ratio to their reference, measured in the same run.
@@ -77,5 +80,5 @@ def bench(
         raise fail("--backend elasticsearch needs DISPO_ES_URL (scripts/elasticsearch.sh starts one)", INVALID)
     # The table so far after each scenario: a long national run shows its figures as they come.
     on_rows = print_figures if len(names) > 1 else None
-    rows = run_benchmarks(names, scale, on_rows=on_rows, repeat=repeat, backend=backend)
+    rows = run_benchmarks(names, scale, on_rows=on_rows, repeat=repeat, backend=backend, answer_mb=answer_mb)
     print_figures(rows)

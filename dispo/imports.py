@@ -67,6 +67,8 @@ def _run_import(kind: str, path: Path, force: bool) -> None:
     backend = open_backend(settings)
     if not path.exists():
         raise fail(f"{path}: no such file", INVALID)
+    if not path.is_file():
+        raise fail(f"{path}: not a file", INVALID, hint="give the path of the file itself")
     _print_summary(_load(kind, path, backend, settings, force))
 
 

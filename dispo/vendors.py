@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.markup import escape
 
 from aggregation.client import make_client
@@ -52,18 +53,24 @@ def vendors_add(
     rps: Annotated[float, typer.Option(help="requests per second")] = 20.0,
 ) -> None:
     """Declare (or update) a vendor."""
-    vendor = Vendor(
-        vendor_id=vendor_id,
-        name=name or vendor_id,
-        base_url=base_url,
-        bearer_token=bearer_token,
-        client_cert=client_cert,
-        client_key=client_key,
-        ca_bundle=ca_bundle,
-        concurrency=concurrency,
-        timeout_s=timeout,
-        requests_per_second=rps,
-    )
+    try:
+        vendor = Vendor(
+            vendor_id=vendor_id,
+            name=name or vendor_id,
+            base_url=base_url,
+            bearer_token=bearer_token,
+            client_cert=client_cert,
+            client_key=client_key,
+            ca_bundle=ca_bundle,
+            concurrency=concurrency,
+            timeout_s=timeout,
+            requests_per_second=rps,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+        )
+        raise fail(problems, INVALID, "invalid vendor", "see `dispo vendors add --help` for each option") from exc
     save_vendor(open_backend(), vendor)
     out.print(f"vendor {vendor_id} saved ({base_url})")
 

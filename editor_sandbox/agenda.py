@@ -61,9 +61,20 @@ class SandboxConfig(BaseModel):
     page_size: int = 0  # Slots per page imposed whatever `_count` asks, with next links (0: pages only on `_count`)
     total_offset: int = 0  # added to Bundle.total: a vendor stating a wrong total
     foreign_next: str | None = None  # base URL next links point to instead of the sandbox's: a hostile vendor
+    # Bytes each searchset Bundle is padded to with entries that are not Slots (a vendor answering far more than
+    # asked, still a valid Bundle); 0: no padding.
+    padding_bytes: int = 0
+    # Seconds over which each search's body is sent, in small chunks (a vendor dribbling its answer); 0: at once.
+    dribble_s: float = 0.0
     # IDNPS whose PractitionerRole names a structure and an address the directory does not know: the town hall
     # square of another commune of the same department (a practitioner who opened a second practice).
     unknown_sites: list[str] = Field(default_factory=list)
+    # IDNPS the answer to every search adds a free slot of, though the search did not ask for them (a vendor leaking
+    # other practitioners' agendas); one the sandbox does not serve gets an agenda at the first served site.
+    foreign_practitioners: list[str] = Field(default_factory=list)
+    # Every answer adds two slots of the first practitioner asked, otherwise well formed, dated 9999-12-31 and
+    # 0001-01-01 (a vendor's placeholder dates), where converting to UTC overflows.
+    odd_dates: bool = False
     # Where bookings made with origin=sas are reported (the platform's FHIR base) and with which token.
     platform_url: str | None = None
     platform_token: str | None = None

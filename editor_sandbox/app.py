@@ -5,7 +5,9 @@
   Practitioner and PractitionerRole (contained Location), offsets in Europe/Paris time;
 - `POST /fhir/Practitioner`, `PUT /fhir/Practitioner?identifier=`: regulator accounts (flow INT_R02);
 - `GET /booking/{slot_id}`: the booking page a slot's URL opens (`origin=sas` accepted);
-- `POST /_control`: change latency, error, malformed, hang, churn and paging knobs while running.
+- `POST /_control`: change latency, error, malformed, hang, churn and paging knobs while running, and the
+  untrusted content knobs: slots of practitioners not asked for, slots at out-of-range dates; and answers
+  padded to a size or dribbled over seconds.
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ import asyncio
 import html
 import random
 import uuid
-from datetime import UTC, datetime
-from functools import cache
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.datastructures import URL
 
 from aggregation.contract import IDNPS_SYSTEM, IDNST_SYSTEM, MAX_IDENTIFIERS, parse_instant
@@ -49,10 +52,14 @@ V20203 = "http://interopsante.org/fhir/CodeSystem/fr-v2-0203"
 KNOBS = (
     "full_rate",
     "unknown_sites",
+    "foreign_practitioners",
+    "odd_dates",
     "slow_practitioners",
     "page_size",
     "total_offset",
     "foreign_next",
+    "padding_bytes",
+    "dribble_s",
     "latency_ms_min",
     "latency_ms_max",
     "error_rate",
@@ -140,9 +147,15 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
             if idnps in practitioners
             for slot in free_slots(config, practitioners[idnps], start_ge, start_le, moment, booked)
         ]
+        described = dict(practitioners)  # whom the answer's slots are for: served, or foreign ones added
+        for foreign in _foreign(config, practitioners, identifiers):
+            described[foreign.idnps] = foreign
+            matching += free_slots(config, foreign, start_ge, start_le, moment, booked)[:1]
+        if config.odd_dates:
+            matching += _odd_dated(practitioners, identifiers)
         page = matching[offset : offset + count] if count else matching
         for slot in page:
-            practitioner, idnps = practitioners[slot.idnps], slot.idnps
+            practitioner, idnps = described[slot.idnps], slot.idnps
             entries.append(_entry(base, "Slot", _slot(base, slot)))
             schedule_id = f"{idnps}-{slot.site_index}"
             if include and f"Schedule/{schedule_id}" not in seen:
@@ -167,7 +180,11 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
             "link": links,
             "entry": entries,
         }
-        return Response(orjson.dumps(bundle), media_type=FHIR_JSON)
+        body = orjson.dumps(bundle)
+        parts = [body] if config.padding_bytes <= len(body) else _padded(body, bool(entries), config.padding_bytes)
+        if config.dribble_s > 0:
+            return StreamingResponse(_dribble(parts, config.dribble_s), media_type=FHIR_JSON)
+        return Response(b"".join(parts), media_type=FHIR_JSON)
 
     @app.post("/fhir/Practitioner")
     async def create_account(request: Request) -> Response:
@@ -261,6 +278,49 @@ def _origin_of(base: str) -> dict[str, Any]:
     return {"scheme": url.scheme, "hostname": url.hostname, "port": url.port}
 
 
+def _foreign(
+    config: SandboxConfig, practitioners: dict[str, SandboxPractitioner], asked: list[str]
+) -> list[SandboxPractitioner]:
+    """The `foreign_practitioners` a search did not ask for: served ones as they are, others with an agenda at the
+    first served site."""
+    first = next((p.sites[0] for p in config.practitioners if p.sites), SandboxSite(idnst="1999999999"))
+    return [
+        practitioners.get(idnps) or SandboxPractitioner(idnps=idnps, family="INCONNU", sites=[first])
+        for idnps in config.foreign_practitioners
+        if idnps not in asked
+    ]
+
+
+# Placeholder dates some agendas hold, written with an offset that carries them out of datetime's range in UTC.
+_ODD_STARTS = (
+    datetime(9999, 12, 31, 23, 30, tzinfo=timezone(timedelta(hours=-5))),
+    datetime(1, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=1))),
+)
+
+
+def _odd_dated(practitioners: dict[str, SandboxPractitioner], asked: list[str]) -> list[AgendaSlot]:
+    """Two slots of the first practitioner asked that the sandbox serves, well formed but for their dates."""
+    practitioner = next((practitioners[i] for i in asked if i in practitioners and practitioners[i].sites), None)
+    if practitioner is None:
+        return []
+    return [
+        AgendaSlot(
+            # The agenda's id form, which the booking page reads back: <idnps>-<site>-<YYYYmmddHHMM>.
+            slot_id=f"{practitioner.idnps}-0-{start.year:04d}{start:%m%d%H%M}",
+            idnps=practitioner.idnps,
+            site_index=0,
+            start=start,
+            end=start + timedelta(minutes=20),
+            slot_type="PUBLIC",
+            modality="AMB",
+            appointment_type="ROUTINE",
+            reason=REASONS[0],
+            specialty=practitioner.specialties[0] if practitioner.specialties else "SM54",
+        )
+        for start in _ODD_STARTS
+    ]
+
+
 def _find_slot(config: SandboxConfig, practitioners: dict[str, SandboxPractitioner], slot_id: str) -> AgendaSlot | None:
     idnps, site, stamp = slot_id.rsplit("-", 2)
     practitioner = practitioners.get(idnps)
@@ -309,6 +369,44 @@ async def _report(config: SandboxConfig, appointment: dict[str, Any], create: bo
         except httpx.HTTPError:
             return None
     return response.status_code
+
+
+DRIBBLE_CHUNKS = 20  # pieces a dribbled body is sent in
+
+
+def _filler_entry(i: int) -> bytes:
+    """A padding entry: a Basic resource, included, never a Slot; the same length whatever `i` (zero-padded id)."""
+    resource = {"resourceType": "Basic", "id": f"padding-{i:08d}", "code": {"text": "remplissage " * 16}}
+    return orjson.dumps({"resource": resource, "search": {"mode": "include"}})
+
+
+_FILLER_BYTES = len(_filler_entry(0)) + 1  # with its separating comma
+
+
+@lru_cache(maxsize=1)
+def _filler(size: int) -> bytes:
+    """Padding entries for about `size` bytes, comma-separated, serialised once per size: a padded answer of
+    100 MB costs the sandbox a copy per search, not a serialisation."""
+    return b",".join(_filler_entry(i) for i in range(size // _FILLER_BYTES + 1))
+
+
+def _padded(body: bytes, has_entries: bool, size: int) -> list[bytes | memoryview]:
+    """The serialised Bundle `body` (its `entry` list written last) padded to about `size` bytes with entries
+    appended to that list, as the parts to send one after the other: the padding is a view of the shared filler,
+    so an answer its client gives up on early is never copied whole."""
+    count = max(1, (size - len(body)) // _FILLER_BYTES)
+    filler = memoryview(_filler(size))[: count * _FILLER_BYTES - 1]  # the first `count` entries: all one length
+    return [body[:-2], b"," if has_entries else b"", filler, b"]}"]
+
+
+async def _dribble(parts: list[bytes | memoryview], seconds: float) -> AsyncIterator[bytes]:
+    """The body made of `parts` in about DRIBBLE_CHUNKS pieces spread over `seconds`: each piece comes soon, the
+    whole late."""
+    step = max(1, -(-sum(len(p) for p in parts) // DRIBBLE_CHUNKS))
+    pieces = [memoryview(p)[i : i + step] for p in parts for i in range(0, len(p), step)]
+    for piece in pieces:
+        await asyncio.sleep(seconds / len(pieces))
+        yield bytes(piece)
 
 
 def _entry(base: str, kind: str, resource: dict[str, Any]) -> dict[str, Any]:

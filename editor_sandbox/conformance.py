@@ -14,7 +14,7 @@ Verifiable" by the kit, are not checked here.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,16 +41,20 @@ class SlotFinding:
         return f"Slot/{self.slot_id} {self.rule.rule}: {self.rule.checks if self.kept else self.rule.reason}"
 
 
-def check_slots(bundle: dict[str, Any], start_ge: datetime, start_le: datetime) -> list[SlotFinding]:
-    """Every slot rule that applies to each Slot of an answer to a search in [start_ge, start_le]."""
+def check_slots(
+    bundle: dict[str, Any], start_ge: datetime, start_le: datetime, asked: Collection[str] | None = None
+) -> list[SlotFinding]:
+    """Every slot rule that applies to each Slot of an answer to a search in [start_ge, start_le] (for the `asked`
+    IDNPS; unknown, the rules on who the slots are for cannot tell)."""
     entries = [e for e in bundle.get("entry", []) or [] if isinstance(e, dict)]
     context = BundleContext(entries)
+    asked = None if asked is None else frozenset(asked)
     findings = []
     for entry in entries:
         resource = entry.get("resource")
         if not isinstance(resource, dict) or resource.get("resourceType") != "Slot":
             continue
-        facts = slot_facts(resource, (start_ge, start_le), context)
+        facts = slot_facts(resource, (start_ge, start_le), context, asked)
         findings += [SlotFinding(str(resource.get("id")), rule, kept) for rule, kept in verdicts(facts)]
     return findings
 
@@ -72,7 +76,7 @@ def _checks(bundle: dict[str, Any], asked: set[str], start_ge: datetime, start_l
     roles = [r for r in entries if r.get("resourceType") == "PractitionerRole"]
     yield 15, bool(practitioners), f"{len(practitioners)} Practitioner(s)"
     yield 19, bool(roles), f"{len(roles)} PractitionerRole(s)"
-    for finding in check_slots(bundle, start_ge, start_le):
+    for finding in check_slots(bundle, start_ge, start_le, asked):
         for requirement in finding.rule.requirements:
             yield requirement, finding.kept, finding.detail
     for schedule in (r for r in entries if r.get("resourceType") == "Schedule"):

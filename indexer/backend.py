@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from core.secrets import Sealer
 from indexer.writer import BackgroundWriter
 
 
@@ -102,6 +103,9 @@ class Backend(ABC):
     """Storage and search of index documents; identical semantics on every implementation."""
 
     name: str
+    # Seals secrets before they are stored (`indexer.registry`): set from the settings' key by `make_backend`; a
+    # backend opened otherwise (a test, a tool) seals with a key of its process only.
+    sealer: Sealer | None = None
     # The largest page one search may return: a scan reads in pages of at most this (each page of a sorted
     # scan re-runs the query, so fewer pages is faster; Elasticsearch caps it with max_result_window).
     max_page: int = 10_000

@@ -15,6 +15,7 @@ from elasticsearch import ApiError, BadRequestError, Elasticsearch, NotFoundErro
 from elasticsearch.serializer import OrjsonSerializer
 
 from indexer.backend import Backend, BackendUnavailable, GeoQuery, Health, Hit, SearchPage
+from indexer.sqlite_backend import checked_after
 from indexer.writer import ThreadWriter
 from mappings import KINDS, definition
 
@@ -190,6 +191,7 @@ class ElasticsearchBackend(Backend):
 
     def search(self, kind: str, query: GeoQuery) -> SearchPage:
         spec = definition(kind)
+        after = checked_after(query)  # a malformed `search_after` would be Elasticsearch's 400, not a bad cursor
         filters = self._filter_clauses(kind, query.filters) + self._range_clauses(kind, query.ranges)
         must: list[dict[str, Any]] = []
         if query.text:
@@ -220,8 +222,8 @@ class ElasticsearchBackend(Backend):
             "size": query.limit,
             "track_total_hits": query.count_total,
         }
-        if query.after is not None:
-            body["search_after"] = list(query.after)
+        if after is not None:
+            body["search_after"] = list(after)
         if query.fields is not None:
             body["_source"] = list(query.fields)
         try:

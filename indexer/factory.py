@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from core.secrets import Sealer, server_key
 from core.settings import Settings
 from indexer.backend import Backend
 from indexer.sqlite_backend import SqliteBackend
 
 
 def make_backend(settings: Settings) -> Backend:
+    backend = _open(settings)
+    backend.sealer = Sealer(server_key(settings))
+    return backend
+
+
+def _open(settings: Settings) -> Backend:
     if settings.backend == "elasticsearch":
         # Imported here: the Elasticsearch client is only loaded by deployments that use it.
         from indexer.es_backend import ElasticsearchBackend

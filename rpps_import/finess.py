@@ -10,7 +10,6 @@ Coordinates are converted to WGS84 with pyproj from the system the file names.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from core.geo import department_of_insee, in_france
 from core.records import Address, Position, PositionPrecision, Structure
 from core.report import FileRejected, ImportReport
 from core.text import clean
-from rpps_import.lines import BOM, guess_separator, numbered_lines, open_binary
+from rpps_import.lines import BOM, guess_separator, numbered_lines, open_binary, split_row
 
 RAW_STRUCTURE_FIELDS = [
     "nofinesset",
@@ -207,7 +206,12 @@ class FinessReader:
             if first.startswith(BOM):
                 first = first[len(BOM) :]
             text = self._decode(1, first).rstrip("\r\n")
-            head = next(csv.reader([text], delimiter=";"))
+            try:
+                head = split_row(text, ";")
+            except ValueError as exc:
+                raise FileRejected(
+                    f"{self.path.name}: the first line cannot be read ({exc})", "expected a FINESS etalab file"
+                ) from exc
             if head[:2] == ["finess", "etalab"]:
                 self.report.summary.format = "finess-etalab-raw"
                 yield from self._raw(fh)
@@ -253,7 +257,11 @@ class FinessReader:
             if not raw.strip():
                 self.report.reject(no, "blank line")
                 continue
-            row = next(csv.reader([self._decode(no, raw)], delimiter=";"))
+            try:
+                row = split_row(self._decode(no, raw), ";")
+            except ValueError as exc:
+                self.report.reject(no, "unreadable line", str(exc))
+                continue
             if not ended and row and row[0] == "structureet" and len(row) < len(RAW_STRUCTURE_FIELDS) + 1:
                 self.report.reject(no, "truncated line", f"{len(row)} fields")
                 continue

@@ -9,14 +9,13 @@ The file is the whole list: loading it writes a new version and switches, like t
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from core.records import Participation, ParticipationVia
 from core.report import FileRejected, ImportReport
-from rpps_import.lines import BOM, describe_bad_bytes, numbered_lines, open_binary
+from rpps_import.lines import BOM, describe_bad_bytes, numbered_lines, open_binary, split_row
 
 REQUIRED = ("idnps", "vendors")
 OPTIONAL = ("via", "extra_patients", "active")
@@ -54,7 +53,12 @@ class ParticipationReader:
                     "re-encode the file as UTF-8",
                 ) from exc
             delimiter = ";" if header_text.count(";") > header_text.count(",") else ","
-            header = [h.strip().lower() for h in next(csv.reader([header_text], delimiter=delimiter))]
+            try:
+                header = [h.strip().lower() for h in split_row(header_text, delimiter)]
+            except ValueError as exc:
+                raise FileRejected(
+                    f"{self.path.name}: the header cannot be read ({exc})", "expected a header idnps,vendors,..."
+                ) from exc
             missing = [c for c in REQUIRED if c not in header]
             if missing:
                 raise FileRejected(
@@ -70,9 +74,12 @@ class ParticipationReader:
                     self.report.reject(no, "blank line")
                     continue
                 try:
-                    row = next(csv.reader([raw.decode("utf-8")], delimiter=delimiter))
+                    row = split_row(raw.decode("utf-8"), delimiter)
                 except UnicodeDecodeError as exc:
                     self.report.reject(no, "not UTF-8", describe_bad_bytes(raw, exc))
+                    continue
+                except ValueError as exc:
+                    self.report.reject(no, "unreadable line", str(exc))
                     continue
                 participation = self._row(no, row, index)
                 if participation is None:

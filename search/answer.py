@@ -5,10 +5,12 @@ Built from what the search engine found; shared by the API and the command line.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import asdict
 from datetime import datetime
 from functools import cache
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -16,7 +18,8 @@ from pydantic import BaseModel
 from aggregation.availability import KIND as SLOTS
 from aggregation.availability import VENDOR, vendor_site
 from core.geo import PARIS
-from core.records import Address, SlotPlace
+from core.records import Address, Position, SlotPlace
+from core.secrets import derive, server_key
 from core.settings import Settings
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import scan
@@ -129,25 +132,48 @@ class SearchAnswer(BaseModel):
     explanation: Explanation
 
 
+class RecentAddresses:
+    """Typed addresses placed lately, in memory only: a patient's address and its position are never written
+    anywhere, yet the later pages of a search (and a regulator typing the same address again) do not ask the
+    geocoder twice. At most `size` entries, each forgotten after `ttl_s`."""
+
+    def __init__(self, geocoder: AddokGeocoder, size: int = 1_024, ttl_s: float = 600.0) -> None:
+        self.geocoder, self.size, self.ttl_s = geocoder, size, ttl_s
+        self._recent: OrderedDict[str, tuple[float, Position | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def geocode_one(self, text: str) -> Position | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._recent.get(text)
+            if hit is not None and now - hit[0] < self.ttl_s:
+                self._recent.move_to_end(text)
+                return hit[1]
+        position = self.geocoder.geocode_one(text)
+        with self._lock:
+            self._recent[text] = (now, position)
+            self._recent.move_to_end(text)
+            while len(self._recent) > self.size:
+                self._recent.popitem(last=False)
+        return position
+
+
 @cache
-def _geocoder(url: str, cache_dir: str, min_score: float, rps: float, retries: int) -> AddokGeocoder:
-    return AddokGeocoder(
-        url,
-        cache_path=Path(cache_dir) / "geocoder.db",
-        min_score=min_score,
-        requests_per_second=rps,
-        retries=retries,
-        timeout_s=2.0,
+def _geocoder(url: str, min_score: float, rps: float, retries: int) -> RecentAddresses:
+    # No disk cache, unlike imports' geocoding of the directory's public addresses: these are patients' places.
+    return RecentAddresses(
+        AddokGeocoder(
+            url, cache_path=None, min_score=min_score, requests_per_second=rps, retries=retries, timeout_s=2.0
+        )
     )
 
 
-def address_geocoder(settings: Settings) -> AddokGeocoder | None:
+def address_geocoder(settings: Settings) -> RecentAddresses | None:
     """The configured BAN/addok geocoder for typed addresses, or None (offline: postcode or commune)."""
     if not settings.geocoder_url:
         return None
     return _geocoder(
         settings.geocoder_url,
-        str(settings.data_dir / "cache"),
         settings.geocoder_min_score,
         settings.geocoder_rps,
         min(settings.geocoder_retries, 1),
@@ -157,14 +183,16 @@ def address_geocoder(settings: Settings) -> AddokGeocoder | None:
 def search_as_configured(
     backend: Backend, settings: Settings, req: SearchRequest, verify: bool = True
 ) -> tuple[SearchResult, SearchAnswer]:
-    """The regulator search with the deployment's geocoder, staleness limit and verification deadline (none when
-    `verify` is off): what the API and the command line both run."""
+    """The regulator search with the deployment's geocoder, staleness limit, verification deadline (none when
+    `verify` is off) and secret key (its cursors are valid on every instance sharing it): what the API and the
+    command line both run."""
     result = run_search(
         backend,
         req,
         geocoder=address_geocoder(settings),
         staleness_limit_s=settings.staleness_limit_s,
         verify_deadline_s=settings.verify_deadline_s if verify else 0.0,
+        cursor_key=derive(server_key(settings), "cursor"),
     )
     return result, build_answer(backend, settings, result, req)
 

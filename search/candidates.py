@@ -84,20 +84,49 @@ def in_circle(
     return list(candidates.values())
 
 
-def slots_of_sites(
-    backend: Backend, site_ids: list[str], filters: Filters, ranges: Ranges, fresh: Freshness
-) -> dict[str, list[dict[str, Any]]]:
-    """The matching fresh free slots of given sites, earliest first, by site."""
+def reread_sites(
+    backend: Backend,
+    place: Place,
+    rows: list[tuple[str, str, Group]],
+    filters: Filters,
+    ranges: Ranges,
+    fresh: Freshness,
+) -> list[Candidate]:
+    """Later pages: the given (site, practitioner, group) ranks as candidates again, in that order, each with its
+    matching fresh free slots as they are now (earliest first) and its distance from the place, computed by the
+    backend as the first page computed it (snapshots keep no distance)."""
+    site_ids = [site_id for site_id, _, _ in rows]
     slots: dict[str, list[dict[str, Any]]] = {}
+    distances: dict[str, float] = {}
     for i in range(0, len(site_ids), CHUNK):
         chunk = site_ids[i : i + CHUNK]
-        query = GeoQuery(filters={**filters, "site": chunk}, ranges=ranges, limit=50 * len(chunk), fields=SLOT_FIELDS)
+        query = GeoQuery(
+            lat=place.lat,
+            lon=place.lon,
+            filters={**filters, "site": chunk},
+            ranges=ranges,
+            limit=50 * len(chunk),
+            fields=SLOT_FIELDS,
+        )
         for hit in backend.search("slots", query).hits:
+            distances.setdefault(hit.doc["site_id"], hit.distance_km or 0.0)
             if fresh.is_fresh(hit.doc):
                 slots.setdefault(hit.doc["site_id"], []).append(hit.doc)
     for found in slots.values():
         found.sort(key=lambda d: (d["start"], d["slot_id"]))
-    return slots
+    # Sites with no matching slot left are shown only as practitioners without slots: their distance is the
+    # directory's site's.
+    unplaced = {site_id: idnps for site_id, idnps, _ in rows if site_id not in distances}
+    idnps = sorted(set(unplaced.values()))
+    for i in range(0, len(idnps), CHUNK):
+        query = GeoQuery(lat=place.lat, lon=place.lon, filters={"idnps": idnps[i : i + CHUNK]}, fields=("site_id",))
+        for hit in scan(backend, "practice_sites", query, backend.max_page):
+            if hit.doc["site_id"] in unplaced:
+                distances[hit.doc["site_id"]] = hit.distance_km or 0.0
+    return [
+        Candidate(site_id, idnps, distances.get(site_id, 0.0), slots.get(site_id, []), group)
+        for site_id, idnps, group in rows
+    ]
 
 
 def without_slots(

@@ -8,7 +8,8 @@ A search is a pipeline of small named steps over one `SearchState`, each reading
                  -> filter_slots -> reread_snapshot -> fill_page -> hand_cursor
 
 A later page follows the first answer's snapshot (its order, seed, radius, window and explanation) instead
-of ranking again, and goes through the same filtering, paging, verification and cursor steps.
+of ranking again, and goes through the same filtering, paging, verification and cursor steps. Its cursor was
+signed for a request with the same parameters (`search.cursor`), so its place is the first page's.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 
 from aggregation.availability import Freshness, freshness
 from aggregation.verify import VerifyReport
+from core.secrets import PROCESS_KEY, derive
 from indexer.backend import Backend
 from search.candidates import (
     Candidate,
@@ -28,10 +30,18 @@ from search.candidates import (
     count_in_reach,
     in_circle,
     participations_of,
-    slots_of_sites,
+    reread_sites,
     without_slots,
 )
-from search.cursor import PageSnapshot, Ranked, SearchCursor, load_snapshot, save_snapshot
+from search.cursor import (
+    CursorKeys,
+    PageSnapshot,
+    Ranked,
+    SearchCursor,
+    load_snapshot,
+    request_digest,
+    save_snapshot,
+)
 from search.explanation import RadiusTried, SearchExplanation
 from search.page import take_page
 from search.place import AddressGeocoder, Place, PlaceError
@@ -56,6 +66,8 @@ class SearchState:
     geocoder: AddressGeocoder | None
     staleness_limit_s: float
     verify_deadline_s: float
+    keys: CursorKeys  # sign the cursors, seal the snapshots
+    digest: bytes  # of the request's parameters, which the cursors and snapshots are bound to
     cursor: SearchCursor | None  # a later page's position in the first answer
     specialty: str | None = field(init=False)
     place: Place = field(init=False)
@@ -146,7 +158,7 @@ def draw_seed(state: SearchState) -> None:
 def follow_snapshot(state: SearchState) -> None:
     """A later page takes the first answer's window, seed, radius and explanation."""
     assert state.cursor is not None  # only on later pages
-    state.snapshot = load_snapshot(state.backend, state.cursor.snapshot)
+    state.snapshot = load_snapshot(state.backend, state.cursor.snapshot, state.keys.fernet(state.digest))
     state.window = state.snapshot.window
     state.seed = state.snapshot.seed
     state.radius_km = state.snapshot.radius_km
@@ -204,13 +216,20 @@ def explain(state: SearchState) -> None:
 
 
 def reread_snapshot(state: SearchState) -> None:
-    """The next ranks of the snapshot's order, each site with its matching slots as they are now."""
+    """The next ranks of the snapshot's order, each site with its matching slots as they are now and its
+    distance from the place (the snapshot keeps none)."""
     assert state.cursor is not None  # only on later pages
     state.offset = state.cursor.offset
     state.total = len(state.snapshot.order)
     rows = state.snapshot.order[state.offset : state.offset + LATER_PAGE_READ_AHEAD * state.req.limit]
-    slots = slots_of_sites(state.backend, [r.site_id for r in rows], state.filters, state.ranges, state.fresh)
-    state.ranked = [Candidate(r.site_id, r.idnps, r.distance_km, slots.get(r.site_id, []), r.group) for r in rows]
+    state.ranked = reread_sites(
+        state.backend,
+        state.place,
+        [(r.site_id, r.idnps, r.group) for r in rows],
+        state.filters,
+        state.ranges,
+        state.fresh,
+    )
 
 
 def fill_page(state: SearchState) -> None:
@@ -227,12 +246,13 @@ def hand_cursor(state: SearchState) -> None:
         state.next_cursor = None
         return
     if state.cursor is not None:
-        snapshot_id = state.cursor.snapshot
+        snapshot_id, issued = state.cursor.snapshot, state.cursor.issued
     else:
-        order = tuple(Ranked(c.site_id, c.idnps, c.distance_km, c.group) for c in state.ranked)
+        order = tuple(Ranked(c.site_id, c.idnps, c.group) for c in state.ranked)
         snapshot = PageSnapshot(state.seed, state.radius_km, state.window, order, state.explanation)
-        snapshot_id = save_snapshot(state.backend, state.now, snapshot)
-    state.next_cursor = SearchCursor(snapshot_id, following).encode()
+        snapshot_id = save_snapshot(state.backend, state.now, snapshot, state.keys.fernet(state.digest))
+        issued = int(state.now.timestamp())
+    state.next_cursor = state.keys.encode(SearchCursor(snapshot_id, following, issued), state.digest)
 
 
 Step = Callable[[SearchState], None]
@@ -269,10 +289,17 @@ def run_search(
     staleness_limit_s: float = 900.0,
     geocoder: AddressGeocoder | None = None,
     verify_deadline_s: float = 0.0,
+    cursor_key: bytes | None = None,
 ) -> SearchResult:
-    """The whole search; `verify_deadline_s` > 0 re-checks the page's cards live under that deadline."""
-    cursor = SearchCursor.decode(req.cursor) if req.cursor else None
-    state = SearchState(backend, req, now or datetime.now(UTC), geocoder, staleness_limit_s, verify_deadline_s, cursor)
+    """The whole search; `verify_deadline_s` > 0 re-checks the page's cards live under that deadline.
+
+    `cursor_key` signs the cursors handed out and opens those given (the deployment's, see
+    `search.answer.search_as_configured`); without it, cursors are valid in this process only."""
+    now = now or datetime.now(UTC)
+    keys = CursorKeys(cursor_key or derive(PROCESS_KEY, "cursor"))
+    digest = request_digest(req)
+    cursor = keys.decode(req.cursor, digest, now) if req.cursor else None
+    state = SearchState(backend, req, now, geocoder, staleness_limit_s, verify_deadline_s, keys, digest, cursor)
     for step in FIRST_PAGE if cursor is None else LATER_PAGE:
         step(state)
     return SearchResult(

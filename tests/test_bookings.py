@@ -8,15 +8,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import CHEPY, KRISTIAN
 
 from aggregation.scheduler import Aggregator
 from api.app import create_app
 from api.auth import Role, new_token
+from booking.accounts import ensure_account
+from booking.appointments import AppointmentRejected, parse_appointment
 from booking.bookings import with_origin_sas
 from core.records import Participation, Vendor
 from core.settings import Settings
@@ -24,7 +29,7 @@ from editor_sandbox.agenda import SandboxConfig
 from editor_sandbox.server import SandboxServer, ThreadedServer
 from indexer.backend import Backend
 from indexer.lifecycle import ensure_live, iterate_all
-from indexer.registry import save_participation, save_vendor
+from indexer.registry import get_vendor, save_participation, save_vendor
 
 EXAMPLES = Path(__file__).parent / "fixtures" / "fhir"
 REGULATOR = "reg-6f1c0a52"  # the regulator's platform identifier: the label of their token
@@ -73,11 +78,27 @@ def loop(loaded: Backend, settings: Settings) -> Iterator[Loop]:
         )
         with SandboxServer(config) as sandbox:
             save_vendor(loaded, Vendor(vendor_id="v", name="Agenda V", base_url=sandbox.fhir_base))
-            save_vendor(loaded, Vendor(vendor_id="w", name="Agenda W", base_url="http://127.0.0.1:9/fhir"))
+            # Another vendor with its own agendas, reached at the same sandbox for regulator accounts.
+            save_vendor(loaded, Vendor(vendor_id="w", name="Agenda W", base_url=sandbox.fhir_base))
             for p in (CHEPY, KRISTIAN):
                 save_participation(loaded, Participation(idnps=p.idnps, vendors=["v"]))
             asyncio.run(Aggregator(loaded, configured).run_once())
             yield Loop(loaded, api, sandbox, tokens)
+
+
+@pytest.fixture
+def reporting(loop: Loop) -> Loop:
+    """The loop once REGULATOR has an account at vendor v, as their first booking there gives them: v may report
+    appointments they booked."""
+    give_account(loop, REGULATOR, "v")
+    return loop
+
+
+def give_account(loop: Loop, regulator: str, vendor_id: str) -> None:
+    """Push the regulator's account to the vendor, as a booking start does."""
+    vendor = get_vendor(loop.backend, vendor_id)
+    assert vendor is not None
+    assert asyncio.run(ensure_account(loop.backend, vendor, regulator))["state"] == "created"
 
 
 def example(name: str) -> dict:
@@ -122,6 +143,9 @@ def test_the_agency_examples_are_accepted(loop: Loop) -> None:
         [{**site, "site_id": "810100050075:x:L", "practitioner": {**site["practitioner"], "idnps": "810100050075"}}],
     )
     loop.backend.refresh(index)
+    # Vendor v serves them, and knows the regulator the examples name.
+    save_participation(loop.backend, Participation(idnps="810100050075", vendors=["v"]))
+    give_account(loop, "3456780581/11242343", "v")
     first = loop.fhir("POST", "v", example("Appointment-1.json"))
     assert first.status_code == 201, first.text
     assert first.headers["Location"].startswith("/fhir/Appointment/v-")
@@ -147,21 +171,26 @@ def test_the_agency_examples_are_accepted(loop: Loop) -> None:
         ({"resourceType": "Patient"}, 400, "not a FHIR Appointment"),
     ],
 )
-def test_rejections_are_operation_outcomes(loop: Loop, body: object, status: int, diagnostic: str) -> None:
-    r = loop.fhir("POST", "v", body)
+def test_rejections_are_operation_outcomes(reporting: Loop, body: object, status: int, diagnostic: str) -> None:
+    r = reporting.fhir("POST", "v", body)
     assert r.status_code == status
     outcome = r.json()
     assert outcome["resourceType"] == "OperationOutcome" and diagnostic in outcome["issue"][0]["diagnostics"]
 
 
-def test_only_vendors_write_and_only_their_own(loop: Loop) -> None:
+def test_only_vendors_write_and_only_their_own(reporting: Loop) -> None:
+    loop = reporting
     assert loop.fhir("POST", "regulator", appointment()).status_code == 403
     assert loop.fhir("POST", "v", appointment()).status_code == 201
+    # Vendor w serves CHEPY too and knows the regulator: the appointment is still v's alone.
+    save_participation(loop.backend, Participation(idnps=CHEPY.idnps, vendors=["v", "w"]))
+    give_account(loop, REGULATOR, "w")
     r = loop.fhir("PUT", "w", appointment(status="cancelled"), identifier="urn:test|a-1")
     assert r.status_code == 403 and r.json()["resourceType"] == "OperationOutcome"
 
 
-def test_duplicates_are_stored_once_and_older_updates_never_win(loop: Loop) -> None:
+def test_duplicates_are_stored_once_and_older_updates_never_win(reporting: Loop) -> None:
+    loop = reporting
     assert loop.fhir("POST", "v", appointment(meta={"versionId": "1"})).status_code == 201
     assert loop.fhir("POST", "v", appointment(meta={"versionId": "1"})).status_code == 200
     r = loop.fhir("PUT", "v", appointment(status="cancelled", meta={"versionId": "3"}), identifier="urn:test|a-1")
@@ -171,6 +200,134 @@ def test_duplicates_are_stored_once_and_older_updates_never_win(loop: Loop) -> N
     stored = loop.backend.get("appointments", "v:a-1")
     assert [h["status"] for h in stored["history"]] == ["booked", "cancelled"]
     assert loop.backend.count("appointments") == 1
+
+
+def test_a_vendor_reports_only_for_practitioners_taking_part_through_it(reporting: Loop) -> None:
+    loop = reporting
+    elsewhere = appointment(idnps=KRISTIAN.idnps)  # in the directory, taking part through w only
+    save_participation(loop.backend, Participation(idnps=KRISTIAN.idnps, vendors=["w"]))
+    r = loop.fhir("POST", "v", elsewhere)
+    assert r.status_code == 422
+    diagnostics = r.json()["issue"][0]["diagnostics"]
+    assert diagnostics.endswith(f": practitioner {KRISTIAN.idnps} takes no part in the SAS through vendor v")
+    save_participation(loop.backend, Participation(idnps=KRISTIAN.idnps, vendors=["v"], active=False))
+    assert loop.fhir("POST", "v", elsewhere).status_code == 422
+    save_participation(loop.backend, Participation(idnps=KRISTIAN.idnps, vendors=["v"]))
+    assert loop.fhir("POST", "v", elsewhere).status_code == 201
+    assert loop.backend.count("appointments") == 1
+
+
+def test_a_vendor_reports_only_for_regulators_it_has_an_account_for(reporting: Loop) -> None:
+    loop = reporting
+    stranger = appointment()
+    stranger["extension"][0]["valueReference"]["identifier"]["value"] = "reg-never-booked-here"
+    r = loop.fhir("POST", "v", stranger)
+    assert r.status_code == 422
+    assert r.json()["issue"][0]["diagnostics"].endswith(": regulator reg-never-booked-here has no account at vendor v")
+    give_account(loop, "reg-never-booked-here", "w")  # an account at another vendor is no account at v
+    assert loop.fhir("POST", "v", stranger).status_code == 422
+    assert loop.backend.live_index("appointments") is None or loop.backend.count("appointments") == 0
+
+
+def test_an_accepted_appointment_keeps_its_later_statuses_after_the_practitioner_leaves(reporting: Loop) -> None:
+    loop = reporting
+    assert loop.fhir("POST", "v", appointment(meta={"versionId": "1"})).status_code == 201
+    save_participation(loop.backend, Participation(idnps=CHEPY.idnps, vendors=["v"], active=False))
+    done = loop.fhir("PUT", "v", appointment(status="fulfilled", meta={"versionId": "2"}), identifier="urn:test|a-1")
+    assert done.status_code == 200 and done.json()["status"] == "fulfilled"
+    # A new appointment for them is refused, and so is moving the accepted one to a practitioner v does not serve.
+    assert loop.fhir("POST", "v", appointment(identifier=[{"value": "a-2"}])).status_code == 422
+    save_participation(loop.backend, Participation(idnps=KRISTIAN.idnps, vendors=["w"]))
+    moved = appointment(idnps=KRISTIAN.idnps, meta={"versionId": "3"})
+    assert loop.fhir("PUT", "v", moved, identifier="urn:test|a-1").status_code == 422
+
+
+LONG_ID = "x" * 129
+LONG_URI = "urn:" + "x" * 509  # 513 characters
+
+
+def with_operator(value: str) -> dict:
+    body = appointment()
+    body["extension"][0]["valueReference"]["identifier"]["value"] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "diagnostic"),
+    [
+        (appointment(identifier=[{"system": "urn:test", "value": LONG_ID}]), "identifier.value is longer than 128"),
+        (appointment(identifier=[{"system": LONG_URI, "value": "a-1"}]), "identifier.system is longer than 512"),
+        (appointment(idnps=LONG_ID), "participant.actor.identifier.value is longer than 128"),
+        (with_operator(LONG_ID), "FrAppointmentOperator identifier is longer than 128"),
+        (appointment(meta={"versionId": LONG_ID}), "meta.versionId is longer than 128"),
+        (appointment(identifier=[{"system": "urn:test", "value": {"nested": "object"}}]), "must be a string"),
+    ],
+)
+def test_what_a_vendor_makes_the_platform_store_is_bounded(reporting: Loop, body: dict, diagnostic: str) -> None:
+    r = reporting.fhir("POST", "v", body)
+    assert r.status_code == 422 and diagnostic in r.json()["issue"][0]["diagnostics"]
+    assert reporting.backend.live_index("appointments") is None or reporting.backend.count("appointments") == 0
+
+
+def test_identifiers_and_versions_are_stored_up_to_their_bounds_and_not_beyond(reporting: Loop) -> None:
+    system, value, version = "urn:" + "x" * 508, "y" * 128, "9" * 128
+    body = appointment(identifier=[{"system": system, "value": value}], meta={"versionId": version})
+    r = reporting.fhir("POST", "v", body)
+    assert r.status_code == 201, r.text
+    stored = reporting.backend.get("appointments", f"v:{value}")
+    assert (stored["identifier_system"], stored["version"]) == (system, version)
+    for longer in (
+        appointment(identifier=[{"system": system + "x", "value": value}]),
+        appointment(identifier=[{"system": system, "value": value + "y"}]),
+        appointment(identifier=[{"system": system, "value": value}], meta={"versionId": version + "9"}),
+    ):
+        assert reporting.fhir("POST", "v", longer).status_code == 422
+    assert reporting.backend.count("appointments") == 1
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=8,
+)
+PATHS = [
+    ("identifier",),
+    ("identifier", 0),
+    ("identifier", 0, "value"),
+    ("identifier", 0, "system"),
+    ("status",),
+    ("start",),
+    ("end",),
+    ("meta",),
+    ("meta", "versionId"),
+    ("meta", "lastUpdated"),
+    ("participant",),
+    ("participant", 0),
+    ("participant", 0, "actor"),
+    ("participant", 0, "actor", "identifier"),
+    ("participant", 0, "actor", "identifier", "value"),
+    ("extension",),
+    ("extension", 0),
+    ("extension", 0, "valueReference"),
+    ("extension", 0, "valueReference", "identifier"),
+    ("extension", 0, "valueReference", "identifier", "value"),
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(PATHS), json_values)
+def test_whatever_a_field_holds_the_vendor_gets_an_answer_not_an_error(
+    reporting: Loop, path: tuple[str | int, ...], value: object
+) -> None:
+    body = appointment(meta={"versionId": "1", "lastUpdated": "2026-01-01T00:00:00+01:00"})
+    holder: Any = body
+    for key in path[:-1]:
+        holder = holder[key]
+    holder[path[-1]] = value
+    try:
+        parse_appointment(body, "v", reporting.backend, datetime.now(UTC))
+    except AppointmentRejected as exc:
+        assert exc.status == 422
 
 
 def test_the_full_loop(loop: Loop) -> None:

@@ -3,6 +3,7 @@ tokens, errors told in one line, and no optional extra loaded by the commands th
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import subprocess
@@ -191,6 +192,34 @@ def test_rejected_file_and_missing_file_say_what_to_do(env: Path) -> None:
     assert r.exit_code == 2 and "wrong separator" in r.output and "live index is unchanged" in r.output
     r = run("import", "finess", str(env / "missing.csv"))
     assert r.exit_code == 2 and "no such file" in r.output
+
+
+@pytest.mark.parametrize("kind", ["finess", "rpps", "participations"])
+def test_binary_packed_or_folder_files_exit_2_with_what_to_do(kind: str, tmp_path: Path) -> None:
+    command = ["participations", "load"] if kind == "participations" else ["import", kind]
+    noise = tmp_path / "noise.csv"
+    noise.write_bytes(FINESS_FLAT.read_bytes()[:300] + bytes(range(256)) * 40)
+    packed = tmp_path / "stock.csv.gz"
+    packed.write_bytes(gzip.compress(FINESS_FLAT.read_bytes()))
+    for path, said in [
+        (noise, "a binary file (NUL bytes"),
+        (packed, "a gzip archive, not a text file"),
+        (tmp_path, "not a file"),
+    ]:
+        r = CliRunner(env={"COLUMNS": "250", "DISPO_DATA_DIR": str(tmp_path / "dispo")}).invoke(
+            app, [*command, str(path)]
+        )
+        assert r.exit_code == 2 and said in r.output and "Traceback" not in r.output, r.output
+
+
+def test_a_line_the_csv_rules_cannot_read_is_rejected_alone(env: Path) -> None:
+    lines = FINESS_FLAT.read_bytes().splitlines(keepends=True)
+    broken = env / "finess.csv"
+    # A bare carriage return inside an unquoted field: the csv module refuses the line.
+    broken.write_bytes(b"".join([*lines[:2], lines[2].replace(b";", b";\r", 1), *lines[3:]]))
+    r = run("import", "finess", str(broken), "--force")
+    assert r.exit_code == 0, r.output
+    assert "rejected: unreadable line" in r.output
 
 
 def test_bad_search_input_is_explained(env: Path) -> None:

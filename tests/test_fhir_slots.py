@@ -3,18 +3,30 @@ of slot rules that both the platform's parser and the vendors' conformance check
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregation import rules
-from aggregation.contract import BundleContext, MalformedBundle, parse_bundle, parse_slot, slot_search_params
-from aggregation.rules import SLOT_RULES, Rejected, SlotRule
+from aggregation.contract import (
+    BundleContext,
+    InstantOutOfRange,
+    MalformedBundle,
+    parse_bundle,
+    parse_instant,
+    parse_slot,
+    slot_search_params,
+)
+from aggregation.rules import EARLIEST, LATEST, NOT_ASKED, SLOT_RULES, Rejected, SlotRule
 from core.records import Modality, Slot, SlotType
 from editor_sandbox.conformance import check_answer, check_slots
 
@@ -144,7 +156,14 @@ def test_slots_outside_the_window_and_unresolvable_schedules_are_counted() -> No
 
 
 @pytest.mark.parametrize(
-    "answer", [[], {"resourceType": "OperationOutcome"}, {"resourceType": "Bundle", "type": "collection"}]
+    "answer",
+    [
+        [],
+        {"resourceType": "OperationOutcome"},
+        {"resourceType": "Bundle", "type": "collection"},
+        {"resourceType": "Bundle", "type": 10**5000},  # too long to write into the reason: named by its JSON type
+        {"resourceType": "Bundle", "type": "searchset", "entry": {"resource": {"resourceType": "Slot"}}},
+    ],
 )
 def test_malformed_answers_are_rejected_whole(answer: object) -> None:
     with pytest.raises(MalformedBundle):
@@ -174,7 +193,9 @@ def moved(start: str, end: str) -> Callable[[dict], None]:
 
 # For each rule of the table, an answer breaking it (and only what breaking it implies).
 COUNTER_EXAMPLES: dict[str, Callable[[dict], None]] = {
+    "slot-id": lambda b: resource(b, "Slot").pop("id"),
     "status-free": lambda b: resource(b, "Slot").update(status="busy-unavailable"),
+    "date-range": moved("9999-12-31T23:30:00.000-05:00", "9999-12-31T23:50:00.000-05:00"),
     "start-end": lambda b: resource(b, "Slot").pop("end"),
     "instant-format": moved("2021-11-05T09:00:00Z", "2021-11-05T09:30:00Z"),
     "end-after-start": moved("2021-11-05T09:00:00.000+00:00", "2021-11-05T08:30:00.000+00:00"),
@@ -193,15 +214,16 @@ COUNTER_EXAMPLES: dict[str, Callable[[dict], None]] = {
     "schedule-reference": lambda b: resource(b, "Slot").update(schedule={"display": "Dr Thomas"}),
     "schedule-in-bundle": lambda b: resource(b, "Slot").update(schedule={"reference": "Schedule/elsewhere"}),
     "someone-behind-schedule": lambda b: resource(b, "Schedule").update(actor=[]),
+    "practitioner-asked": lambda b: resource(b, "Practitioner")["identifier"][0].update(value="810000000001"),
 }
 
 
 def parser_verdict(bundle: dict) -> Slot | Rejected:
-    return parse_slot(resource(bundle, "Slot"), "ex", FETCHED, WINDOW, BundleContext(bundle["entry"]))
+    return parse_slot(resource(bundle, "Slot"), "ex", FETCHED, WINDOW, BundleContext(bundle["entry"]), ASKED)
 
 
 def kit_broken_rules(bundle: dict) -> list[str]:
-    return [f.rule.rule for f in check_slots(bundle, *WINDOW) if not f.kept]
+    return [f.rule.rule for f in check_slots(bundle, *WINDOW, ASKED) if not f.kept]
 
 
 def test_the_uncut_example_keeps_every_rule_on_both_sides() -> None:
@@ -254,3 +276,330 @@ def test_a_rule_the_table_tolerates_no_longer_drops_slots(monkeypatch: pytest.Mo
     COUNTER_EXAMPLES["booking-url"](bundle)
     assert isinstance(parser_verdict(bundle), Slot)
     assert kit_broken_rules(bundle) == ["booking-url"]
+
+
+# -- what a vendor cannot make the platform take ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("9999-12-31T23:30:00.000-05:00", "9999-12-31T23:50:00.000-05:00"),  # year 10000 in UTC
+        ("0001-01-01T00:00:00.000+01:00", "0001-01-01T00:20:00.000+01:00"),  # year 0 in UTC
+        ("9999-06-01T09:00:00.000+02:00", "9999-06-01T09:20:00.000+02:00"),
+        ("1999-12-31T23:40:00.000+00:00", "2000-01-01T00:10:00.000+00:00"),
+        ("2100-12-31T23:50:00.000+00:00", "2101-01-01T00:10:00.000+00:00"),
+    ],
+)
+def test_a_slot_dated_outside_2000_to_2100_is_rejected_with_its_own_reason(start: str, end: str) -> None:
+    slot = {**example("Slot-ExampleSlotPSIndiv1.json"), "start": start, "end": end}
+    assert parse_slot(slot, "ex", FETCHED) == Rejected("date-range", "start or end outside 2000–2100")
+
+
+def test_odd_dates_in_a_bundle_are_counted_and_the_other_slots_kept() -> None:
+    bundle = example("Bundle-ExampleBundlePSIndiv.json")
+    odd = next(e["resource"] for e in bundle["entry"] if e["resource"]["id"] == "ExampleSlotPSIndiv1")
+    odd.update(start="0001-01-01T00:00:00.000+01:00", end="0001-01-01T00:30:00.000+01:00")
+    result = parse_bundle(bundle, "ex", FETCHED)
+    assert result.rejected == {"start or end outside 2000–2100": 1}
+    assert result.rejected_examples == {"start or end outside 2000–2100": ["ex:ExampleSlotPSIndiv1"]}
+    assert sorted(s.resource_id for s in result.slots) == [
+        "ExampleSlotPSIndiv2",
+        "ExampleSlotPSIndiv3",
+        "ExampleSlotPSIndiv4",
+    ]
+
+
+# Strings shaped like instants, over every year and offset datetime can write, and with the seconds and fractions
+# written or not: where the overflows are.
+instants = st.builds(
+    lambda moment, spec: moment.isoformat(timespec=spec),
+    st.datetimes(timezones=st.builds(timezone, st.timedeltas(timedelta(hours=-23), timedelta(hours=23)))),
+    st.sampled_from(["minutes", "seconds", "milliseconds", "microseconds"]),
+)
+
+
+@given(st.text() | instants)
+def test_reading_an_instant_raises_nothing_but_value_error(value: str) -> None:
+    try:
+        moment, offset = parse_instant(value)
+    except ValueError:
+        return
+    assert moment.tzinfo is UTC and EARLIEST <= moment < LATEST
+    assert len(offset) == 6 and offset[0] in "+-"
+
+
+@given(instants)
+def test_an_instant_is_refused_for_its_range_exactly_when_it_is_outside(value: str) -> None:
+    moment = datetime.fromisoformat(value)
+    year = moment.year
+    outside = year < 1999 or year > 2101 or not EARLIEST <= moment.astimezone(UTC) < LATEST
+    if outside:
+        with pytest.raises(InstantOutOfRange):
+            parse_instant(value)
+    else:
+        assert parse_instant(value)[0] == moment
+
+
+def test_slots_of_practitioners_not_asked_for_are_rejected_and_counted() -> None:
+    everyone = parse_bundle(example("Bundle-ExampleBundlePSIndiv.json"), "ex", FETCHED)
+    others = sorted(s.slot_id for s in everyone.slots if s.idnps != "810100050075")
+    assert others  # the example answer holds slots of both its practitioners
+    result = parse_bundle(example("Bundle-ExampleBundlePSIndiv.json"), "ex", FETCHED, asked=["810100050075"])
+    assert {s.idnps for s in result.slots} == {"810100050075"}
+    assert result.rejected == {NOT_ASKED: len(others)}
+    assert sorted(result.rejected_examples[NOT_ASKED]) == others
+    assert result.slot_entries == everyone.slot_entries  # still read: the Bundle's total counts them
+
+
+def test_a_slot_with_no_practitioner_behind_it_is_for_no_one_asked() -> None:
+    # SOS Médecins slots name a structure only: an answer to a search by practitioner has no place for them.
+    result = parse_bundle(example("Bundle-ExampleBundleAgregateurSOS.json"), "ex", FETCHED, asked=["810100050075"])
+    assert result.slots == [] and result.rejected == {NOT_ASKED: 4}
+
+
+def test_the_kit_cannot_tell_who_was_asked_unless_told() -> None:
+    bundle = one_slot_answer()
+    COUNTER_EXAMPLES["practitioner-asked"](bundle)
+    assert "practitioner-asked" not in {f.rule.rule for f in check_slots(bundle, *WINDOW)}
+    (finding,) = [f for f in check_slots(bundle, *WINDOW, ASKED) if f.rule.rule == "practitioner-asked"]
+    assert not finding.kept and finding.detail.endswith(NOT_ASKED)
+
+
+# -- however a vendor shapes its answer ------------------------------------------------------------------------
+# A value of the wrong JSON type reads as missing: the rule that then fails rejects the slot, or the detail is left
+# out of the slot; the answer as a whole never fails for it.
+
+
+def put(bundle: dict, path: tuple[Any, ...], value: Any) -> None:
+    """Set the value at `path` in the answer: from the Bundle itself, or from its first resource of a kind."""
+    node: Any = bundle if path[0] == "Bundle" else resource(bundle, path[0])
+    for step in path[1:-1]:
+        node = node[step]
+    node[path[-1]] = value
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "reason"),
+    [
+        (("Slot", "id"), 1, "no Slot id"),
+        (("Slot", "meta"), "PUBLIC", "no slot type in meta.security"),
+        (("Slot", "meta", "security"), ["PUBLIC"], "no slot type in meta.security"),
+        (("Slot", "serviceType"), {"coding": [{"code": "AMB"}]}, "no modality in serviceType"),
+        (("Slot", "serviceType"), [{"coding": "AMB"}, {"coding": ["VR"]}], "no modality in serviceType"),
+        (("Slot", "appointmentType", "coding", 0, "code"), ["ROUTINE"], "no appointmentType"),
+        (("Slot", "comment"), "https://[exemple.com/rdv", "booking URL is not an http(s) URL"),
+        (("Slot", "schedule", "reference"), ["Schedule/ExampleSchedule1"], "no schedule reference"),
+        (("Slot", "schedule"), "Schedule/ExampleSchedule1", "no schedule reference"),
+        (("Bundle", "entry", 1, "resource"), "Schedule/ExampleSchedule1", "schedule not in the Bundle"),
+        (
+            ("Schedule", "actor"),
+            {"reference": "Practitioner/ExamplePractitioner2"},
+            "no practitioner or structure behind the schedule",
+        ),
+        (("Practitioner", "identifier", 0, "value"), 810100050075, NOT_ASKED),
+        (("Practitioner", "identifier"), {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "810100050075"}, NOT_ASKED),
+    ],
+    ids=lambda v: "/".join(map(str, v)) if isinstance(v, tuple) else None,
+)
+def test_a_value_of_the_wrong_type_reads_as_missing_and_its_rule_rejects_the_slot(
+    path: tuple[Any, ...], value: Any, reason: str
+) -> None:
+    bundle = one_slot_answer()
+    put(bundle, path, value)
+    result = parse_bundle(bundle, "ex", FETCHED, WINDOW, asked=ASKED)
+    assert result.slots == [] and result.rejected == {reason: 1} and result.slot_entries == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "read"),
+    [
+        (("Practitioner", "name", 0, "given"), "Sébastien", "practitioner_name", "THOMAS"),
+        (("Practitioner", "name", 0, "given", 0), {"text": "Sébastien"}, "practitioner_name", "THOMAS"),
+        (("Practitioner", "name"), ["Sébastien THOMAS"], "practitioner_name", None),
+        (("PractitionerRole", "contained", 0, "address", "line"), "1 rue Mme DELMAS", "place.line", None),
+        (("PractitionerRole", "contained", 0, "address", "line", 0), 1, "place.line", None),
+        (("PractitionerRole", "contained", 0, "address", "postalCode"), 47000, "place.postcode", None),
+        (("PractitionerRole", "contained", 0, "address", "city"), ["AGEN"], "place.city", None),
+        (("PractitionerRole", "contained"), {"resourceType": "Location", "id": "ExampleLocation3"}, "place", None),
+        (("PractitionerRole", "location", 0, "reference"), 3, "place", None),
+        (("PractitionerRole", "organization", "identifier", "value"), 1810004421, "structure_idnst", None),
+        (("Slot", "serviceType", 2, "text"), 42, "reasons", []),
+        (("Slot", "specialty", 0, "coding", 0, "code"), {"code": "SM54"}, "specialties", ["SM05"]),
+        (("Slot", "specialty"), "SM54", "specialties", []),
+    ],
+    ids=lambda v: "/".join(map(str, v)) if isinstance(v, tuple) else None,
+)
+def test_a_detail_of_the_wrong_type_reads_as_missing_and_the_slot_is_kept(
+    path: tuple[Any, ...], value: Any, field: str, read: Any
+) -> None:
+    bundle = one_slot_answer()
+    put(bundle, path, value)
+    (slot,) = parse_bundle(bundle, "ex", FETCHED, WINDOW, asked=ASKED).slots
+    assert attrgetter(field)(slot) == read
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("Bundle", "total"), True),
+        (("Bundle", "total"), -1),
+        (("Bundle", "total"), "1"),
+        (("Bundle", "link"), {"relation": "next", "url": "https://exemple.com/ans-sas/Slot?page=2"}),
+        (("Bundle", "link"), [{"relation": "next", "url": 2}]),
+        (("Bundle", "link"), [{"relation": "next", "url": ["https://exemple.com/ans-sas/Slot?page=2"]}]),
+    ],
+)
+def test_a_total_or_next_link_of_the_wrong_type_reads_as_absent(path: tuple[Any, ...], value: Any) -> None:
+    bundle = one_slot_answer()
+    put(bundle, path, value)
+    result = parse_bundle(bundle, "ex", FETCHED, WINDOW, asked=ASKED)
+    assert len(result.slots) == 1
+    read = result.total if path[-1] == "total" else result.next_url
+    assert read is None
+
+
+REASONS = {rule.reason for rule in SLOT_RULES}
+KINDS = ["Bundle", "Slot", "Schedule", "Practitioner", "PractitionerRole", "Location", "Organization"]
+# Keys and strings the parser looks for, so that random values also land where they are read.
+FIELDS = [
+    "resourceType", "id", "type", "entry", "fullUrl", "resource", "total", "link", "relation", "url", "status",
+    "start", "end", "meta", "security", "serviceType", "specialty", "appointmentType", "coding", "system", "code",
+    "text", "comment", "schedule", "reference", "actor", "identifier", "value", "name", "given", "family",
+    "organization", "location", "contained", "practitioner", "managingOrganization", "address", "line", "city",
+    "postalCode",
+]  # fmt: skip
+WORDS = [
+    *KINDS, *FIELDS, "searchset", "next", "free", "PUBLIC", "PRO", "AMB", "VR", "ROUTINE", "WALKIN", "s", "p", "l",
+    "Schedule/s", "Practitioner/p", "PractitionerRole/p", "Location/l", "#l", "#", "/", "https://exemple.com/rdv",
+    "http://[exemple", "javascript:alert(1)", "urn:oid:1.2.250.1.71.4.2.1", "urn:oid:1.2.250.1.71.4.2.2",
+    "810100050075", "2021-11-05T09:00:00.000+00:00", "2021-11-05T09:30:00+01:00", "9999-12-31T23:59:59-23:59",
+]  # fmt: skip
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from([2**64, -(2**63) - 1])  # just past what a 64-bit integer holds
+    | st.builds(pow, st.just(10), st.integers(4301, 4400))  # past the digits str() writes out
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(WORDS),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+# Characters that make a well-formed string odd: URL delimiters, a full-width '#' (NFKC makes it '#'), the 'Z' an
+# instant may end with, a NUL, a space, a letter outside ASCII.
+ODD_CHARACTERS = ["[", "]", "#", "/", ":", "%", "@", "Z", " ", "\x00", "\uff03", "é"]
+
+
+def lean(value: Any) -> Any:
+    """An answer without what the parser never reads (profiles, identifier types), so that changes land where it
+    reads."""
+    if isinstance(value, list):
+        return [lean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: lean(v) for k, v in value.items() if k != "profile" and not (k == "type" and isinstance(v, dict))}
+    return value
+
+
+EXAMPLE_ANSWERS = [
+    lean(one_slot_answer()),
+    lean(example("Bundle-ExampleBundlePSIndiv.json")),
+    lean(example("Bundle-ExampleBundleCPTS.json")),
+    lean(example("Bundle-ExampleBundleAgregateurSOS.json")),
+]
+
+
+def assert_every_slot_accepted_or_rejected(answer: Any, **kwargs: Any) -> None:
+    """The answer is malformed as a whole, or each of its Slots is taken or rejected for a rule of the table."""
+    try:
+        result = parse_bundle(answer, "ex", FETCHED, **kwargs)
+    except MalformedBundle:
+        return
+    assert len(result.slots) + sum(result.rejected.values()) == result.slot_entries
+    assert set(result.rejected) <= REASONS
+    assert result.total is None or (type(result.total) is int and result.total >= 0)
+    assert result.next_url is None or isinstance(result.next_url, str)
+
+
+def nodes(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The path of every node in a JSON value, itself first."""
+    out = [path]
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        out += nodes(child, (*path, key))
+    return out
+
+
+def parent(root: Any, path: tuple[Any, ...]) -> Any:
+    """The node holding the one at `path`."""
+    for step in path[:-1]:
+        root = root[step]
+    return root
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data(), st.sampled_from(EXAMPLE_ANSWERS), st.sampled_from([None, WINDOW]), st.sampled_from([None, ASKED]))
+def test_an_answer_however_mangled_is_read_slot_by_slot_or_rejected_whole(
+    data: st.DataObject, example_answer: dict, window: Any, asked: Any
+) -> None:
+    """An example answer with a few changes: any node replaced by any JSON value, dropped, or repeated (a list
+    item), or an odd character written into a string."""
+    answer: Any = copy.deepcopy(example_answer)
+    for _ in range(data.draw(st.integers(1, 8), label="changes")):
+        paths = nodes(answer)
+        change = data.draw(st.sampled_from(["replace", "drop", "repeat", "edit"]), label="change")
+        if change == "replace":
+            path = data.draw(st.sampled_from(paths), label="path")
+            value = data.draw(json_values, label="value")
+            if path:
+                parent(answer, path)[path[-1]] = value
+            else:
+                answer = value
+            continue
+        if change == "drop":
+            candidates = paths[1:]
+        elif change == "repeat":
+            candidates = [p for p in paths[1:] if isinstance(parent(answer, p), list)]
+        else:
+            candidates = [p for p in paths[1:] if isinstance(parent(answer, p)[p[-1]], str)]
+        if not candidates:
+            continue
+        path = data.draw(st.sampled_from(candidates), label="path")
+        holder = parent(answer, path)
+        if change == "drop":
+            del holder[path[-1]]
+        elif change == "repeat":
+            holder.insert(path[-1], copy.deepcopy(holder[path[-1]]))
+        else:
+            text = holder[path[-1]]
+            at = data.draw(st.integers(0, len(text)), label="at")
+            holder[path[-1]] = text[:at] + data.draw(st.sampled_from(ODD_CHARACTERS), label="character") + text[at:]
+    assert_every_slot_accepted_or_rejected(answer, window=window, asked=asked)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_any_json_value_is_read_as_a_bundle_or_rejected_whole(value: Any) -> None:
+    assert_every_slot_accepted_or_rejected(value, window=WINDOW, asked=ASKED)
+
+
+random_resources = st.builds(
+    lambda kind, rid, fields: {**fields, "resourceType": kind, "id": rid},
+    st.sampled_from(KINDS),
+    st.sampled_from(["s", "p", "l"]) | json_values,
+    st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=4),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.fixed_dictionaries({"resource": random_resources}, optional={"fullUrl": json_values}), max_size=4),
+    json_values,
+    json_values,
+)
+def test_a_searchset_of_random_resources_is_read_slot_by_slot(entries: list[dict], total: Any, link: Any) -> None:
+    answer = {"resourceType": "Bundle", "type": "searchset", "entry": entries, "total": total, "link": link}
+    assert_every_slot_accepted_or_rejected(answer, window=WINDOW, asked=ASKED)

@@ -225,3 +225,13 @@ def test_the_search_api_geocodes_addresses_when_a_geocoder_is_configured(addok: 
         assert body["place"]["precision"] == "housenumber" and body["place"]["department"] == "01"
         offline = c.get("/v1/search", params={"address": "rue inconnue 01300", "verify": "false"}, headers=REG).json()
         assert offline["place"]["precision"] == "postcode"  # the geocoder found nothing: the postcode it names
+        asked = len(AddokLike.calls)
+        again = c.get(
+            "/v1/search", params={"address": "700 avenue de Narvik Belley", "verify": "false"}, headers=REG
+        ).json()
+        assert again["place"] == body["place"] and len(AddokLike.calls) == asked  # remembered, in memory
+    # A patient's address and its position are written nowhere: no geocoder cache, no file holding the point.
+    point = f"{body['place']['lat']}".encode()
+    written = [p for p in settings.data_dir.rglob("*") if p.is_file()]
+    assert not any("geocod" in p.name for p in written)
+    assert not [p.name for p in written if point in p.read_bytes()]

@@ -120,7 +120,7 @@ def test_the_api_answers_problems_and_only_to_maintainers(api: TestClient) -> No
     assert "nobody" in body["detail"]
     assert_problem(api.get("/v1/vendors/v/slots", headers=headers(Role.regulator)), 403)
     assert_problem(api.get("/v1/vendors/v/slots"), 401)
-    assert_problem(api.get("/v1/vendors/v/slots", params={"cursor": "garbage"}, headers=MAINTAINER), 422)
+    assert_problem(api.get("/v1/vendors/v/slots", params={"cursor": "garbage"}, headers=MAINTAINER), 400)
     assert_problem(api.get("/v1/vendors/v/slots", params={"limit": 10_000}, headers=MAINTAINER), 422)
 
 
