@@ -21,14 +21,13 @@ from typing import Any
 
 from aggregation.rules import (
     APPOINTMENT_TYPES,
-    EARLIEST,
-    LATEST,
     MODALITIES,
     SLOT_TYPES,
     Rejected,
     SlotFacts,
     first_broken,
 )
+from core.geo import EARLIEST, LATEST
 from core.records import Modality, Slot, SlotPlace, SlotType
 
 IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"

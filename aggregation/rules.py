@@ -16,20 +16,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from core.geo import EARLIEST, LATEST
 from core.records import Modality, SlotType
 
 SLOT_TYPES = frozenset(SlotType.__members__)  # TRE_R314 codes, in meta.security
 MODALITIES = frozenset(Modality.__members__)  # v3-ActCode codes, in serviceType
 APPOINTMENT_TYPES = frozenset({"ROUTINE", "WALKIN"})  # v2-0276 codes, in appointmentType
 INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.000[+-]\d{2}:\d{2}$")  # the contract's writing
-# The instants a slot or an appointment may be at, in UTC: far enough either side of any real agenda, and clear of
-# the years (1, 9999) where date arithmetic overflows.
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST = datetime(2101, 1, 1, tzinfo=UTC)  # excluded
 NOT_ASKED = "practitioner not asked for in this call"
 
 

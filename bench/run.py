@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from aggregation.scheduler import Aggregator
 from api.app import create_app
 from api.auth import Role, new_token
 from bench.generate import generate
+from bench.report import Row
 from core.geo import gazetteer, haversine_km
 from core.records import Participation, Vendor
 from core.settings import Settings
@@ -54,68 +55,6 @@ from search.place import nearest_department
 from search.radius import rule_for
 
 SCALES = ("department", "region", "national")
-
-
-@dataclass
-class Row:
-    scenario: str
-    scale: str
-    backend: str
-    what: str  # "dispo" or "reference: ..."
-    n: int
-    samples_ms: list[float] = field(default_factory=list)
-    wall_s: float | None = None
-    peak_rss_mb: float | None = None
-    throughput: float | None = None  # per second
-    ratio: float | None = None  # reference median / dispo median (>1: Dispo faster), or as stated
-
-    def pct(self, q: float) -> float | None:
-        if not self.samples_ms:
-            return None
-        data = sorted(self.samples_ms)
-        return data[min(len(data) - 1, math.ceil(q / 100 * len(data)) - 1)]
-
-
-def print_table(rows: list[Row]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="Dispo benchmarks")
-    for col in (
-        "scenario",
-        "scale",
-        "backend",
-        "what",
-        "n",
-        "median ms",
-        "p95 ms",
-        "p99 ms",
-        "wall s",
-        "throughput/s",
-        "peak RSS MB",
-        "ratio",
-    ):
-        table.add_column(col)
-
-    def f(v: float | None, fmt: str = "{:.1f}") -> str:
-        return "-" if v is None else fmt.format(v)
-
-    for r in rows:
-        table.add_row(
-            r.scenario,
-            r.scale,
-            r.backend,
-            r.what,
-            str(r.n),
-            f(r.pct(50)),
-            f(r.pct(95)),
-            f(r.pct(99)),
-            f(r.wall_s, "{:.2f}"),
-            f(r.throughput),
-            f(r.peak_rss_mb, "{:.0f}"),
-            f(r.ratio, "{:.2f}x"),
-        )
-    Console(width=200).print(table)
 
 
 def _pss_kb(pid: int) -> int | None:
@@ -189,6 +128,17 @@ def bench_import(scale: str, work: Path) -> list[Row]:
     ]
     ref_wall, ref_rss = _child_run(reference, dict(os.environ))
     lines = int(files["lines"])
+    pandas = Row(
+        "import",
+        scale,
+        "-",
+        "reference: pandas.read_csv (rpps)",
+        lines,
+        "lines",
+        wall_s=ref_wall,
+        peak_memory_mb=ref_rss,
+        throughput_per_s=lines / ref_wall,
+    )
     rows = []
     for backend, es_url in backends():
         env = {
@@ -210,10 +160,12 @@ def bench_import(scale: str, work: Path) -> list[Row]:
                 backend,
                 "dispo import rpps",
                 lines,
+                "lines",
                 wall_s=wall,
-                peak_rss_mb=rss,
-                throughput=lines / wall,
-                ratio=ref_wall / wall,
+                peak_memory_mb=rss,
+                throughput_per_s=lines / wall,
+                reference=pandas,
+                ratio_of="wall_s",
             ),
             Row(
                 "import",
@@ -221,23 +173,13 @@ def bench_import(scale: str, work: Path) -> list[Row]:
                 backend,
                 "dispo import finess",
                 n_finess,
+                "lines",
                 wall_s=f_wall,
-                peak_rss_mb=f_rss,
-                throughput=n_finess / f_wall,
+                peak_memory_mb=f_rss,
+                throughput_per_s=n_finess / f_wall,
             ),
         ]
-    rows.append(
-        Row(
-            "import",
-            scale,
-            "-",
-            "reference: pandas.read_csv (rpps)",
-            lines,
-            wall_s=ref_wall,
-            peak_rss_mb=ref_rss,
-            throughput=lines / ref_wall,
-        )
-    )
+    rows.append(pandas)
     return rows
 
 
@@ -391,7 +333,6 @@ def _search_on(scale: str, work: Path, kind: str, es_url: str | None, requests: 
     backend, settings, _servers = _world(scale, work, kind, es_url)
     token, entry = new_token(Role.regulator, "bench")
     points = sample_points(backend, requests, 7)
-    rows = []
     with ThreadedServer(create_app(settings.model_copy(update={"tokens": entry}), backend), name="api") as api:
         latencies: list[float] = []
         errors = 0
@@ -414,17 +355,18 @@ def _search_on(scale: str, work: Path, kind: str, es_url: str | None, requests: 
 
         asyncio.run(all_clients())
         wall = time.perf_counter() - t0
-    rows.append(
-        Row(
-            "search http 16 clients",
-            scale,
-            backend.name,
-            f"GET /v1/search ({errors} errors)",
-            len(latencies),
-            latencies,
-            wall,
-            throughput=len(latencies) / wall,
-        )
+    scenario = f"search http {clients} clients"
+    http = Row(
+        scenario,
+        scale,
+        backend.name,
+        "GET /v1/search",
+        len(latencies),
+        "requests",
+        latencies,
+        wall,
+        throughput_per_s=len(latencies) / wall,
+        errors=errors,
     )
     # Reference: the same candidate query sent raw to the backend, in process (no ranking, no HTTP).
     raw: list[float] = []
@@ -435,25 +377,17 @@ def _search_on(scale: str, work: Path, kind: str, es_url: str | None, requests: 
             GeoQuery(lat=lat, lon=lon, radius_km=20, filters={"practitioner_specialty": ["SM54"]}, limit=2000),
         )
         raw.append((time.perf_counter() - t0) * 1000)
-    rows.append(Row("search http 16 clients", scale, backend.name, "reference: raw geo query", len(raw), raw))
-    rows[0].ratio = statistics.median(raw) / statistics.median(latencies)
+    reference = Row(scenario, scale, backend.name, "reference: raw geo query", len(raw), "queries", raw)
+    http.reference = reference
     inproc: list[float] = []
     for lat, lon in points:
         t0 = time.perf_counter()
         run_search(backend, SearchRequest(lat=lat, lon=lon, seed=1), staleness_limit_s=1e9)
         inproc.append((time.perf_counter() - t0) * 1000)
-    rows.append(
-        Row(
-            "search in process",
-            scale,
-            backend.name,
-            "run_search",
-            len(inproc),
-            inproc,
-            ratio=statistics.median(raw) / statistics.median(inproc),
-        )
+    in_process = Row(
+        "search in process", scale, backend.name, "run_search", len(inproc), "searches", inproc, reference=reference
     )
-    return rows
+    return [http, reference, in_process]
 
 
 # Where the live-verification scenario searches: a dense city and a sparse rural department, per scale.
@@ -516,27 +450,32 @@ def _verify_at(backend: Any, settings: Any, scale: str, label: str, insee: str, 
         theirs_cards.append(cards)
         theirs_calls.append(calls)
     scenario = f"first verified page, {label}"
-    return [
-        Row(
-            scenario,
-            scale,
-            backend.name,
-            f"Dispo: index + live re-check, {commune.name.title()} "
-            f"({sum(1 for c in ours_cards if c >= 5)}/{n} pages with >= 5 cards)",
-            n,
-            ours,
-            ratio=statistics.median(theirs) / statistics.median(ours),
-        ),
-        Row(
-            scenario,
-            scale,
-            "-",
-            f"reference: batches of 25 ({statistics.median(theirs_calls):.0f} vendor calls median, "
-            f"{sum(1 for c in theirs_cards if c >= 5)}/{n} with >= 5 cards)",
-            n,
-            theirs,
-        ),
-    ]
+    place = commune.name.title()
+    reference = Row(
+        scenario,
+        scale,
+        "-",
+        "reference: batches of 25",
+        n,
+        "searches",
+        theirs,
+        place=place,
+        pages_with_5_cards=sum(1 for c in theirs_cards if c >= 5),
+        vendor_calls_median=statistics.median(theirs_calls),
+    )
+    ours_row = Row(
+        scenario,
+        scale,
+        backend.name,
+        "Dispo: index + live re-check",
+        n,
+        "searches",
+        ours,
+        reference=reference,
+        place=place,
+        pages_with_5_cards=sum(1 for c in ours_cards if c >= 5),
+    )
+    return [ours_row, reference]
 
 
 async def _platform_method(backend: Any, lat: float, lon: float, now: Any) -> tuple[int, int]:
@@ -609,7 +548,6 @@ def bench_aggregate(scale: str, work: Path, latency_ms: float = 50.0) -> list[Ro
 def _aggregate_on(scale: str, work: Path, kind: str, es_url: str | None, latency_ms: float) -> list[Row]:
 
     backend, settings, servers = _world(scale, work, kind, es_url)
-    rows = []
     # Vendors answer in about 50 ms and 10 % of slots change between cycles.
     _control(servers, latency_ms_min=latency_ms / 3, latency_ms_max=latency_ms, churn_rate=0.1, churn_period_s=1)
     try:
@@ -621,17 +559,20 @@ def _aggregate_on(scale: str, work: Path, kind: str, es_url: str | None, latency
         kept = sum(r.stats.unchanged for r in reports)
         n = sum(r.participants for r in reports)
         failed = sum(r.batches_failed for r in reports)
-        rows.append(
-            Row(
-                "aggregation cycle",
-                scale,
-                backend.name,
-                f"cycle, {len(reports)} vendors ({written} documents written, {kept} unchanged, "
-                f"{failed} failed batches)",
-                n,
-                wall_s=wall,
-                throughput=n / wall,
-            )
+        cycle = Row(
+            "aggregation cycle",
+            scale,
+            backend.name,
+            "cycle",
+            n,
+            "participants",
+            wall_s=wall,
+            throughput_per_s=n / wall,
+            ratio_of="wall_s",
+            vendors=len(reports),
+            documents_written=written,
+            documents_unchanged=kept,
+            failed_batches=failed,
         )
 
         async def fetch_only() -> None:
@@ -660,21 +601,21 @@ def _aggregate_on(scale: str, work: Path, kind: str, es_url: str | None, latency
         t0 = time.perf_counter()
         asyncio.run(fetch_only())
         ref = time.perf_counter() - t0
-        rows.append(
-            Row(
-                "aggregation cycle",
-                scale,
-                "-",
-                f"reference: fetch alone ({failed} failed batches)",
-                n,
-                wall_s=ref,
-                throughput=n / ref,
-            )
+        cycle.reference = Row(
+            "aggregation cycle",
+            scale,
+            "-",
+            "reference: fetch alone",
+            n,
+            "participants",
+            wall_s=ref,
+            throughput_per_s=n / ref,
+            vendors=len(reports),
+            failed_batches=failed,
         )
-        rows[0].ratio = ref / wall
     finally:
         _control(servers, latency_ms_min=0, latency_ms_max=0, churn_rate=0.0)
-    return rows
+    return [cycle, cycle.reference]
 
 
 HOSTILE = "hostile"  # the vendor id of the hostile scenario's vendor
@@ -707,8 +648,8 @@ def bench_hostile(
     try:
         for label, size in (
             ("reference: the vendors alone", 0),
-            (f"beside a vendor answering {size_mb:g} MB", int(size_mb * 1e6)),
-            (f"beside a vendor answering {0.9 * cap / 1e6:g} MB (90 % of the cap)", int(0.9 * cap)),
+            ("beside a hostile vendor", int(size_mb * 1e6)),
+            ("beside a hostile vendor, answers at 90 % of the cap", int(0.9 * cap)),
         ):
             save_vendor(backend, vendor.model_copy(update={"enabled": size > 0}))
             if size:
@@ -720,33 +661,32 @@ def bench_hostile(
         _control(servers, latency_ms_min=0, latency_ms_max=0)
         hostile.process.terminate()
         hostile.process.wait(timeout=30)
-    reference = _normal_cycles_ms(runs[0][2])
-    rows = []
+    rows: list[Row] = []
     for label, size, output, sampled in runs:
+        late = output["loop_late_ms"]  # None when the cycles gave the watcher no turn at all
         times = _normal_cycles_ms(output)
-        peak = output["peak_rss_mb"] or sampled
-        late = output["loop_late_ms"] or {"p99": 0.0, "max": 0.0}
-        what = (
-            f"{label}: {cycles} cycles of {len(servers)} vendors; event loop late by {late['p99']:.0f} ms p99, "
-            f"{late['max']:.0f} ms at most; the aggregator's peak RSS"
-        )
-        if size:
-            calls = Counter[str]()
-            for cycle_reports in output["cycles"]:
-                for report in cycle_reports:
-                    if report["vendor_id"] == HOSTILE:
-                        calls.update(report["errors"] or {"answered": report["requests"]})
-            what += f" {peak / runs[0][2]['peak_rss_mb']:.2f}x the reference's; its calls: {dict(calls)}"
+        calls = Counter[str]()
+        for cycle_reports in output["cycles"]:
+            for report in cycle_reports:
+                if report["vendor_id"] == HOSTILE:
+                    calls.update(report["errors"] or {"answered": report["requests"]})
         rows.append(
             Row(
                 "aggregation beside a hostile vendor",
                 scale,
                 backend.name if size else "-",
-                what,
+                label,
                 len(times),
+                "vendor cycles",
                 times,
-                peak_rss_mb=peak,
-                ratio=statistics.median(reference) / statistics.median(times) if size else None,
+                peak_memory_mb=output["peak_rss_mb"] or sampled,
+                reference=rows[0] if size else None,
+                vendors=len(servers),
+                cycles=cycles,
+                loop_late_p99_ms=late["p99"] if late else None,
+                loop_late_max_ms=late["max"] if late else None,
+                hostile_answer_mb=size / 1e6 if size else None,
+                hostile_calls=dict(calls) if size else None,
             )
         )
     return rows
@@ -859,18 +799,30 @@ def bench_embedded(scale: str, work: Path, n: int = 300) -> list[Row]:
         found = len(hits)
         naive.append((time.perf_counter() - t0) * 1000)
     sites = backend.search("practice_sites", GeoQuery(lat=lat, lon=lon, radius_km=radius, limit=1)).total
-    return [
-        Row(
-            "embedded dense query",
-            scale,
-            "sqlite",
-            f"run_search, {centre.name.title()} {radius:g} km ({sites} sites, {found} slots in the circle)",
-            n,
-            ours,
-            ratio=statistics.median(naive) / statistics.median(ours),
-        ),
-        Row("embedded dense query", scale, "sqlite", "reference: naive R*Tree + haversine over the slots", n, naive),
-    ]
+    reference = Row(
+        "embedded dense query",
+        scale,
+        "sqlite",
+        "reference: naive R*Tree + haversine over the slots",
+        n,
+        "queries",
+        naive,
+    )
+    ours_row = Row(
+        "embedded dense query",
+        scale,
+        "sqlite",
+        "run_search",
+        n,
+        "searches",
+        ours,
+        reference=reference,
+        place=centre.name.title(),
+        radius_km=radius,
+        sites_in_circle=sites,
+        slots_in_circle=found,
+    )
+    return [ours_row, reference]
 
 
 SCENARIOS: dict[str, Callable[..., list[Row]]] = {  # in the order they run
@@ -929,7 +881,7 @@ def run(
             except Exception as exc:
                 if quick:
                     raise
-                rows.append(Row(name, scale, "-", f"failed: {type(exc).__name__}: {exc}"[:200], 0))
+                rows.append(Row(name, scale, "-", "failed", 0, "samples", error=f"{type(exc).__name__}: {exc}"[:200]))
             print(f"[bench] {name} done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
             if on_rows is not None:
                 on_rows(rows)

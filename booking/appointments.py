@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aggregation.contract import IDNPS_SYSTEM, InstantOutOfRange, parse_instant
-from aggregation.rules import EARLIEST, LATEST
 from booking.accounts import account_pushed
+from core.geo import EARLIEST, LATEST
 from core.records import Appointment, AppointmentStatus, StatusChange
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import ensure_live

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from zoneinfo import ZoneInfo
@@ -34,6 +35,10 @@ FRANCE_BOXES: dict[str, tuple[float, float, float, float]] = {
 
 # Metropolitan France's time zone: days ("today", "tomorrow") and opening hours are counted in it.
 PARIS = ZoneInfo("Europe/Paris")
+# The instants Dispo deals in (slots, appointments, query windows), in UTC: far enough either side of any real agenda,
+# and clear of the years (1, 9999) where date arithmetic overflows. Anything outside is refused where it comes in.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2101, 1, 1, tzinfo=UTC)  # excluded
 
 
 def in_france(lat: float, lon: float) -> bool:

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     index_prefix: str = "dispo"
     # Elasticsearch request timeout in seconds.
     es_timeout_s: float = 30.0
+    # Layout of every Elasticsearch index: shards, and replicas (0 on a single node, 1 or more on a cluster, applied
+    # once an import's version is sealed, so bulk loading writes each document once), and how soon writes are seen.
+    es_shards: int = Field(default=1, ge=1, le=64)
+    es_replicas: int = Field(default=0, ge=0, le=8)
+    es_refresh_interval: str = Field(default="1s", pattern=r"^(-1|\d+(ms|s|m))$")
 
     # Import safety: refuse to switch the live index when accepted records drop by more than this.
     max_drop_ratio: float = 0.10

@@ -10,10 +10,11 @@ import typer
 
 from bench.generate import SCALES as GENERATED_SCALES
 from bench.generate import generate as generate_files
+from bench.report import Row
+from bench.report import print_table as print_figures
 from bench.run import SCALES, SCENARIOS
-from bench.run import print_table as print_figures
 from bench.run import run as run_benchmarks
-from dispo.console import INVALID, fail, out
+from dispo.console import INVALID, fail, out, write_json
 
 BACKENDS = (None, "sqlite", "elasticsearch")
 
@@ -66,10 +67,14 @@ def bench(
     answer_mb: Annotated[
         float | None, typer.Option(help="hostile: the size of the hostile vendor's answers, in MB (default 115)")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="the rows as a JSON array on stdout; tables and progress on stderr")
+    ] = False,
 ) -> None:
     """Run benchmarks and print figures with the ratio to their reference, measured in the same run.
 
-    The embedded index is measured, and Elasticsearch too when DISPO_ES_URL is set; --backend keeps one."""
+    The embedded index is measured, and Elasticsearch too when DISPO_ES_URL is set; --backend keeps one.
+    With --json, stdout carries one JSON array, an object per row of the table (keys in bench/report.py)."""
     names = scenario or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown or scale not in SCALES or backend not in BACKENDS:
@@ -78,7 +83,14 @@ def bench(
         )
     if backend == "elasticsearch" and not os.environ.get("DISPO_ES_URL"):
         raise fail("--backend elasticsearch needs DISPO_ES_URL (scripts/elasticsearch.sh starts one)", INVALID)
-    # The table so far after each scenario: a long national run shows its figures as they come.
-    on_rows = print_figures if len(names) > 1 else None
+
+    def so_far(rows: list[Row]) -> None:
+        # The table so far after each scenario: a long national run shows its figures as they come.
+        print_figures(rows, stderr=as_json)
+
+    on_rows = so_far if len(names) > 1 else None
     rows = run_benchmarks(names, scale, on_rows=on_rows, repeat=repeat, backend=backend, answer_mb=answer_mb)
-    print_figures(rows)
+    if as_json:
+        write_json([row.as_json() for row in rows])
+    else:
+        print_figures(rows)

@@ -7,6 +7,7 @@ live alias per kind: an import writes a new version, then `switch` makes it live
 from __future__ import annotations
 
 import base64
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -53,6 +54,17 @@ class GeoQuery:
     def has_centre(self) -> bool:
         return self.lat is not None and self.lon is not None
 
+    def checked_after(self) -> tuple[Any, ...] | None:
+        """`after`, if it is the sort key of a hit of such a query: (distance, id) around a centre, (id,) otherwise.
+        It comes from a caller's cursor: any other shape is refused as one this API did not return."""
+        after = self.after
+        if after is None:
+            return None
+        shape = (float, str) if self.has_centre else (str,)
+        if len(after) != len(shape) or not all(_is(value, kind) for value, kind in zip(after, shape, strict=True)):
+            raise InvalidCursor("the cursor is not one this API returned")
+        return after
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -97,6 +109,12 @@ def decode_cursor(cursor: str | None) -> tuple[Any, ...] | None:
     if not isinstance(value, list) or not value or not all(isinstance(v, str | int | float) for v in value):
         raise InvalidCursor("the cursor is not one this API returned")
     return tuple(value)
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, kind)
 
 
 class Backend(ABC):

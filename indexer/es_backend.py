@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,18 +16,35 @@ from elasticsearch import ApiError, BadRequestError, Elasticsearch, NotFoundErro
 from elasticsearch.serializer import OrjsonSerializer
 
 from indexer.backend import Backend, BackendUnavailable, GeoQuery, Health, Hit, SearchPage
-from indexer.sqlite_backend import checked_after
 from indexer.writer import ThreadWriter
 from mappings import KINDS, definition
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """How every index of the deployment is laid out on the cluster: one shard holds a national kind comfortably
+    (the largest, slots, is a few GB); replicas only where there are nodes to hold them."""
+
+    shards: int = 1
+    replicas: int = 0
+    refresh_interval: str = "1s"  # how soon a write is searchable, once a version is sealed
 
 
 class ElasticsearchBackend(Backend):
     name = "elasticsearch"
 
-    def __init__(self, url: str, prefix: str = "dispo", timeout_s: float = 30.0, bulk_size: int = 2000) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "dispo",
+        timeout_s: float = 30.0,
+        bulk_size: int = 2000,
+        index_settings: IndexSettings | None = None,
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.bulk_size = bulk_size
+        self.index_settings = index_settings or IndexSettings()
         self.es = Elasticsearch(
             url,
             request_timeout=timeout_s,
@@ -57,9 +75,8 @@ class ElasticsearchBackend(Backend):
     def create_version(self, kind: str, version: str | None = None) -> str:
         spec = definition(kind)
         index = f"{self.alias(kind)}-v{version or datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
-        settings = dict(spec.settings)
-        # Bulk loading: no refresh until the version is sealed.
-        settings["refresh_interval"] = "-1"
+        # Bulk loading: no refresh and no replica to copy each write to until the version is sealed.
+        settings = {"number_of_shards": self.index_settings.shards, "number_of_replicas": 0, "refresh_interval": "-1"}
         try:
             self._call(self.es.indices.create, index=index, settings=settings, mappings=spec.mappings)
         except BadRequestError as exc:
@@ -110,11 +127,11 @@ class ElasticsearchBackend(Backend):
         self._call(self.es.indices.refresh, index=index)
 
     def seal(self, index: str) -> None:
-        spec = definition(self._kind_of(index))
+        live = self.index_settings
         self._call(
             self.es.indices.put_settings,
             index=index,
-            settings={"index": {"refresh_interval": spec.settings.get("refresh_interval", "1s")}},
+            settings={"index": {"refresh_interval": live.refresh_interval, "number_of_replicas": live.replicas}},
         )
         self._call(self.es.indices.refresh, index=index)
 
@@ -191,7 +208,7 @@ class ElasticsearchBackend(Backend):
 
     def search(self, kind: str, query: GeoQuery) -> SearchPage:
         spec = definition(kind)
-        after = checked_after(query)  # a malformed `search_after` would be Elasticsearch's 400, not a bad cursor
+        after = query.checked_after()  # a malformed `search_after` would be Elasticsearch's 400, not a bad cursor
         filters = self._filter_clauses(kind, query.filters) + self._range_clauses(kind, query.ranges)
         must: list[dict[str, Any]] = []
         if query.text:

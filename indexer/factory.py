@@ -17,7 +17,7 @@ def make_backend(settings: Settings) -> Backend:
 def _open(settings: Settings) -> Backend:
     if settings.backend == "elasticsearch":
         # Imported here: the Elasticsearch client is only loaded by deployments that use it.
-        from indexer.es_backend import ElasticsearchBackend
+        from indexer.es_backend import ElasticsearchBackend, IndexSettings
 
         if not settings.es_url:
             raise ValueError("DISPO_BACKEND=elasticsearch needs DISPO_ES_URL (e.g. http://127.0.0.1:9200)")
@@ -26,5 +26,6 @@ def _open(settings: Settings) -> Backend:
             prefix=settings.index_prefix,
             timeout_s=settings.es_timeout_s,
             bulk_size=settings.bulk_size,
+            index_settings=IndexSettings(settings.es_shards, settings.es_replicas, settings.es_refresh_interval),
         )
     return SqliteBackend(settings.data_dir / "index")

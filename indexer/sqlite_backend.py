@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from core.geo import EARTH_RADIUS_KM, bounding_box
-from indexer.backend import Backend, GeoQuery, Health, Hit, InvalidCursor, SearchPage
+from indexer.backend import Backend, GeoQuery, Health, Hit, SearchPage
 from indexer.documents import field_values
 from indexer.writer import ProcessWriter
 from mappings import KINDS, definition
@@ -35,24 +35,6 @@ _LON_STEP = 360.0 / 2**32
 def _epoch(value: str) -> float:
     """A date field's value in epoch seconds (ISO 8601 with an offset, as the records dump them)."""
     return datetime.fromisoformat(value).timestamp()
-
-
-def checked_after(query: GeoQuery) -> tuple[Any, ...] | None:
-    """The query's `after`, if it is the sort key of a hit of such a query: (distance, id) around a centre, (id,)
-    otherwise. It comes from a caller's cursor: any other shape is refused as one this API did not return."""
-    after = query.after
-    if after is None:
-        return None
-    shape = (float, str) if query.has_centre else (str,)
-    if len(after) != len(shape) or not all(_is(value, kind) for value, kind in zip(after, shape, strict=True)):
-        raise InvalidCursor("the cursor is not one this API returned")
-    return after
-
-
-def _is(value: Any, kind: type) -> bool:
-    if kind is float:
-        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return isinstance(value, kind)
 
 
 def _quantise(lat: float, lon: float) -> tuple[float, float]:
@@ -374,7 +356,7 @@ class SqliteBackend(Backend):
         db = self._live_db(kind)
         if db is None:
             return SearchPage(hits=[], total=0)
-        after = checked_after(query)
+        after = query.checked_after()
         circle = query.has_centre and query.radius_km is not None
         where, params = self._filter_sql(kind, query.filters, query.ranges, per_row=circle, db=db)
         if query.text:

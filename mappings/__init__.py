@@ -1,7 +1,8 @@
 """Index definitions as data: the single source of truth for indexed fields.
 
-Each `<kind>.json` holds Elasticsearch settings and mappings; `_meta` names the id field, the geo
-field, the folded text field and the filterable fields, which the embedded backend reads too.
+Each `<kind>.json` holds the Elasticsearch mappings; `_meta` names the id field, the geo field, the folded
+text field and the filterable fields, which the embedded backend reads too. Index settings (shards, replicas,
+refresh) are the deployment's, from `core.settings` (see `indexer.es_backend.IndexSettings`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ KINDS = (
     "vendors",
     "participations",
     "vendor_status",
-    "search_snapshots",
     "appointments",
     "booking_attempts",
     "regulator_accounts",
@@ -31,7 +31,6 @@ KINDS = (
 @dataclass(frozen=True)
 class IndexDefinition:
     kind: str
-    settings: dict[str, Any]
     mappings: dict[str, Any]
 
     @property
@@ -81,4 +80,4 @@ def definition(kind: str) -> IndexDefinition:
     if kind not in KINDS:
         raise KeyError(f"unknown index kind {kind!r}; known: {', '.join(KINDS)}")
     raw = json.loads((resources.files("mappings") / f"{kind}.json").read_text(encoding="utf-8"))
-    return IndexDefinition(kind=kind, settings=raw["settings"], mappings=raw["mappings"])
+    return IndexDefinition(kind=kind, mappings=raw["mappings"])

@@ -1,8 +1,8 @@
 """Candidates: the practice sites a search may show, each with its matching free slots, distance and group.
 
-Read from the index: the slots in a circle (nearest first), the slots of given sites (later pages), the
-sites without a slot, the candidates' sites and their practitioners' SAS participations, a query per
-batch of identifiers rather than a read per candidate.
+Read from the index: the slots in a circle (nearest first), the slots of given sites, the sites without a slot,
+the candidates' sites and their practitioners' SAS participations, a query per batch of identifiers rather than a
+read per candidate.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ SLOT_FIELDS = (
     "profession_code",
     "practitioner_specialties",
 )
+# What ranking reads of a slot: which site and practitioner it is for, and its vendor (for freshness). A later page
+# ranks every candidate again but shows a few: it reads the circle with these, in about half the time, then the
+# slots of the sites it may show (`read_slots`).
+RANK_FIELDS = ("site_id", "idnps", "vendor")
 CHUNK = 500  # identifiers per filtered query: keeps each query's term list small on every backend
 
 Filters = dict[str, list[str]]
@@ -57,7 +61,7 @@ class Candidate:
     distance_km: float
     slots: list[dict[str, Any]]
     group: Group = Group.other
-    key: tuple[Any, ...] = ()  # the ranking's sort key
+    key: tuple[Any, ...] = ()  # its place in the ranking (`search.rank.RankKey`), set when ranked
 
     @property
     def shown(self) -> bool:
@@ -66,13 +70,19 @@ class Candidate:
 
 
 def in_circle(
-    backend: Backend, place: Place, radius_km: float, filters: Filters, ranges: Ranges, fresh: Freshness
+    backend: Backend,
+    place: Place,
+    radius_km: float,
+    filters: Filters,
+    ranges: Ranges,
+    fresh: Freshness,
+    with_slots: bool = True,
 ) -> list[Candidate]:
-    """Every site with at least one matching fresh free slot in the circle, nearest first."""
+    """Every site with at least one matching fresh free slot in the circle, nearest first, with those slots (without
+    them when `with_slots` is off: what ranking needs)."""
     candidates: dict[str, Candidate] = {}
-    query = GeoQuery(
-        lat=place.lat, lon=place.lon, radius_km=radius_km, filters=filters, ranges=ranges, fields=SLOT_FIELDS
-    )
+    fields = SLOT_FIELDS if with_slots else RANK_FIELDS
+    query = GeoQuery(lat=place.lat, lon=place.lon, radius_km=radius_km, filters=filters, ranges=ranges, fields=fields)
     for hit in scan(backend, "slots", query, backend.max_page):
         doc = hit.doc
         if not fresh.is_fresh(doc) or not doc.get("site_id"):
@@ -80,53 +90,26 @@ def in_circle(
         cand = candidates.get(doc["site_id"])
         if cand is None:
             cand = candidates[doc["site_id"]] = Candidate(doc["site_id"], doc["idnps"], hit.distance_km or 0.0, [])
-        cand.slots.append(doc)
+        if with_slots:
+            cand.slots.append(doc)
     return list(candidates.values())
 
 
-def reread_sites(
-    backend: Backend,
-    place: Place,
-    rows: list[tuple[str, str, Group]],
-    filters: Filters,
-    ranges: Ranges,
-    fresh: Freshness,
+def read_slots(
+    backend: Backend, candidates: list[Candidate], filters: Filters, ranges: Ranges, fresh: Freshness
 ) -> list[Candidate]:
-    """Later pages: the given (site, practitioner, group) ranks as candidates again, in that order, each with its
-    matching fresh free slots as they are now (earliest first) and its distance from the place, computed by the
-    backend as the first page computed it (snapshots keep no distance)."""
-    site_ids = [site_id for site_id, _, _ in rows]
-    slots: dict[str, list[dict[str, Any]]] = {}
-    distances: dict[str, float] = {}
+    """Candidates ranked without their slots (`in_circle` with `with_slots` off), in their order, each with its
+    matching fresh free slots as they are now (earliest first); one left without any since it was ranked is dropped."""
+    wanted = {c.site_id: c for c in candidates if c.group is not Group.no_slots}
+    site_ids = sorted(wanted)
     for i in range(0, len(site_ids), CHUNK):
-        chunk = site_ids[i : i + CHUNK]
-        query = GeoQuery(
-            lat=place.lat,
-            lon=place.lon,
-            filters={**filters, "site": chunk},
-            ranges=ranges,
-            limit=50 * len(chunk),
-            fields=SLOT_FIELDS,
-        )
-        for hit in backend.search("slots", query).hits:
-            distances.setdefault(hit.doc["site_id"], hit.distance_km or 0.0)
+        query = GeoQuery(filters={**filters, "site": site_ids[i : i + CHUNK]}, ranges=ranges, fields=SLOT_FIELDS)
+        for hit in scan(backend, "slots", query, backend.max_page):
             if fresh.is_fresh(hit.doc):
-                slots.setdefault(hit.doc["site_id"], []).append(hit.doc)
-    for found in slots.values():
-        found.sort(key=lambda d: (d["start"], d["slot_id"]))
-    # Sites with no matching slot left are shown only as practitioners without slots: their distance is the
-    # directory's site's.
-    unplaced = {site_id: idnps for site_id, idnps, _ in rows if site_id not in distances}
-    idnps = sorted(set(unplaced.values()))
-    for i in range(0, len(idnps), CHUNK):
-        query = GeoQuery(lat=place.lat, lon=place.lon, filters={"idnps": idnps[i : i + CHUNK]}, fields=("site_id",))
-        for hit in scan(backend, "practice_sites", query, backend.max_page):
-            if hit.doc["site_id"] in unplaced:
-                distances[hit.doc["site_id"]] = hit.distance_km or 0.0
-    return [
-        Candidate(site_id, idnps, distances.get(site_id, 0.0), slots.get(site_id, []), group)
-        for site_id, idnps, group in rows
-    ]
+                wanted[hit.doc["site_id"]].slots.append(hit.doc)
+    for cand in wanted.values():
+        cand.slots.sort(key=lambda d: (d["start"], d["slot_id"]))
+    return [c for c in candidates if c.shown]
 
 
 def without_slots(

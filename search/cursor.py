@@ -1,17 +1,22 @@
-"""Later pages: the signed cursor a page hands out and the sealed snapshot of the first answer it points to.
+"""Later pages: the signed cursor a page hands out, which carries everything the next page needs.
 
-The first page keeps its ranked order (with its seed, radius, window and explanation) for an hour; later
-pages follow that order, re-reading each site's slots as they are now, so pages neither repeat nor skip
-a practitioner while slots come and go.
+Nothing is kept on the server for later pages. A search's neutral order is a function of the request, the seed,
+the radius and the window (`search.rank`), and each site's place in it is a sort key (`search.rank.RankKey`). A
+cursor carries:
 
-A cursor is signed with the server's key and bound to the request that made it: its snapshot, the rank the
-next page starts at, when the search was made, and a tag of the request's parameters. A cursor that was
-altered, made up, has expired or comes with other parameters is refused (`InvalidCursor`) before anything is
-read with it.
+- when the first page was asked, to the microsecond: the window follows from it and the request, and the whole
+  chain of pages expires an hour after it;
+- the seed, and the radius reached on the first page with the practitioners with slots at each radius tried and
+  in reach there: the enlargement is decided once, and every page explains it the same way;
+- the sort key of the last candidate the previous page went through: the next page ranks the candidates again as
+  they are now and starts after it ("search after"), so no site is shown twice and none that still qualifies is
+  skipped while slots come and go;
+- a tag of the request's parameters.
 
-A snapshot keeps no distance and no point, and is sealed with a key derived from the request's parameters: what
-is stored says nothing of the place searched without the request that searched it. Later pages recompute
-distances from the request's own point, which the cursor's binding guarantees is the first page's.
+It is signed with the server's key and bound to the request that made it: a cursor that was altered, made up, has
+expired or comes with other parameters is refused (`InvalidCursor`) before anything is read with it. What it
+holds is in the request it comes with or in the pages already given: a 300 m distance band to one public site is
+coarser than the place the request names.
 """
 
 from __future__ import annotations
@@ -21,28 +26,25 @@ import binascii
 import hashlib
 import hmac
 import re
-import secrets
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from cryptography.fernet import Fernet, InvalidToken
 
 from core.secrets import derive
-from indexer.backend import Backend, GeoQuery, InvalidCursor
-from indexer.lifecycle import ensure_live
-from search.candidates import Group
-from search.explanation import SearchExplanation
+from indexer.backend import InvalidCursor
+from search.rank import RankKey, rank_key
 from search.request import SearchRequest
 
-SNAPSHOTS = "search_snapshots"
-SNAPSHOT_TTL_S = 3600
-MAX_CURSOR_CHARS = 400  # a cursor this API hands out is under 200 characters
-# The page size is left out of the binding: a cursor holds an absolute rank, so a later page of another
+CURSOR_TTL_S = 3600  # a chain of pages lasts this long from its first page: the search is to be run again after
+MAX_CURSOR_CHARS = 1000  # one this API hands out is about 220 characters; 420 with the longest site ids and radii
+FORMAT = 2  # of the signed state: a cursor of another format (one naming a stored snapshot) is refused as expired
+# The page size is left out of the binding: a cursor holds a position in the order, so a later page of another
 # size goes on exactly where the previous one stopped.
 UNBOUND_FIELDS = frozenset({"cursor", "limit"})
 _TOKEN = re.compile(r"^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 NOT_OURS = "the cursor is not one this API returned"
 EXPIRED = "the cursor has expired (searches are kept one hour)"
@@ -67,17 +69,19 @@ def request_digest(req: SearchRequest) -> bytes:
 
 @dataclass(frozen=True)
 class SearchCursor:
-    snapshot: str  # the first answer's snapshot
-    offset: int  # the rank (from 0) the next page starts at
-    issued: int  # when the first page was asked (epoch seconds): the whole chain of pages expires with it
+    issued: datetime  # when the first page was asked: the window follows from it, the chain expires with it
+    seed: int
+    radius_km: float  # reached on the first page
+    with_slots: tuple[int, ...]  # practitioners with slots at each radius tried on the first page, smallest first
+    in_reach: int  # practitioners of the specialty within `radius_km` when the first page was asked
+    after: RankKey  # the sort key of the last candidate the previous page went through
 
 
 class CursorKeys:
-    """Signs and opens cursors, seals and opens snapshots: sub-keys of the server's cursor key."""
+    """Signs and opens cursors with a sub-key of the server's cursor key."""
 
     def __init__(self, key: bytes) -> None:
         self._sign = derive(key, "search-cursor-signature")
-        self._seal = derive(key, "search-snapshot-seal")
 
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._sign, payload, hashlib.sha256).digest()
@@ -86,7 +90,17 @@ class CursorKeys:
         return _b64(hmac.new(self._sign, b"request:" + digest, hashlib.sha256).digest()[:16])
 
     def encode(self, cursor: SearchCursor, digest: bytes) -> str:
-        state = {"s": cursor.snapshot, "o": cursor.offset, "t": cursor.issued, "r": self._tag(digest)}
+        group, band, _, site_id = cursor.after  # the tie-break is the seed's draw for the site: not carried
+        state = {
+            "v": FORMAT,
+            "t": (cursor.issued - _EPOCH) // timedelta(microseconds=1),
+            "s": cursor.seed,
+            "k": cursor.radius_km,
+            "n": cursor.with_slots,
+            "i": cursor.in_reach,
+            "a": [group, band, site_id],
+            "r": self._tag(digest),
+        }
         payload = orjson.dumps(state)
         return f"{_b64(payload)}.{_b64(self._mac(payload))}"
 
@@ -101,16 +115,24 @@ class CursorKeys:
             raise InvalidCursor(NOT_OURS) from exc
         if not hmac.compare_digest(mac, self._mac(payload)):
             raise InvalidCursor(NOT_OURS)
-        state = orjson.loads(payload)  # signed by this server: its shape is the one `encode` wrote
-        if now.timestamp() - state["t"] > SNAPSHOT_TTL_S:
+        state = orjson.loads(payload)  # signed by this server: its shape is the one `encode` of its format wrote
+        if not isinstance(state, dict) or state.get("v") != FORMAT:
+            raise InvalidCursor(EXPIRED)  # handed out before this format: its search is to be run again
+        issued = _EPOCH + timedelta(microseconds=state["t"])
+        if (now - issued).total_seconds() > CURSOR_TTL_S:
             raise InvalidCursor(EXPIRED)
         if not hmac.compare_digest(state["r"], self._tag(digest)):
             raise InvalidCursor(OTHER_REQUEST)
-        return SearchCursor(state["s"], state["o"], state["t"])
-
-    def fernet(self, digest: bytes) -> Fernet:
-        """The seal of one request's snapshot: the server's key and the request's parameters are both needed."""
-        return Fernet(base64.urlsafe_b64encode(hmac.new(self._seal, digest, hashlib.sha256).digest()))
+        group, band, site_id = state["a"]
+        seed = state["s"]
+        return SearchCursor(
+            issued=issued,
+            seed=seed,
+            radius_km=state["k"],
+            with_slots=tuple(state["n"]),
+            in_reach=state["i"],
+            after=rank_key(group, band, seed, site_id),
+        )
 
 
 def _b64(raw: bytes) -> str:
@@ -119,65 +141,3 @@ def _b64(raw: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-@dataclass(frozen=True)
-class Ranked:
-    """One rank of a snapshot's order: which site, whose, in which group; never how far from the place."""
-
-    site_id: str
-    idnps: str
-    group: Group
-
-
-@dataclass(frozen=True)
-class PageSnapshot:
-    seed: int
-    radius_km: float
-    window: tuple[datetime, datetime]
-    order: tuple[Ranked, ...]
-    explanation: SearchExplanation
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "seed": self.seed,
-            "radius_km": self.radius_km,
-            "window": [self.window[0].isoformat(), self.window[1].isoformat()],
-            "order": [[r.site_id, r.idnps, int(r.group)] for r in self.order],
-            "explanation": self.explanation.to_json(),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PageSnapshot:
-        start, end = (datetime.fromisoformat(x) for x in data["window"])
-        return cls(
-            seed=data["seed"],
-            radius_km=data["radius_km"],
-            window=(start, end),
-            order=tuple(Ranked(site, idnps, Group(group)) for site, idnps, group in data["order"]),
-            explanation=SearchExplanation.from_json(data["explanation"]),
-        )
-
-
-def save_snapshot(backend: Backend, now: datetime, snapshot: PageSnapshot, seal: Fernet) -> str:
-    """Keep a first answer, sealed, for its later pages; drop snapshots older than the TTL on the way."""
-    index = ensure_live(backend, SNAPSHOTS)
-    snapshot_id = secrets.token_hex(12)
-    sealed = seal.encrypt(orjson.dumps(snapshot.to_json())).decode()
-    backend.write(index, [{"snapshot_id": snapshot_id, "created_at": now.isoformat(), "payload": {"sealed": sealed}}])
-    expired = backend.search(
-        SNAPSHOTS, GeoQuery(ranges={"created": (None, now.timestamp() - SNAPSHOT_TTL_S)}, limit=500)
-    ).hits
-    if expired:
-        backend.delete(index, [h.doc["snapshot_id"] for h in expired])
-    return snapshot_id
-
-
-def load_snapshot(backend: Backend, snapshot_id: str, seal: Fernet) -> PageSnapshot:
-    doc = backend.get(SNAPSHOTS, snapshot_id)
-    if doc is None:
-        raise InvalidCursor(EXPIRED)
-    try:
-        return PageSnapshot.from_json(orjson.loads(seal.decrypt(doc["payload"]["sealed"])))
-    except (InvalidToken, KeyError, TypeError) as exc:  # sealed with a former key, or kept by a former version
-        raise InvalidCursor(EXPIRED) from exc

@@ -4,19 +4,22 @@ A search is a pipeline of small named steps over one `SearchState`, each reading
 
     first page:  check_request -> resolve_place -> choose_radius -> open_window -> draw_seed -> read_freshness
                  -> filter_slots -> gather_candidates -> rank_candidates -> explain -> fill_page -> hand_cursor
-    later pages: check_request -> resolve_place -> follow_snapshot -> read_freshness
-                 -> filter_slots -> reread_snapshot -> fill_page -> hand_cursor
+    later pages: check_request -> resolve_place -> follow_cursor -> read_freshness -> filter_slots
+                 -> gather_sites -> rank_candidates -> recall_explanation -> resume_after_cursor
+                 -> read_page_slots -> fill_page -> hand_cursor
 
-A later page follows the first answer's snapshot (its order, seed, radius, window and explanation) instead
-of ranking again, and goes through the same filtering, paging, verification and cursor steps. Its cursor was
-signed for a request with the same parameters (`search.cursor`), so its place is the first page's.
+Nothing is kept for later pages: a later page ranks the candidates again with the first page's seed, radius and
+window, which its cursor carries with the sort key the previous page stopped at (`search.cursor`), and goes on
+after that key through the same filtering, paging, verification and cursor steps. The cursor was signed for a
+request with the same parameters, so its place is the first page's.
 """
 
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from aggregation.availability import Freshness, freshness
@@ -30,18 +33,10 @@ from search.candidates import (
     count_in_reach,
     in_circle,
     participations_of,
-    reread_sites,
+    read_slots,
     without_slots,
 )
-from search.cursor import (
-    CursorKeys,
-    PageSnapshot,
-    Ranked,
-    SearchCursor,
-    load_snapshot,
-    request_digest,
-    save_snapshot,
-)
+from search.cursor import CursorKeys, SearchCursor, request_digest
 from search.explanation import RadiusTried, SearchExplanation
 from search.page import take_page
 from search.place import AddressGeocoder, Place, PlaceError
@@ -53,7 +48,8 @@ from search.request import SearchError, SearchRequest, checked_specialty, search
 # What callers import from here; the request, its error and the radius rule are defined in their own modules.
 __all__ = ["SearchError", "SearchRequest", "SearchResult", "SearchState", "rule_for", "run_search"]
 
-LATER_PAGE_READ_AHEAD = 4  # a later page reads the slots of this many pages of the order: some may have none left
+# A later page reads the slots of this many pages of candidates: live verification replaces the cards it empties.
+LATER_PAGE_READ_AHEAD = 4
 
 
 @dataclass
@@ -66,9 +62,9 @@ class SearchState:
     geocoder: AddressGeocoder | None
     staleness_limit_s: float
     verify_deadline_s: float
-    keys: CursorKeys  # sign the cursors, seal the snapshots
-    digest: bytes  # of the request's parameters, which the cursors and snapshots are bound to
-    cursor: SearchCursor | None  # a later page's position in the first answer
+    keys: CursorKeys  # sign and open the cursors
+    digest: bytes  # of the request's parameters, which the cursors are bound to
+    cursor: SearchCursor | None  # a later page's: the first page's seed, radius and window, where the last page stopped
     specialty: str | None = field(init=False)
     place: Place = field(init=False)
     rule: RadiusRule = field(init=False)
@@ -79,12 +75,11 @@ class SearchState:
     fresh: Freshness = field(init=False)
     filters: Filters = field(init=False)
     ranges: Ranges = field(init=False)
-    snapshot: PageSnapshot = field(init=False)  # later pages only
     candidates: list[Candidate] = field(init=False)  # sites with matching slots in the circle
     tried: list[RadiusTried] = field(init=False)
     ranked: list[Candidate] = field(init=False)  # in order, from the page's first rank
     offset: int = field(default=0, init=False)  # the rank `ranked` starts at in the whole order
-    total: int = field(init=False)  # ranks in the whole order
+    total: int = field(init=False)  # ranks in the whole order, as it is now
     explanation: SearchExplanation = field(init=False)
     cards: list[Candidate] = field(init=False)
     used: int = field(init=False)  # how many of `ranked` the page went through
@@ -155,14 +150,13 @@ def draw_seed(state: SearchState) -> None:
     state.seed = state.req.seed if state.req.seed is not None else random.randrange(2**31)
 
 
-def follow_snapshot(state: SearchState) -> None:
-    """A later page takes the first answer's window, seed, radius and explanation."""
+def follow_cursor(state: SearchState) -> None:
+    """A later page takes the first page's seed, window and radius: ranked again with them, the candidates fall
+    in the first page's order. The radius is the one the first page reached: enlargement is decided there."""
     assert state.cursor is not None  # only on later pages
-    state.snapshot = load_snapshot(state.backend, state.cursor.snapshot, state.keys.fernet(state.digest))
-    state.window = state.snapshot.window
-    state.seed = state.snapshot.seed
-    state.radius_km = state.snapshot.radius_km
-    state.explanation = state.snapshot.explanation
+    state.seed = state.cursor.seed
+    state.window = search_window(state.req, state.cursor.issued)
+    state.radius_km = state.cursor.radius_km
 
 
 def read_freshness(state: SearchState) -> None:
@@ -190,6 +184,14 @@ def gather_candidates(state: SearchState) -> None:
             break
 
 
+def gather_sites(state: SearchState) -> None:
+    """A later page's candidates: the sites with matching slots in the first page's circle, without their slots,
+    which only the sites the page may show need (`read_page_slots`)."""
+    state.candidates = in_circle(
+        state.backend, state.place, state.radius_km, state.filters, state.ranges, state.fresh, with_slots=False
+    )
+
+
 def rank_candidates(state: SearchState) -> None:
     """The neutral order (see `search.rank`), then the practitioners without slots when asked for."""
     req = state.req
@@ -215,21 +217,39 @@ def explain(state: SearchState) -> None:
     )
 
 
-def reread_snapshot(state: SearchState) -> None:
-    """The next ranks of the snapshot's order, each site with its matching slots as they are now and its
-    distance from the place (the snapshot keeps none)."""
-    assert state.cursor is not None  # only on later pages
-    state.offset = state.cursor.offset
-    state.total = len(state.snapshot.order)
-    rows = state.snapshot.order[state.offset : state.offset + LATER_PAGE_READ_AHEAD * state.req.limit]
-    state.ranked = reread_sites(
-        state.backend,
-        state.place,
-        [(r.site_id, r.idnps, r.group) for r in rows],
-        state.filters,
-        state.ranges,
-        state.fresh,
+def recall_explanation(state: SearchState) -> None:
+    """The first page's explanation, which the cursor carries: the radii tried and who was in reach. The vendors
+    silent now are named, as their slots are hidden from this page."""
+    cursor = state.cursor
+    assert cursor is not None  # only on later pages
+    # The radii the first page tried: the rule's, up to the one it reached. Not strict: a cursor handed out before a
+    # new radius table came in explains its steps as far as they pair rather than failing the page.
+    rule_radii = radius_steps(state.rule, state.req.radius_km, state.place.precision == "department")
+    tried = [*rule_radii[: len(cursor.with_slots) - 1], cursor.radius_km]
+    with_slots = cursor.with_slots[-1]
+    state.explanation = SearchExplanation(
+        radius_steps=tuple(RadiusTried(r, n) for r, n in zip(tried, cursor.with_slots, strict=False)),
+        practitioners_in_reach=cursor.in_reach,
+        practitioners_with_slots=with_slots,
+        practitioners_without_slots=max(0, cursor.in_reach - with_slots),
+        stale_vendors=tuple(sorted(state.fresh.stale_vendors)),
     )
+
+
+def resume_after_cursor(state: SearchState) -> None:
+    """The candidates ranked after the last one the previous page went through. Those before it that still
+    qualify are counted in the offset, not shown again; a site that gained slots meanwhile takes its place."""
+    assert state.cursor is not None  # only on later pages
+    state.offset = bisect_right(state.ranked, state.cursor.after, key=lambda c: c.key)
+    state.ranked = state.ranked[state.offset :]
+
+
+def read_page_slots(state: SearchState) -> None:
+    """The slots of the candidates the page may show, a few pages ahead; a site that lost its last slot since it
+    was ranked no longer qualifies."""
+    ahead = state.ranked[: LATER_PAGE_READ_AHEAD * state.req.limit]
+    state.ranked = read_slots(state.backend, ahead, state.filters, state.ranges, state.fresh)
+    state.total -= len(ahead) - len(state.ranked)
 
 
 def fill_page(state: SearchState) -> None:
@@ -240,19 +260,24 @@ def fill_page(state: SearchState) -> None:
 
 
 def hand_cursor(state: SearchState) -> None:
-    """A cursor to the next page while ranks remain; the first page keeps its order for the later ones."""
-    following = state.offset + state.used
-    if following >= state.total:
+    """A cursor to the next page while ranks remain after this page's last candidate (a request asks for one card
+    at least, so a page goes through one candidate at least)."""
+    if state.offset + state.used >= state.total:
         state.next_cursor = None
         return
+    last = state.ranked[state.used - 1].key
     if state.cursor is not None:
-        snapshot_id, issued = state.cursor.snapshot, state.cursor.issued
+        cursor = replace(state.cursor, after=last)
     else:
-        order = tuple(Ranked(c.site_id, c.idnps, c.group) for c in state.ranked)
-        snapshot = PageSnapshot(state.seed, state.radius_km, state.window, order, state.explanation)
-        snapshot_id = save_snapshot(state.backend, state.now, snapshot, state.keys.fernet(state.digest))
-        issued = int(state.now.timestamp())
-    state.next_cursor = state.keys.encode(SearchCursor(snapshot_id, following, issued), state.digest)
+        cursor = SearchCursor(
+            issued=state.now,
+            seed=state.seed,
+            radius_km=state.radius_km,
+            with_slots=tuple(step.practitioners_with_slots for step in state.tried),
+            in_reach=state.explanation.practitioners_in_reach,
+            after=last,
+        )
+    state.next_cursor = state.keys.encode(cursor, state.digest)
 
 
 Step = Callable[[SearchState], None]
@@ -273,10 +298,14 @@ FIRST_PAGE: tuple[Step, ...] = (
 LATER_PAGE: tuple[Step, ...] = (
     check_request,
     resolve_place,
-    follow_snapshot,
+    follow_cursor,
     read_freshness,
     filter_slots,
-    reread_snapshot,
+    gather_sites,
+    rank_candidates,
+    recall_explanation,
+    resume_after_cursor,
+    read_page_slots,
     fill_page,
     hand_cursor,
 )

@@ -3,6 +3,9 @@
 Within a band practitioners are "at the same distance", so their order is a shuffle drawn from the
 search's seed: the same seed gives the same order, and no vendor is favoured on average (see `search.audit`).
 A zone (department, postcode, commune) has no meaningful distance: it is one band.
+
+Each site's place in the order is its sort key (`RankKey`), a function of the site, its group and band, and the
+seed: a later page ranks the candidates again and starts after the previous page's last key (`search.cursor`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from search.request import SearchRequest
 
 BAND_KM = 0.3  # practitioners within the same 300 m band are "at the same distance": shuffled, not sorted
 
+RankKey = tuple[int, int, str, str]  # group, distance band, seeded tie-break, site id
+
 
 def shuffle_key(seed: int, site_id: str) -> str:
     """A site's place in the seeded shuffle of its band."""
@@ -24,6 +29,12 @@ def shuffle_key(seed: int, site_id: str) -> str:
 
 def band_of(distance_km: float) -> int:
     return int(distance_km // BAND_KM)
+
+
+def rank_key(group: int, band: int, seed: int, site_id: str) -> RankKey:
+    """A site's place in the order. The site id settles equal tie-breaks (two sites drawing the same 64 bits), so
+    no two sites share a place and a page can start right after any of them."""
+    return (int(group), band, shuffle_key(seed, site_id), site_id)
 
 
 def rank(
@@ -54,5 +65,5 @@ def rank(
 def order(candidates: list[Candidate], place: Place, seed: int) -> list[Candidate]:
     """Sorted by group, distance band (none in a zone), then seeded shuffle."""
     for c in candidates:
-        c.key = (c.group, 0 if place.zone else band_of(c.distance_km), shuffle_key(seed, c.site_id))
+        c.key = rank_key(c.group, 0 if place.zone else band_of(c.distance_km), seed, c.site_id)
     return sorted(candidates, key=lambda c: c.key)

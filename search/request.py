@@ -79,6 +79,8 @@ def checked_specialty(req: SearchRequest) -> str | None:
         raise SearchError(f"unknown bucket(s) {', '.join(unknown)}: use {', '.join(BUCKETS_H)}")
     if req.radius_km is not None and not 0 < req.radius_km <= MAX_RADIUS_KM:
         raise SearchError(f"radius_km must be above 0 and at most {MAX_RADIUS_KM}")
+    if req.limit < 1:
+        raise SearchError("limit must be at least 1")
     return specialty
 
 

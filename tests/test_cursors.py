@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,13 +22,14 @@ from support import BACKENDS, REG, api_settings, assert_problem, make_backend
 from aggregation.scheduler import Aggregator
 from api.app import create_app
 from bench.generate import generate
+from core.secrets import derive, server_key
 from core.settings import Settings
 from editor_sandbox.fleet import start_fleet
 from indexer.backend import Backend, GeoQuery, InvalidCursor
-from indexer.lifecycle import iterate_all
 from rpps_import.pipeline import import_rpps
-from search.cursor import SNAPSHOTS, CursorKeys, SearchCursor, request_digest
+from search.cursor import CursorKeys, SearchCursor, request_digest
 from search.engine import SearchRequest, run_search
+from search.rank import rank_key
 
 BOURG = "12 rue de la République 01000 Bourg-en-Bresse"
 FIRST = {"address": BOURG, "seed": 7, "limit": 3, "verify": "false"}
@@ -77,7 +81,7 @@ def test_later_pages_follow_with_the_first_pages_parameters_whatever_their_size(
     whole = client.get("/v1/search", params={**FIRST, "limit": 12}, headers=REG).json()
     assert len(whole["cards"]) == 12
     seen, cursor = [], None
-    for limit in (3, 5, 4):  # a cursor holds a rank, not a page number: the page size may change
+    for limit in (3, 5, 4):  # a cursor holds a place in the order, not a page number: the page size may change
         params = {**FIRST, "limit": limit} | ({"cursor": cursor} if cursor else {})
         r = client.get("/v1/search", params=params, headers=REG)
         assert r.status_code == 200, r.text
@@ -122,14 +126,38 @@ def _b64(value: Any) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
 
 
+def _state(cursor: str) -> dict[str, Any]:
+    payload = cursor.split(".")[0]
+    return orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
 def _forged(cursor: str) -> list[str]:
-    """Cursors made from a real one: its payload altered under its own signature, signed by another key, cut."""
+    """Cursors made from a real one: its state altered under its own signature, signed by another key, cut."""
     payload, mac = cursor.split(".")
-    state = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    further = _b64({**state, "o": state["o"] + 3})
-    younger = _b64({**state, "t": state["t"] + 7200})
-    other_key = CursorKeys(b"k" * 32).encode(SearchCursor(state["s"], state["o"], state["t"]), b"d" * 32)
-    return [f"{further}.{mac}", f"{younger}.{mac}", other_key, cursor[:-2], f"{payload}.{payload}", f"{cursor}.x"]
+    state = _state(cursor)
+    group, band, site_id = state["a"]
+    altered = [
+        {**state, "a": [group, band + 3, site_id]},  # further on
+        {**state, "t": state["t"] + 7200 * 10**6},  # younger
+        {**state, "k": 500.0},  # a wider circle
+        {**state, "s": state["s"] + 1},  # another draw
+    ]
+    mine = SearchCursor(
+        issued=datetime.now(UTC),
+        seed=state["s"],
+        radius_km=state["k"],
+        with_slots=tuple(state["n"]),
+        in_reach=state["i"],
+        after=rank_key(group, band, state["s"], site_id),
+    )
+    other_key = CursorKeys(b"k" * 32).encode(mine, b"d" * 32)
+    return [
+        *(f"{_b64(s)}.{mac}" for s in altered),
+        other_key,
+        cursor[:-2],
+        f"{payload}.{payload}",
+        f"{cursor}.x",
+    ]
 
 
 MADE_UP = [
@@ -161,14 +189,36 @@ def test_an_expired_cursor_is_refused(world, client: TestClient) -> None:
     with pytest.raises(InvalidCursor, match="expired"):
         run_search(backend, later, staleness_limit_s=1e9, now=datetime.now(UTC) + timedelta(minutes=61))
     assert run_search(backend, later, staleness_limit_s=1e9, now=datetime.now(UTC) + timedelta(minutes=59)).cards
-    # A snapshot pruned before its cursor is used: the cursor has expired too.
-    cursor = first_page(client)["next_cursor"]
-    live = backend.live_index(SNAPSHOTS)
-    assert live is not None
-    backend.refresh(live)
-    backend.delete(live, [d["snapshot_id"] for d in iterate_all(backend, SNAPSHOTS)])
-    backend.refresh(live)
-    assert_cursor_refused(client.get("/v1/search", params={**FIRST, "cursor": cursor}, headers=REG), "expired")
+    # The expiry runs from the first page: a later page's cursor does not extend it.
+    third = run_search(backend, later, staleness_limit_s=1e9, now=datetime.now(UTC) + timedelta(minutes=30))
+    assert third.next_cursor
+    following = SearchRequest(address=BOURG, seed=5, limit=3, cursor=third.next_cursor)
+    with pytest.raises(InvalidCursor, match="expired"):
+        run_search(backend, following, staleness_limit_s=1e9, now=datetime.now(UTC) + timedelta(minutes=61))
+
+
+def test_a_cursor_this_server_signed_before_cursors_carried_their_search_is_refused_as_expired(
+    world, client: TestClient
+) -> None:
+    _, settings = world
+    # The former cursors named a snapshot of the first answer kept in the index; none is kept any more.
+    payload = orjson.dumps({"s": "5f0c2a9e1b7d4c3a8e6f0b1d", "o": 3, "t": int(datetime.now(UTC).timestamp())})
+    sign = derive(derive(server_key(settings), "cursor"), "search-cursor-signature")
+    mac = base64.urlsafe_b64encode(hmac.new(sign, payload, hashlib.sha256).digest()).decode().rstrip("=")
+    former = f"{base64.urlsafe_b64encode(payload).decode().rstrip('=')}.{mac}"
+    assert_cursor_refused(client.get("/v1/search", params={**FIRST, "cursor": former}, headers=REG), "expired")
+
+
+@pytest.mark.parametrize("place", [{"address": BOURG}, {"address": None, "department": "01"}], ids=["address", "zone"])
+def test_a_cursor_is_a_short_url_safe_string(client: TestClient, place: dict[str, Any]) -> None:
+    cursor: str | None = first_page(client, **place)["next_cursor"]
+    pages = 0
+    while cursor and pages < 5:
+        assert re.fullmatch(r"[A-Za-z0-9_.-]+", cursor) and len(cursor) < 300, cursor
+        r = client.get("/v1/search", params={**FIRST, **place, "limit": 50, "cursor": cursor}, headers=REG)
+        assert r.status_code == 200, r.text
+        cursor, pages = r.json()["next_cursor"], pages + 1
+    assert pages >= 2
 
 
 def test_a_cursor_holds_on_every_instance_sharing_the_key_and_on_no_other(world) -> None:

@@ -26,7 +26,8 @@ from aggregation.contract import (
     parse_slot,
     slot_search_params,
 )
-from aggregation.rules import EARLIEST, LATEST, NOT_ASKED, SLOT_RULES, Rejected, SlotRule
+from aggregation.rules import NOT_ASKED, SLOT_RULES, Rejected, SlotRule
+from core.geo import EARLIEST, LATEST
 from core.records import Modality, Slot, SlotType
 from editor_sandbox.conformance import check_answer, check_slots
 

@@ -20,6 +20,7 @@ from bench.generate import generate
 from core.settings import Settings
 from editor_sandbox.fleet import start_fleet
 from indexer.backend import Backend, GeoQuery, SearchPage
+from indexer.lifecycle import iterate_all
 from rpps_import.pipeline import import_rpps
 from search.answer import build_answer
 from search.candidates import Group
@@ -96,21 +97,27 @@ def test_same_seed_same_order_and_cursor_pages_cover_everything_once(world) -> N
     assert paged == [c.site_id for c in first.cards]
 
 
-def test_pages_keep_their_order_while_slots_change(world) -> None:
+def test_pages_neither_repeat_nor_skip_a_site_while_slots_come_and_go(world) -> None:
     backend, _ = world
-    full = [c.site_id for c in search(world, address=BOURG, seed=21, limit=200).cards]
-    first = search(world, address=BOURG, seed=21, limit=5)
-    # Between two pages, a site of the second page loses its slots: the cursor's snapshot keeps the order
-    # of the first answer, and the emptied site is skipped.
-    emptied = full[6]
     live = backend.live_index("slots")
-    from indexer.lifecycle import iterate_all
-
-    backend.delete(live, [d["slot_id"] for d in iterate_all(backend, "slots", {"site": [emptied]})])
+    full = [c.site_id for c in search(world, address=BOURG, seed=21, limit=200).cards]
+    # A site of the second page has no slot when the first page is asked, and gets them back before the second.
+    late = full[7]
+    late_slots = list(iterate_all(backend, "slots", {"site": [late]}))
+    backend.delete(live, [d["slot_id"] for d in late_slots])
+    backend.refresh(live)
+    first = search(world, address=BOURG, seed=21, limit=5)
+    assert [c.site_id for c in first.cards] == full[:5]
+    # Between the pages a site of the first page and one of the second lose their slots.
+    gone, emptied = full[1], full[6]
+    backend.delete(live, [d["slot_id"] for d in iterate_all(backend, "slots", {"site": [gone, emptied]})])
+    backend.write(live, late_slots)
     backend.refresh(live)
     second = search(world, address=BOURG, seed=21, limit=5, cursor=first.next_cursor)
+    # The second page goes on after the first page's last site, in the same order, with the sites that qualify now.
     assert [c.site_id for c in second.cards] == [s for s in full[5:11] if s != emptied]
     assert not {c.site_id for c in first.cards} & {c.site_id for c in second.cards}
+    assert second.total == len(full) - 2 and second.offset == 4  # what qualifies now: `gone` no longer ranks
     assert second.seed == 21 and second.explanation == first.explanation
 
 
@@ -212,12 +219,12 @@ def test_ranking_groups_order_the_cards_and_name_them_in_the_answer(world) -> No
     assert [c.group for c in answer.cards] == [g.name for g in groups]
 
 
-def test_a_later_page_follows_the_first_answers_snapshot_through_the_same_steps(world) -> None:
+def test_a_later_page_ranks_again_with_the_first_pages_seed_radius_and_window(world) -> None:
     full = search(world, address=BOURG, seed=41, limit=200, modalities=["home"])
     first = search(world, address=BOURG, seed=41, limit=3, modalities=["home"])
     assert len(full.cards) > 6 and first.next_cursor
-    # The later page keeps the first answer's ranking, seed, radius, window and explanation, still applies the
-    # request's slot filters, and measures each card's distance from the request's point again.
+    # The later page keeps the first page's seed, radius, window and explanation, so it ranks the candidates in the
+    # same order, still applies the request's slot filters, and measures each card's distance from its point.
     later = search(world, address=BOURG, seed=41, limit=3, modalities=["home"], cursor=first.next_cursor)
     assert [c.site_id for c in later.cards] == [c.site_id for c in full.cards[3:6]]
     assert [c.distance_km for c in later.cards] == [c.distance_km for c in full.cards[3:6]]
