@@ -7,8 +7,11 @@ stands alone. Fixtures live in conftest.py.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +19,17 @@ import httpx
 import pytest
 
 from aggregation.availability import KIND as SLOTS
+from aggregation.scheduler import Aggregator
 from api.auth import Role, new_token
+from bench.generate import generate
 from core.settings import Settings
 from editor_sandbox.agenda import SandboxPractitioner, SandboxSite
+from editor_sandbox.fleet import start_fleet
+from editor_sandbox.server import SandboxServer
 from indexer.backend import Backend, GeoQuery
 from indexer.es_backend import ElasticsearchBackend
 from indexer.sqlite_backend import SqliteBackend
+from rpps_import.pipeline import import_rpps
 
 # -- sample files and backends -----------------------------------------------------------------------
 
@@ -119,3 +127,28 @@ def indexed(backend: Backend, vendor: str | None = None) -> dict[str, dict[str, 
     backend.refresh(live)
     filters = {"vendor": [vendor]} if vendor else {}
     return {h.doc["slot_id"]: h.doc for h in backend.search(SLOTS, GeoQuery(filters=filters, limit=2000)).hits}
+
+
+# -- a generated department with sandbox vendors ---------------------------------------------------------
+
+
+@contextmanager
+def generated_world(
+    kind: str, tmp: Path, seed: int, n_vendors: int
+) -> Iterator[tuple[Backend, Settings, list[SandboxServer]]]:
+    """The generated Ain directory on a fresh backend, `n_vendors` sandbox vendors serving its participants, and
+    one aggregation cycle run: what the search tests search. Stops the vendors and empties the backend after."""
+    backend = make_backend(kind, tmp)
+    settings = Settings(data_dir=tmp / "dispo", tokens="")
+    files = generate(tmp / "gen", "department", seed=seed, n_vendors=n_vendors)
+    import_rpps(files["rpps"], backend, settings)
+    servers = start_fleet(backend, n_vendors, participations=files["participations"], settings=settings, churn_rate=0.0)
+    try:
+        asyncio.run(Aggregator(backend, settings).run_once())
+        yield backend, settings, servers
+    finally:
+        for server in servers:
+            server.stop()
+        if kind == "elasticsearch":
+            backend.delete_all()  # type: ignore[attr-defined]
+        backend.close()

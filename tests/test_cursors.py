@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -17,16 +16,12 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from support import BACKENDS, REG, api_settings, assert_problem, make_backend
+from support import BACKENDS, REG, api_settings, assert_problem, generated_world
 
-from aggregation.scheduler import Aggregator
 from api.app import create_app
-from bench.generate import generate
 from core.secrets import derive, server_key
 from core.settings import Settings
-from editor_sandbox.fleet import start_fleet
 from indexer.backend import Backend, GeoQuery, InvalidCursor
-from rpps_import.pipeline import import_rpps
 from search.cursor import CursorKeys, SearchCursor, request_digest
 from search.engine import SearchRequest, run_search
 from search.rank import rank_key
@@ -40,18 +35,8 @@ def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Backend, Settings]]:
     tmp = tmp_path_factory.mktemp(f"cursors-{request.param}-{uuid.uuid4().hex[:6]}")
-    backend = make_backend(request.param, tmp)
-    settings = Settings(data_dir=tmp / "dispo", tokens="")
-    files = generate(tmp / "gen", "department", seed=1, n_vendors=2)
-    import_rpps(files["rpps"], backend, settings)
-    servers = start_fleet(backend, 2, participations=files["participations"], settings=settings, churn_rate=0.0)
-    asyncio.run(Aggregator(backend, settings).run_once())
-    yield backend, api_settings(settings)
-    for s in servers:
-        s.stop()
-    if request.param == "elasticsearch":
-        backend.delete_all()  # type: ignore[attr-defined]
-    backend.close()
+    with generated_world(request.param, tmp, seed=1, n_vendors=2) as (backend, settings, _):
+        yield backend, api_settings(settings)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -12,16 +11,12 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from support import BACKENDS, REG, api_settings, assert_problem, make_backend
+from support import BACKENDS, REG, api_settings, assert_problem, generated_world
 
-from aggregation.scheduler import Aggregator
 from api.app import create_app
-from bench.generate import generate
 from core.settings import Settings
-from editor_sandbox.fleet import start_fleet
 from indexer.backend import Backend, GeoQuery, SearchPage
 from indexer.lifecycle import iterate_all
-from rpps_import.pipeline import import_rpps
 from search.answer import build_answer
 from search.candidates import Group
 from search.engine import SearchRequest, run_search
@@ -41,19 +36,9 @@ def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Backend, Settings]]:
     tmp = tmp_path_factory.mktemp(f"search-{request.param}-{uuid.uuid4().hex[:6]}")
-    backend = make_backend(request.param, tmp)
-    settings = Settings(data_dir=tmp / "dispo", tokens="")
-    files = generate(tmp / "gen", "department", seed=1, n_vendors=3)
-    import_rpps(files["rpps"], backend, settings)
-    servers = start_fleet(backend, 3, participations=files["participations"], settings=settings, churn_rate=0.0)
-    asyncio.run(Aggregator(backend, settings).run_once())
-    World.servers[request.param] = servers
-    yield backend, settings
-    for s in servers:
-        s.stop()
-    if request.param == "elasticsearch":
-        backend.delete_all()  # type: ignore[attr-defined]
-    backend.close()
+    with generated_world(request.param, tmp, seed=1, n_vendors=3) as (backend, settings, servers):
+        World.servers[request.param] = servers
+        yield backend, settings
 
 
 def search(world, **kw):

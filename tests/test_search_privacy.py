@@ -7,7 +7,6 @@ follow their cursor); only the API keeps, for analysts, an outcome of the first 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,20 +14,16 @@ from pathlib import Path
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from support import BACKENDS, REG, api_settings, make_backend
+from support import BACKENDS, REG, api_settings, generated_world
 
-from aggregation.scheduler import Aggregator
 from api.app import create_app
-from bench.generate import generate
 from core.secrets import derive, server_key
 from core.settings import Settings
-from editor_sandbox.fleet import start_fleet
 from indexer.backend import Backend
 from indexer.es_backend import ElasticsearchBackend
 from indexer.lifecycle import iterate_all
 from indexer.sqlite_backend import SqliteBackend
 from mappings import KINDS
-from rpps_import.pipeline import import_rpps
 from search.engine import SearchRequest, run_search
 
 # A point between Bourg-en-Bresse's practices, with more decimals than any position in the directory.
@@ -40,18 +35,8 @@ def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Backend, Settings, Path]]:
     tmp = tmp_path_factory.mktemp(f"privacy-{request.param}-{uuid.uuid4().hex[:6]}")
-    backend = make_backend(request.param, tmp)
-    settings = Settings(data_dir=tmp / "dispo", tokens="")
-    files = generate(tmp / "gen", "department", seed=2, n_vendors=2)
-    import_rpps(files["rpps"], backend, settings)
-    servers = start_fleet(backend, 2, participations=files["participations"], settings=settings, churn_rate=0.0)
-    asyncio.run(Aggregator(backend, settings).run_once())
-    yield backend, settings, tmp
-    for s in servers:
-        s.stop()
-    if request.param == "elasticsearch":
-        backend.delete_all()  # type: ignore[attr-defined]
-    backend.close()
+    with generated_world(request.param, tmp, seed=2, n_vendors=2) as (backend, settings, _):
+        yield backend, settings, tmp
 
 
 def stored(backend: Backend) -> dict[str, str]:
