@@ -41,12 +41,25 @@ class SlotFinding:
         return f"Slot/{self.slot_id} {self.rule.rule}: {self.rule.checks if self.kept else self.rule.reason}"
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    """A vendor's object, or an empty one for anything else: the kit reports what is missing, never stops."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [item for item in _list(value) if isinstance(item, dict)]
+
+
 def check_slots(
-    bundle: dict[str, Any], start_ge: datetime, start_le: datetime, asked: Collection[str] | None = None
+    bundle: Any, start_ge: datetime, start_le: datetime, asked: Collection[str] | None = None
 ) -> list[SlotFinding]:
     """Every slot rule that applies to each Slot of an answer to a search in [start_ge, start_le] (for the `asked`
     IDNPS; unknown, the rules on who the slots are for cannot tell)."""
-    entries = [e for e in bundle.get("entry", []) or [] if isinstance(e, dict)]
+    entries = _dicts(_dict(bundle).get("entry"))
     context = BundleContext(entries)
     asked = None if asked is None else frozenset(asked)
     findings = []
@@ -55,53 +68,63 @@ def check_slots(
         if not isinstance(resource, dict) or resource.get("resourceType") != "Slot":
             continue
         facts = slot_facts(resource, (start_ge, start_le), context, asked)
-        findings += [SlotFinding(str(resource.get("id")), rule, kept) for rule, kept in verdicts(facts)]
+        slot_id = _text(resource.get("id"))[:64] or "(no string id)"
+        findings += [SlotFinding(slot_id, rule, kept) for rule, kept in verdicts(facts)]
     return findings
 
 
-def check_answer(bundle: dict[str, Any], asked: Sequence[str], start_ge: datetime, start_le: datetime) -> list[Check]:
-    """Every check on one answer to a search for the `asked` IDNPS in [start_ge, start_le]."""
+def check_answer(bundle: Any, asked: Sequence[str], start_ge: datetime, start_le: datetime) -> list[Check]:
+    """Every check on one answer to a search for the `asked` IDNPS in [start_ge, start_le]; an answer of any shape
+    gets its checks, failed where it is not what the kit requires."""
     return list(_checks(bundle, set(asked), start_ge, start_le))
 
 
-def _checks(bundle: dict[str, Any], asked: set[str], start_ge: datetime, start_le: datetime) -> Iterator[Check]:
-    yield 14, bundle.get("resourceType") == "Bundle" and bundle.get("type") == "searchset", "Bundle.type searchset"
-    entries = [e.get("resource", {}) for e in bundle.get("entry", []) or []]
-    by_ref = {f"{r.get('resourceType')}/{r.get('id')}": r for r in entries}
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _checks(bundle: Any, asked: set[str], start_ge: datetime, start_le: datetime) -> Iterator[Check]:
+    answer = _dict(bundle)
+    yield 14, answer.get("resourceType") == "Bundle" and answer.get("type") == "searchset", "Bundle.type searchset"
+    entries = [_dict(e.get("resource")) for e in _dicts(answer.get("entry"))]
+    by_ref = {f"{_text(r.get('resourceType'))}/{_text(r.get('id'))}": r for r in entries}
     slots = [r for r in entries if r.get("resourceType") == "Slot"]
     if not slots:
-        yield 8, bundle.get("total", 0) == 0 and not entries, "no slot: an empty Bundle with total 0"
+        yield 8, answer.get("total", 0) == 0 and not entries, "no slot: an empty Bundle with total 0"
         return
     practitioners = [r for r in entries if r.get("resourceType") == "Practitioner"]
     roles = [r for r in entries if r.get("resourceType") == "PractitionerRole"]
     yield 15, bool(practitioners), f"{len(practitioners)} Practitioner(s)"
     yield 19, bool(roles), f"{len(roles)} PractitionerRole(s)"
-    for finding in check_slots(bundle, start_ge, start_le, asked):
+    for finding in check_slots(answer, start_ge, start_le, asked):
         for requirement in finding.rule.requirements:
             yield requirement, finding.kept, finding.detail
     for schedule in (r for r in entries if r.get("resourceType") == "Schedule"):
-        for actor in schedule.get("actor", []):
-            yield 44, actor.get("reference") in by_ref, f"Schedule/{schedule.get('id')} actor {actor.get('reference')}"
+        for actor in _dicts(schedule.get("actor")):
+            reference = _text(actor.get("reference"))
+            yield 44, reference in by_ref, f"Schedule/{_text(schedule.get('id'))} actor {reference[:80]}"
     for p in practitioners:
-        values = [i.get("value", "") for i in p.get("identifier", []) if i.get("system") == IDNPS_SYSTEM]
-        yield 16, bool(values), f"Practitioner/{p.get('id')} national identifier"
-        yield 17, bool(values) and all(RPPS_IDNPS.match(v) for v in values), f"Practitioner/{p.get('id')} {values}"
-        yield 18, bool(values) and all(v in asked for v in values), f"Practitioner/{p.get('id')} is one asked for"
+        pid = _text(p.get("id"))[:64]
+        values = [_text(i.get("value")) for i in _dicts(p.get("identifier")) if i.get("system") == IDNPS_SYSTEM]
+        yield 16, bool(values), f"Practitioner/{pid} national identifier"
+        yield 17, bool(values) and all(RPPS_IDNPS.match(v) for v in values), f"Practitioner/{pid} {values}"
+        yield 18, bool(values) and all(v in asked for v in values), f"Practitioner/{pid} is one asked for"
     for role in roles:
-        rid = role.get("id")
-        org = (role.get("organization") or {}).get("identifier") or {}
-        value = str(org.get("value", ""))
+        rid = _text(role.get("id"))[:64]
+        org = _dict(_dict(role.get("organization")).get("identifier"))
+        value = _text(org.get("value"))
         ok = org.get("system") == IDNST_SYSTEM and value[:1] in ("1", "3") and len(value) in (10, 15)
-        yield 20, ok, f"PractitionerRole/{rid} organization FINESS/SIRET {value!r}"
-        yield 21, (role.get("practitioner") or {}).get("reference") in by_ref, f"PractitionerRole/{rid} practitioner"
-        locations = [c for c in role.get("contained", []) if c.get("resourceType") == "Location"]
+        yield 20, ok, f"PractitionerRole/{rid} organization FINESS/SIRET {value[:40]!r}"
+        practitioner = _text(_dict(role.get("practitioner")).get("reference"))
+        yield 21, practitioner in by_ref, f"PractitionerRole/{rid} practitioner"
+        locations = [c for c in _dicts(role.get("contained")) if c.get("resourceType") == "Location"]
         yield 22, bool(locations), f"PractitionerRole/{rid} contained Location"
         for loc in locations:
-            address = loc.get("address") or {}
+            address = _dict(loc.get("address"))
             yield 38, bool(address.get("line")), f"PractitionerRole/{rid} address.line"
             yield 39, bool(address.get("city")), f"PractitionerRole/{rid} address.city"
-            yield 40, bool(POSTCODE.match(str(address.get("postalCode", "")))), f"PractitionerRole/{rid} postalCode"
-        refs = [loc_ref.get("reference", "") for loc_ref in role.get("location", [])]
+            yield 40, bool(POSTCODE.match(_text(address.get("postalCode")))), f"PractitionerRole/{rid} postalCode"
+        refs = [_text(loc_ref.get("reference")) for loc_ref in _dicts(role.get("location"))]
         yield (
             42,
             all(r.startswith("#") and any(c.get("id") == r[1:] for c in locations) for r in refs),

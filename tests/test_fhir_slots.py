@@ -514,7 +514,10 @@ EXAMPLE_ANSWERS = [
 
 
 def assert_every_slot_accepted_or_rejected(answer: Any, **kwargs: Any) -> None:
-    """The answer is malformed as a whole, or each of its Slots is taken or rejected for a rule of the table."""
+    """The answer is malformed as a whole, or each of its Slots is taken or rejected for a rule of the table; and
+    the vendors' test kit, reading the same answer, reports its checks without stopping on it."""
+    checks = check_answer(answer, ASKED, *WINDOW)
+    assert checks and all(type(r) is int and type(ok) is bool and isinstance(d, str) for r, ok, d in checks)
     try:
         result = parse_bundle(answer, "ex", FETCHED, **kwargs)
     except MalformedBundle:
