@@ -54,6 +54,8 @@ class Row:
     sites_in_circle: int | None = _figure("{} sites")
     slots_in_circle: int | None = _figure("{} slots in the circle")
     errors: int | None = _figure("{} errors")
+    workers: int | None = _figure("{} API workers")
+    worker_memory_mb: tuple[float, ...] | None = _figure("workers' memory {} MB")
     vendors: int | None = _figure("{} vendors")
     cycles: int | None = _figure("{} cycles")
     documents_written: int | None = _figure("{} documents written")

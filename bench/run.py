@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,6 @@ import orjson
 from aggregation.client import VendorError, make_client, search_slots
 from aggregation.puller import slot_window
 from aggregation.scheduler import Aggregator
-from api.app import create_app
 from api.auth import Role, new_token
 from bench.generate import generate
 from bench.report import Row
@@ -43,7 +42,7 @@ from core.geo import gazetteer, haversine_km
 from core.records import Participation, Vendor
 from core.settings import Settings
 from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite
-from editor_sandbox.server import ThreadedServer
+from indexer.availability import SlotMatch
 from indexer.backend import GeoQuery
 from indexer.factory import make_backend
 from indexer.lifecycle import scan
@@ -333,15 +332,14 @@ def _search_on(scale: str, work: Path, kind: str, es_url: str | None, requests: 
     backend, settings, _servers = _world(scale, work, kind, es_url)
     token, entry = new_token(Role.regulator, "bench")
     points = sample_points(backend, requests, 7)
-    with ThreadedServer(create_app(settings.model_copy(update={"tokens": entry}), backend), name="api") as api:
+    workers = os.cpu_count() or 1
+    with _served_api(settings, entry, workers) as (url, pids):
         latencies: list[float] = []
         errors = 0
 
         async def client(mine: list[tuple[float, float]]) -> None:
             nonlocal errors
-            async with httpx.AsyncClient(
-                base_url=api.url, timeout=60, headers={"Authorization": f"Bearer {token}"}
-            ) as c:
+            async with httpx.AsyncClient(base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"}) as c:
                 for lat, lon in mine:
                     t0 = time.perf_counter()
                     r = await c.get("/v1/search", params={"lat": lat, "lon": lon, "verify": "false"})
@@ -355,6 +353,7 @@ def _search_on(scale: str, work: Path, kind: str, es_url: str | None, requests: 
 
         asyncio.run(all_clients())
         wall = time.perf_counter() - t0
+        worker_mb = tuple(round(_tree_rss_mb(pid)) for pid in pids)
     scenario = f"search http {clients} clients"
     http = Row(
         scenario,
@@ -367,17 +366,19 @@ def _search_on(scale: str, work: Path, kind: str, es_url: str | None, requests: 
         wall,
         throughput_per_s=len(latencies) / wall,
         errors=errors,
+        workers=workers,
+        worker_memory_mb=worker_mb,
     )
-    # Reference: the same candidate query sent raw to the backend, in process (no ranking, no HTTP).
+    # Reference: the candidate query a search issues, sent raw to the backend in process (no ranking, no HTTP): the
+    # sites within 20 km holding a general practitioner's slot in the next two days.
+    now = time.time()
+    gps = SlotMatch(filters={"practitioner_specialty": ["SM54"]}, start=(now, now + 2 * 86400))
     raw: list[float] = []
     for lat, lon in points:
         t0 = time.perf_counter()
-        backend.search(
-            "slots",
-            GeoQuery(lat=lat, lon=lon, radius_km=20, filters={"practitioner_specialty": ["SM54"]}, limit=2000),
-        )
+        backend.sites_with_slots(lat, lon, 20, gps)
         raw.append((time.perf_counter() - t0) * 1000)
-    reference = Row(scenario, scale, backend.name, "reference: raw geo query", len(raw), "queries", raw)
+    reference = Row(scenario, scale, backend.name, "reference: raw availability query", len(raw), "queries", raw)
     http.reference = reference
     inproc: list[float] = []
     for lat, lon in points:
@@ -388,6 +389,60 @@ def _search_on(scale: str, work: Path, kind: str, es_url: str | None, requests: 
         "search in process", scale, backend.name, "run_search", len(inproc), "searches", inproc, reference=reference
     )
     return [http, reference, in_process]
+
+
+@contextlib.contextmanager
+def _served_api(settings: Settings, tokens: str, workers: int) -> Iterator[tuple[str, list[int]]]:
+    """`dispo serve --workers N` on the world's index, as deployed: its URL and its workers' process ids."""
+    import httpx
+
+    port = _free_ports(1)
+    env = {
+        **os.environ,
+        "DISPO_DATA_DIR": str(settings.data_dir),
+        "DISPO_BACKEND": settings.backend,
+        "DISPO_INDEX_PREFIX": settings.index_prefix,
+        "DISPO_TOKENS": tokens,
+        "DISPO_STALENESS_LIMIT_S": "1000000000",  # the world's vendors last answered when it was built
+    }
+    if settings.es_url:
+        env["DISPO_ES_URL"] = settings.es_url
+    command = [sys.executable, "-m", "dispo.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"dispo serve stopped with exit code {server.returncode}")
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("dispo serve did not answer within 120 s")
+            time.sleep(0.3)
+        yield url, _child_pids(server.pid) if workers > 1 else [server.pid]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def _child_pids(pid: int) -> list[int]:
+    """The worker processes of a server: its children running Python (not the multiprocessing helpers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"resource_tracker" not in command:
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 # Where the live-verification scenario searches: a dense city and a sparse rural department, per scale.

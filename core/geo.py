@@ -52,6 +52,15 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
 
 
+# Lucene stores geo points as 32-bit integers: positions quantised the same way give Elasticsearch's distances.
+_LAT_STEP = 180.0 / 2**32
+_LON_STEP = 360.0 / 2**32
+
+
+def lucene_quantise(lat: float, lon: float) -> tuple[float, float]:
+    return math.floor(lat / _LAT_STEP) * _LAT_STEP, math.floor(lon / _LON_STEP) * _LON_STEP
+
+
 def bounding_box(lat: float, lon: float, radius_km: float) -> tuple[float, float, float, float]:
     """A box (lat_min, lat_max, lon_min, lon_max) that contains the circle; used to pre-filter R*Tree hits."""
     dlat = math.degrees(radius_km / EARTH_RADIUS_KM)

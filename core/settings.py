@@ -5,6 +5,7 @@ Each field says why it exists; `DISPO_<FIELD NAME>` overrides it.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -58,6 +59,9 @@ class Settings(BaseSettings):
     # HTTP bind address of `dispo serve`.
     host: str = "127.0.0.1"
     port: int = 8000
+    # Processes of `dispo serve`, each with its own interpreter and connections: a search is CPU-bound Python, so
+    # one process serves one core. Default: the machine's cores.
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
 
     # Availability aggregation: seconds between two cycles of one vendor.
     aggregation_interval_s: float = 120.0

@@ -11,6 +11,7 @@ import uvicorn
 
 from api.app import create_app
 from api.auth import Role, new_token
+from core.secrets import server_key
 from core.settings import Settings
 from dispo.console import INVALID, err, fail
 
@@ -41,13 +42,18 @@ def tokens_create(
 def serve(
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="worker processes (default DISPO_WORKERS, else the cores)")
+    ] = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     settings = Settings()
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level="info",
-        access_log=False,
-    )
+    n = workers or settings.workers
+    where = {"host": host or settings.host, "port": port or settings.port, "log_level": "info", "access_log": False}
+    if n == 1:
+        uvicorn.run(create_app(settings), **where)
+        return
+    # Every worker signs and opens the same cursors: the key exists before they start, not made by each at once.
+    server_key(settings)
+    # Each worker builds its own app from the same environment (connections never cross processes).
+    uvicorn.run("api.app:create_app", factory=True, workers=n, **where)

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from core.secrets import Sealer
+from indexer.availability import SiteInReach, SlotMatch
 from indexer.writer import BackgroundWriter
 
 
@@ -181,6 +182,24 @@ class Backend(ABC):
 
     @abstractmethod
     def search(self, kind: str, query: GeoQuery) -> SearchPage: ...
+
+    # -- availability (`indexer.availability`) ------------------------------------------------------
+    @abstractmethod
+    def sites_with_slots(self, lat: float, lon: float, radius_km: float, match: SlotMatch) -> list[SiteInReach]:
+        """Every site within `radius_km` of the centre holding at least one free slot that matches, with its
+        practitioner and distance, nearest first then by site id. Reads a row per site, not the slots."""
+
+    @abstractmethod
+    def slots_of_sites(
+        self, site_ids: Iterable[str], match: SlotMatch, fields: tuple[str, ...] | None = None
+    ) -> list[dict[str, Any]]:
+        """The free slots of these sites that match (only `fields` of each, when given), in no particular order."""
+
+    # -- directory ------------------------------------------------------------------------------------
+    @abstractmethod
+    def count_sites_in_reach(self, lat: float, lon: float, radius_km: float, filters: dict[str, list[str]]) -> int:
+        """How many practice sites lie within `radius_km`, of one of the professions or specialties asked
+        (`filters`: "profession" and/or "specialty", any of each list)."""
 
     @abstractmethod
     def health(self) -> Health: ...

@@ -15,9 +15,13 @@ from typing import Any
 from elasticsearch import ApiError, BadRequestError, Elasticsearch, NotFoundError, TransportError, helpers
 from elasticsearch.serializer import OrjsonSerializer
 
+from core.geo import haversine_km, lucene_quantise
+from indexer.availability import SiteInReach, SlotMatch
 from indexer.backend import Backend, BackendUnavailable, GeoQuery, Health, Hit, SearchPage
 from indexer.writer import ThreadWriter
 from mappings import KINDS, definition
+
+SLOTS, SITES = "slots", "practice_sites"
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,91 @@ class ElasticsearchBackend(Backend):
             hits.append(Hit(h["_source"], key[0] if query.has_centre else None, key))
         total = answer["hits"]["total"]["value"] if query.count_total else -1
         return SearchPage(hits=hits, total=total)
+
+    # -- availability (`indexer.availability`) ------------------------------------------------------
+    def _slot_match(self, match: SlotMatch) -> dict[str, Any]:
+        """The bool query of the slots that match: filters and window, without the hidden practitioners'."""
+        low, high = match.start
+        ranges = {"start": (low, high)} if low is not None or high is not None else {}
+        must_not = [
+            {"bool": {"filter": [{"term": {"vendor": vendor}}, {"terms": {"idnps": ids}}]}}
+            for vendor, ids in match.hidden_pairs().items()
+        ]
+        filters = self._filter_clauses(SLOTS, dict(match.filters)) + self._range_clauses(SLOTS, ranges)
+        return {"bool": {"filter": filters, "must_not": must_not}}
+
+    def sites_with_slots(self, lat: float, lon: float, radius_km: float, match: SlotMatch) -> list[SiteInReach]:
+        """One hit per site (`collapse` on the site id) among the matching slots of the circle, nearest first: the
+        engine reads the slots, the answer holds the sites. Past a window of hits, pages in site id order."""
+        query = self._slot_match(match)
+        centre = {"lat": lat, "lon": lon}
+        query["bool"]["filter"].append({"geo_distance": {"distance": f"{radius_km}km", "location": centre}})
+        by_distance = {"_geo_distance": {"location": centre, "unit": "km", "order": "asc", "distance_type": "arc"}}
+        body: dict[str, Any] = {
+            "query": query,
+            "collapse": {"field": "site_id"},
+            "sort": [by_distance, {"site_id": "asc"}],
+            "size": self.max_page,
+            "_source": ["idnps", "location"],
+            "track_total_hits": False,
+        }
+        try:
+            hits = self._call(self.es.search, index=self.alias(SLOTS), **body)["hits"]["hits"]
+        except NotFoundError:
+            return []
+        if len(hits) < self.max_page:
+            return [SiteInReach(h["fields"]["site_id"][0], h["_source"]["idnps"], h["sort"][0]) for h in hits]
+        # More sites than one page holds: collapsed hits page only in the order of their site, so each distance
+        # is computed here, from the position as the engine stores it.
+        body["sort"] = [{"site_id": "asc"}]
+        found: list[SiteInReach] = []
+        while True:
+            hits = self._call(self.es.search, index=self.alias(SLOTS), **body)["hits"]["hits"]
+            for h in hits:
+                at = h["_source"]["location"]
+                quantised = lucene_quantise(at["lat"], at["lon"])
+                found.append(
+                    SiteInReach(h["fields"]["site_id"][0], h["_source"]["idnps"], haversine_km(lat, lon, *quantised))
+                )
+            if len(hits) < self.max_page:
+                break
+            body["search_after"] = hits[-1]["sort"]
+        return sorted(found, key=lambda s: (s.distance_km, s.site_id))
+
+    def slots_of_sites(
+        self, site_ids: Iterable[str], match: SlotMatch, fields: tuple[str, ...] | None = None
+    ) -> list[dict[str, Any]]:
+        wanted = sorted(set(site_ids))
+        docs: list[dict[str, Any]] = []
+        for i in range(0, len(wanted), 1000):
+            query = self._slot_match(match)
+            query["bool"]["filter"].append({"terms": {"site_id": wanted[i : i + 1000]}})
+            body: dict[str, Any] = {"query": query, "sort": [{"slot_id": "asc"}], "size": self.max_page}
+            body["track_total_hits"] = False
+            if fields is not None:
+                body["_source"] = list(fields)
+            while True:
+                try:
+                    hits = self._call(self.es.search, index=self.alias(SLOTS), **body)["hits"]["hits"]
+                except NotFoundError:
+                    return []
+                docs += [h["_source"] for h in hits]
+                if len(hits) < self.max_page:
+                    break
+                body["search_after"] = hits[-1]["sort"]
+        return docs
+
+    # -- directory ------------------------------------------------------------------------------------
+    def count_sites_in_reach(self, lat: float, lon: float, radius_km: float, filters: dict[str, list[str]]) -> int:
+        unknown = set(filters) - {"profession", "specialty"}
+        if unknown:
+            raise KeyError(f"unknown filter {sorted(unknown)[0]!r}")
+        clauses = self._filter_clauses(SITES, filters)
+        clauses.append({"geo_distance": {"distance": f"{radius_km}km", "location": {"lat": lat, "lon": lon}}})
+        try:
+            return self._call(self.es.count, index=self.alias(SITES), query={"bool": {"filter": clauses}})["count"]
+        except NotFoundError:
+            return 0
 
     def health(self) -> Health:
         try:

@@ -21,24 +21,23 @@ from typing import Any
 
 import orjson
 
-from core.geo import EARTH_RADIUS_KM, bounding_box
+from core.geo import EARTH_RADIUS_KM, bounding_box, lucene_quantise
+from indexer import sqlite_sites, sqlite_slots
+from indexer.availability import SiteInReach, SlotMatch
 from indexer.backend import Backend, GeoQuery, Health, Hit, SearchPage
 from indexer.documents import field_values
 from indexer.writer import ProcessWriter
 from mappings import KINDS, definition
 
-# Lucene stores geo points as 32-bit integers: quantise the same way so distances match Elasticsearch's.
-_LAT_STEP = 180.0 / 2**32
-_LON_STEP = 360.0 / 2**32
+SLOTS = "slots"
+# Kinds whose documents also fill typed tables, kept in the same transactions: the availability of slots by site,
+# the directory's sites by position with their profession and specialties.
+_TYPED: dict[str, Any] = {SLOTS: sqlite_slots, sqlite_sites.KIND: sqlite_sites}
 
 
 def _epoch(value: str) -> float:
     """A date field's value in epoch seconds (ISO 8601 with an offset, as the records dump them)."""
     return datetime.fromisoformat(value).timestamp()
-
-
-def _quantise(lat: float, lon: float) -> tuple[float, float]:
-    return math.floor(lat / _LAT_STEP) * _LAT_STEP, math.floor(lon / _LON_STEP) * _LON_STEP
 
 
 _SCHEMA = """
@@ -141,6 +140,10 @@ class SqliteBackend(Backend):
             if not path.exists():
                 raise KeyError(f"no index version {index!r}")
             db = self._connect(path)
+            typed = _TYPED.get(self._kind_of(index))
+            if typed is not None:
+                with self._write_lock:
+                    typed.ensure(db)
             conns[index] = db
         return db
 
@@ -158,6 +161,8 @@ class SqliteBackend(Backend):
         with self._write_lock:
             db = self._connect(self._path(index))
             db.executescript(_SCHEMA)
+            if kind in _TYPED:
+                _TYPED[kind].ensure(db)
         self._conns()[index] = db
         return index
 
@@ -175,8 +180,10 @@ class SqliteBackend(Backend):
                 raise
 
     @staticmethod
-    def _drop_rows(db: sqlite3.Connection, rowids: list[int]) -> None:
+    def _drop_rows(db: sqlite3.Connection, rowids: list[int], kind: str) -> None:
         """Delete documents and their side rows, a statement per table for the whole list."""
+        if kind in _TYPED:
+            _TYPED[kind].removing(db, rowids)
         params = [(r,) for r in rowids]
         for table, column in (("geo", "rowid"), ("terms", "doc"), ("nums", "doc"), ("fts", "rowid"), ("docs", "rowid")):
             db.executemany(f"DELETE FROM {table} WHERE {column} = ?", params)
@@ -199,7 +206,7 @@ class SqliteBackend(Backend):
             latest = {doc[spec.id_field]: doc for doc in batch}  # the last write of an id wins, as in a bulk
             existing = self._rowids(db, list(latest))
             if existing:
-                self._drop_rows(db, list(existing.values()))
+                self._drop_rows(db, list(existing.values()), spec.kind)
             self._insert_many(db, spec, list(latest.values()))
         return len(batch)
 
@@ -210,14 +217,15 @@ class SqliteBackend(Backend):
     @staticmethod
     def _insert_many(db: sqlite3.Connection, spec: Any, docs: list[dict[str, Any]]) -> None:
         start = (db.execute("SELECT max(rowid) FROM docs").fetchone()[0] or 0) + 1
-        rows, geo, terms, nums, texts = [], [], [], [], []
+        rows, geo, terms, nums, texts, placed = [], [], [], [], [], []
         for rowid, doc in enumerate(docs, start):
             location = doc.get(spec.location_field) if spec.location_field else None
             lat = lon = None
             if location:
-                lat, lon = _quantise(location["lat"], location["lon"])
+                lat, lon = lucene_quantise(location["lat"], location["lon"])
                 geo.append((rowid, lat, lat, lon, lon))
             rows.append((rowid, doc[spec.id_field], orjson.dumps(doc), lat, lon))
+            placed.append((rowid, doc, lat, lon))
             terms.extend({(name, v, rowid) for name, path in spec.filters.items() for v in field_values(doc, path)})
             nums.extend(
                 {(name, _epoch(v), rowid) for name, path in spec.ranges.items() for v in field_values(doc, path)}
@@ -230,11 +238,13 @@ class SqliteBackend(Backend):
         db.executemany("INSERT OR IGNORE INTO terms (field, value, doc) VALUES (?, ?, ?)", terms)
         db.executemany("INSERT OR IGNORE INTO nums (field, value, doc) VALUES (?, ?, ?)", nums)
         db.executemany("INSERT INTO fts (rowid, text) VALUES (?, ?)", texts)
+        if spec.kind in _TYPED:
+            _TYPED[spec.kind].added(db, placed)
 
     def delete(self, index: str, ids: Iterable[str]) -> int:
         with self._transaction(index) as db:
             found = self._rowids(db, list(dict.fromkeys(ids)))
-            self._drop_rows(db, list(found.values()))
+            self._drop_rows(db, list(found.values()), self._kind_of(index))
         return len(found)
 
     def seal(self, index: str) -> None:
@@ -413,6 +423,33 @@ class SqliteBackend(Backend):
         rows = db.execute(sql + " ORDER BY d.id LIMIT :limit", params).fetchall()
         hits = [Hit(_decode(body, query.fields), None, (doc_id,)) for doc_id, body in rows]
         return SearchPage(hits=hits, total=total)
+
+    # -- availability (`indexer.availability`) ------------------------------------------------------
+    def sites_with_slots(self, lat: float, lon: float, radius_km: float, match: SlotMatch) -> list[SiteInReach]:
+        db = self._live_db(SLOTS)
+        if db is None:
+            return []
+        return sqlite_slots.sites_with_slots(db, lat, lon, radius_km, match)
+
+    def slots_of_sites(
+        self, site_ids: Iterable[str], match: SlotMatch, fields: tuple[str, ...] | None = None
+    ) -> list[dict[str, Any]]:
+        db = self._live_db(SLOTS)
+        if db is None:
+            return []
+        rowids = sqlite_slots.slot_rowids(db, sorted(set(site_ids)), match)
+        docs = []
+        for i in range(0, len(rowids), 900):
+            chunk = rowids[i : i + 900]
+            sql = f"SELECT {_body_sql(fields)} FROM docs d WHERE d.rowid IN ({','.join('?' * len(chunk))})"
+            docs += [_decode(body, fields) for (body,) in db.execute(sql, chunk)]
+        return docs
+
+    def count_sites_in_reach(self, lat: float, lon: float, radius_km: float, filters: dict[str, list[str]]) -> int:
+        db = self._live_db(sqlite_sites.KIND)
+        if db is None:
+            return 0
+        return sqlite_sites.count_in_reach(db, lat, lon, radius_km, filters)
 
     def health(self) -> Health:
         try:

@@ -1,8 +1,8 @@
 """Candidates: the practice sites a search may show, each with its matching free slots, distance and group.
 
-Read from the index: the slots in a circle (nearest first), the slots of given sites, the sites without a slot,
-the candidates' sites and their practitioners' SAS participations, a query per batch of identifiers rather than a
-read per candidate.
+Read from the index: the sites of a circle holding a matching slot (nearest first, a row per site), the slots of the
+few sites a page shows, the sites without a slot, the candidates' sites and their practitioners' SAS participations,
+a query per batch of identifiers rather than a read per candidate.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from enum import IntEnum
 from typing import Any
 
 from aggregation.availability import Freshness
+from indexer.availability import SlotMatch
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import scan
 from search.place import Place
 
-# What ranking, freshness, live verification and cards read of a slot: a dense circle holds tens of thousands
-# of slots, and reading only these fields (not places, names, hashes) halves the time spent decoding them.
+# What freshness, live verification and cards read of a slot: not places, names or hashes.
 SLOT_FIELDS = (
     "slot_id",
     "site_id",
@@ -34,14 +34,9 @@ SLOT_FIELDS = (
     "profession_code",
     "practitioner_specialties",
 )
-# What ranking reads of a slot: which site and practitioner it is for, and its vendor (for freshness). A later page
-# ranks every candidate again but shows a few: it reads the circle with these, in about half the time, then the
-# slots of the sites it may show (`read_slots`).
-RANK_FIELDS = ("site_id", "idnps", "vendor")
 CHUNK = 500  # identifiers per filtered query: keeps each query's term list small on every backend
 
 Filters = dict[str, list[str]]
-Ranges = dict[str, tuple[float | None, float | None]]
 
 
 class Group(IntEnum):
@@ -69,44 +64,24 @@ class Candidate:
         return bool(self.slots) or self.group is Group.no_slots
 
 
-def in_circle(
-    backend: Backend,
-    place: Place,
-    radius_km: float,
-    filters: Filters,
-    ranges: Ranges,
-    fresh: Freshness,
-    with_slots: bool = True,
-) -> list[Candidate]:
-    """Every site with at least one matching fresh free slot in the circle, nearest first, with those slots (without
-    them when `with_slots` is off: what ranking needs)."""
-    candidates: dict[str, Candidate] = {}
-    fields = SLOT_FIELDS if with_slots else RANK_FIELDS
-    query = GeoQuery(lat=place.lat, lon=place.lon, radius_km=radius_km, filters=filters, ranges=ranges, fields=fields)
-    for hit in scan(backend, "slots", query, backend.max_page):
-        doc = hit.doc
-        if not fresh.is_fresh(doc) or not doc.get("site_id"):
-            continue
-        cand = candidates.get(doc["site_id"])
-        if cand is None:
-            cand = candidates[doc["site_id"]] = Candidate(doc["site_id"], doc["idnps"], hit.distance_km or 0.0, [])
-        if with_slots:
-            cand.slots.append(doc)
-    return list(candidates.values())
+def in_circle(backend: Backend, place: Place, radius_km: float, match: SlotMatch) -> list[Candidate]:
+    """Every site of the circle with at least one matching fresh free slot, nearest first, without its slots (the
+    backend reads a row per site: ranking needs nothing else)."""
+    return [
+        Candidate(s.site_id, s.idnps, s.distance_km, [])
+        for s in backend.sites_with_slots(place.lat, place.lon, radius_km, match)
+    ]
 
 
-def read_slots(
-    backend: Backend, candidates: list[Candidate], filters: Filters, ranges: Ranges, fresh: Freshness
-) -> list[Candidate]:
-    """Candidates ranked without their slots (`in_circle` with `with_slots` off), in their order, each with its
-    matching fresh free slots as they are now (earliest first); one left without any since it was ranked is dropped."""
+def read_slots(backend: Backend, candidates: list[Candidate], match: SlotMatch, fresh: Freshness) -> list[Candidate]:
+    """These candidates, in their order, each with its matching fresh free slots as they are now (earliest first);
+    one left without any since it was ranked is dropped, one without slots by design kept."""
     wanted = {c.site_id: c for c in candidates if c.group is not Group.no_slots}
-    site_ids = sorted(wanted)
-    for i in range(0, len(site_ids), CHUNK):
-        query = GeoQuery(filters={**filters, "site": site_ids[i : i + CHUNK]}, ranges=ranges, fields=SLOT_FIELDS)
-        for hit in scan(backend, "slots", query, backend.max_page):
-            if fresh.is_fresh(hit.doc):
-                wanted[hit.doc["site_id"]].slots.append(hit.doc)
+    for cand in wanted.values():
+        cand.slots = []
+    for doc in backend.slots_of_sites(wanted, match, SLOT_FIELDS):
+        if fresh.is_fresh(doc):
+            wanted[doc["site_id"]].slots.append(doc)
     for cand in wanted.values():
         cand.slots.sort(key=lambda d: (d["start"], d["slot_id"]))
     return [c for c in candidates if c.shown]
@@ -133,10 +108,7 @@ def count_in_reach(
     backend: Backend, place: Place, radius_km: float, specialty: str | None, profession: str | None
 ) -> int:
     """How many sites of the specialty (or profession) the circle holds, with slots or not."""
-    query = GeoQuery(
-        lat=place.lat, lon=place.lon, radius_km=radius_km, filters=_practitioners(specialty, profession), limit=1
-    )
-    return backend.search("practice_sites", query).total
+    return backend.count_sites_in_reach(place.lat, place.lon, radius_km, _practitioners(specialty, profession))
 
 
 def participations_of(backend: Backend, idnps: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -6,7 +6,10 @@ A search is a pipeline of small named steps over one `SearchState`, each reading
                  -> filter_slots -> gather_candidates -> rank_candidates -> explain -> fill_page -> hand_cursor
     later pages: check_request -> resolve_place -> follow_cursor -> read_freshness -> filter_slots
                  -> gather_sites -> rank_candidates -> recall_explanation -> resume_after_cursor
-                 -> read_page_slots -> fill_page -> hand_cursor
+                 -> fill_page -> hand_cursor
+
+Candidates are sites, found by the backend a row per site (`indexer.availability`); only the sites a page goes
+through have their slots read.
 
 Nothing is kept for later pages: a later page ranks the candidates again with the first page's seed, radius and
 window, which its cursor carries with the sort key the previous page stopped at (`search.cursor`), and goes on
@@ -25,11 +28,10 @@ from datetime import UTC, datetime
 from aggregation.availability import Freshness, freshness
 from aggregation.verify import VerifyReport
 from core.secrets import PROCESS_KEY, derive
+from indexer.availability import SlotMatch
 from indexer.backend import Backend
 from search.candidates import (
     Candidate,
-    Filters,
-    Ranges,
     count_in_reach,
     in_circle,
     participations_of,
@@ -43,13 +45,10 @@ from search.place import AddressGeocoder, Place, PlaceError
 from search.place import resolve_place as place_of
 from search.radius import MIN_WITH_SLOTS, RadiusRule, radius_steps, rule_for
 from search.rank import order, rank
-from search.request import SearchError, SearchRequest, checked_specialty, search_window, slot_filters, time_ranges
+from search.request import SearchError, SearchRequest, checked_specialty, search_window, slot_match
 
 # What callers import from here; the request, its error and the radius rule are defined in their own modules.
 __all__ = ["SearchError", "SearchRequest", "SearchResult", "SearchState", "rule_for", "run_search"]
-
-# A later page reads the slots of this many pages of candidates: live verification replaces the cards it empties.
-LATER_PAGE_READ_AHEAD = 4
 
 
 @dataclass
@@ -73,16 +72,15 @@ class SearchState:
     seed: int = field(init=False)
     window: tuple[datetime, datetime] = field(init=False)
     fresh: Freshness = field(init=False)
-    filters: Filters = field(init=False)
-    ranges: Ranges = field(init=False)
-    candidates: list[Candidate] = field(init=False)  # sites with matching slots in the circle
+    match: SlotMatch = field(init=False)  # what a slot shown must be
+    candidates: list[Candidate] = field(init=False)  # sites with matching slots in the circle, without their slots
     tried: list[RadiusTried] = field(init=False)
     ranked: list[Candidate] = field(init=False)  # in order, from the page's first rank
     offset: int = field(default=0, init=False)  # the rank `ranked` starts at in the whole order
     total: int = field(init=False)  # ranks in the whole order, as it is now
     explanation: SearchExplanation = field(init=False)
     cards: list[Candidate] = field(init=False)
-    used: int = field(init=False)  # how many of `ranked` the page went through
+    used: int = field(init=False)  # how many of `ranked` the page went through (those found emptied among them)
     verification: VerifyReport | None = field(init=False)
     next_cursor: str | None = field(init=False)
 
@@ -165,11 +163,12 @@ def read_freshness(state: SearchState) -> None:
 
 
 def filter_slots(state: SearchState) -> None:
-    """The index filters and time ranges every slot shown must match."""
-    start, end = state.window
-    state.filters = slot_filters(state.req, state.specialty, state.fresh.fresh_vendors)
-    # A later page's window started when the first page was asked: slots since then have passed.
-    state.ranges = time_ranges(state.req, max(start, state.now), end, state.now)
+    """What every slot shown must be. A later page's window started when the first page was asked: slots since
+    then have passed."""
+    fresh = state.fresh
+    state.match = slot_match(
+        state.req, state.specialty, fresh.fresh_vendors, fresh.stale_practitioners, state.window, state.now
+    )
 
 
 def gather_candidates(state: SearchState) -> None:
@@ -177,7 +176,7 @@ def gather_candidates(state: SearchState) -> None:
     state.tried = []
     for radius in state.radii:
         state.radius_km = radius
-        state.candidates = in_circle(state.backend, state.place, radius, state.filters, state.ranges, state.fresh)
+        state.candidates = in_circle(state.backend, state.place, radius, state.match)
         practitioners = len({c.idnps for c in state.candidates})
         state.tried.append(RadiusTried(radius, practitioners))
         if practitioners >= MIN_WITH_SLOTS:
@@ -185,11 +184,8 @@ def gather_candidates(state: SearchState) -> None:
 
 
 def gather_sites(state: SearchState) -> None:
-    """A later page's candidates: the sites with matching slots in the first page's circle, without their slots,
-    which only the sites the page may show need (`read_page_slots`)."""
-    state.candidates = in_circle(
-        state.backend, state.place, state.radius_km, state.filters, state.ranges, state.fresh, with_slots=False
-    )
+    """A later page's candidates: the sites with matching slots in the first page's circle."""
+    state.candidates = in_circle(state.backend, state.place, state.radius_km, state.match)
 
 
 def rank_candidates(state: SearchState) -> None:
@@ -244,25 +240,28 @@ def resume_after_cursor(state: SearchState) -> None:
     state.ranked = state.ranked[state.offset :]
 
 
-def read_page_slots(state: SearchState) -> None:
-    """The slots of the candidates the page may show, a few pages ahead; a site that lost its last slot since it
-    was ranked no longer qualifies."""
-    ahead = state.ranked[: LATER_PAGE_READ_AHEAD * state.req.limit]
-    state.ranked = read_slots(state.backend, ahead, state.filters, state.ranges, state.fresh)
-    state.total -= len(ahead) - len(state.ranked)
-
-
 def fill_page(state: SearchState) -> None:
-    """The page's cards, re-checked live when a deadline is given (see `search.page`)."""
+    """The page's cards with their slots, read for the candidates the page goes through only and re-checked live
+    when a deadline is given (see `search.page`); a candidate that lost its last slot since it was ranked no
+    longer qualifies and is not counted."""
+    dropped = 0
+
+    def load(batch: list[Candidate]) -> list[Candidate]:
+        nonlocal dropped
+        kept = read_slots(state.backend, batch, state.match, state.fresh)
+        dropped += len(batch) - len(kept)
+        return kept
+
     state.cards, state.used, state.verification = take_page(
-        state.backend, state.ranked, state.req.limit, state.window, state.now, state.verify_deadline_s
+        state.backend, state.ranked, state.req.limit, load, state.window, state.now, state.verify_deadline_s
     )
+    state.total -= dropped
 
 
 def hand_cursor(state: SearchState) -> None:
     """A cursor to the next page while ranks remain after this page's last candidate (a request asks for one card
     at least, so a page goes through one candidate at least)."""
-    if state.offset + state.used >= state.total:
+    if state.used >= len(state.ranked):
         state.next_cursor = None
         return
     last = state.ranked[state.used - 1].key
@@ -305,7 +304,6 @@ LATER_PAGE: tuple[Step, ...] = (
     rank_candidates,
     recall_explanation,
     resume_after_cursor,
-    read_page_slots,
     fill_page,
     hand_cursor,
 )

@@ -7,6 +7,7 @@ the deadline allows, so the page still holds `limit` cards.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from aggregation.verify import VerifyReport, verify_cards
@@ -21,19 +22,21 @@ def take_page(
     backend: Backend,
     ranked: list[Candidate],
     limit: int,
+    load: Callable[[list[Candidate]], list[Candidate]],
     window: tuple[datetime, datetime],
     now: datetime,
     deadline_s: float,
 ) -> tuple[list[Candidate], int, VerifyReport | None]:
-    """The first `limit` cards to show of `ranked`; with a deadline, re-checked live, emptied cards replaced by
-    the next candidates while time remains. Returns the page, how many candidates it used, and what was
-    verified (None without a deadline)."""
+    """The first `limit` cards to show of `ranked`, their slots read by `load` (which returns those of a batch still
+    to show) a batch at a time; with a deadline, re-checked live, emptied cards replaced by the next candidates while
+    time remains. Returns the page, how many candidates it went through, and what was verified (None without a
+    deadline)."""
     if deadline_s <= 0:
         page, position = [], 0
         while len(page) < limit and position < len(ranked):
-            if ranked[position].shown:
-                page.append(ranked[position])
-            position += 1
+            batch = ranked[position : position + limit - len(page)]
+            position += len(batch)
+            page += load(batch)
         return page, position, None
     vendors = {v.vendor_id: v for v in list_vendors(backend, enabled_only=True)}
     total = VerifyReport()
@@ -41,8 +44,9 @@ def take_page(
     position = 0
     t_end = time.monotonic() + deadline_s
     while len(page) < limit and position < len(ranked):
-        batch = ranked[position : position + limit - len(page)]
-        position += len(batch)
+        taken = ranked[position : position + limit - len(page)]
+        position += len(taken)
+        batch = load(taken)
         remaining = t_end - time.monotonic()
         if remaining > MIN_VERIFY_S:
             total.add(verify_cards(backend, [c for c in batch if c.slots], vendors, window, now, remaining))

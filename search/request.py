@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from core.errors import InvalidRequest
 from core.geo import PARIS
+from indexer.availability import SlotMatch
 from search.specialties import known_specialties
 
 DEFAULT_SPECIALTY = "SM54"  # general medicine: what a regulator of the SAS looks for unless told otherwise
@@ -122,3 +123,19 @@ def time_ranges(
         highs = [now.timestamp() + BUCKETS_H[b][1] * 3600 for b in req.within]
         low, high = max(low, min(lows)), min(high, max(highs))
     return {"start": (low, high)}
+
+
+def slot_match(
+    req: SearchRequest,
+    specialty: str | None,
+    fresh_vendors: set[str],
+    hidden: dict[str, set[str]],
+    window: tuple[datetime, datetime],
+    now: datetime,
+) -> SlotMatch:
+    """What a slot shown must be: of a fresh vendor and not of a practitioner hidden as stale there, of the specialty
+    or profession, as the request narrows it, starting within the window (the part of it still ahead)."""
+    start, end = window
+    low, high = time_ranges(req, max(start, now), end, now)["start"]
+    hidden_ids = {vendor: frozenset(ids) for vendor, ids in hidden.items()}
+    return SlotMatch(filters=slot_filters(req, specialty, fresh_vendors), start=(low, high), hidden=hidden_ids)

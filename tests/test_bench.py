@@ -50,6 +50,8 @@ JSON_KEYS = {
     "sites_in_circle",
     "slots_in_circle",
     "errors",
+    "workers",
+    "worker_memory_mb",
     "vendors",
     "cycles",
     "documents_written",

@@ -275,3 +275,35 @@ def test_backends_agree(tmp_path: Path) -> None:
                 b.delete_all()  # type: ignore[attr-defined]
             b.close()
     assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [{"profession": ["10"]}, {"specialty": ["SM54"]}, {"specialty": ["SM54", "SM20"]}, {"profession": ["40", "70"]}],
+)
+def test_counting_the_sites_in_reach_matches_the_oracle(backend: Backend, filters: dict[str, list[str]]) -> None:
+    """The directory's count the search explains itself with: native on each backend (an R*Tree carrying the
+    profession and specialties embedded, a count query on Elasticsearch)."""
+    load(backend)
+    for radius in (5.0, 25.0, 80.0):
+        query = GeoQuery(lat=CENTRE[0], lon=CENTRE[1], radius_km=radius, filters=filters)
+        assert backend.count_sites_in_reach(CENTRE[0], CENTRE[1], radius, filters) == len(oracle(query))
+    with pytest.raises(KeyError):
+        backend.count_sites_in_reach(CENTRE[0], CENTRE[1], 5.0, {"department": ["69"]})
+
+
+def test_a_directory_written_before_its_position_table_gets_it_on_opening(tmp_path: Path) -> None:
+    import sqlite3
+
+    from indexer.sqlite_backend import SqliteBackend
+
+    backend = SqliteBackend(tmp_path / "index")
+    index = load(backend)
+    before = backend.count_sites_in_reach(CENTRE[0], CENTRE[1], 40.0, {"profession": ["10"]})
+    backend.close()
+    db = sqlite3.connect(tmp_path / "index" / f"{index}.db")
+    db.execute("DROP TABLE sites_geo")
+    db.close()
+    reopened = SqliteBackend(tmp_path / "index")
+    assert reopened.count_sites_in_reach(CENTRE[0], CENTRE[1], 40.0, {"profession": ["10"]}) == before > 0
+    reopened.close()
