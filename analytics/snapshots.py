@@ -27,6 +27,7 @@ from analytics.areas import commune_of, territory_of
 from core.geo import PARIS, department_of_insee
 from core.records import SearchOutcome
 from core.settings import Settings
+from indexer.availability import SlotCount
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import ensure_live, iterate_all, scan
 from indexer.registry import list_vendors
@@ -57,15 +58,14 @@ class _Area:
     vendor_participants: dict[str, set[str]] = field(default_factory=dict)
     vendor_slots: dict[str, Counter[int]] = field(default_factory=dict)
 
-    def add_slot(self, doc: dict[str, Any], horizons: list[int]) -> None:
-        vendor = doc.get("vendor", "")
-        held = self.vendor_slots.setdefault(vendor, Counter())
-        for h in horizons:
-            self.slots[h] += 1
-            self.practitioners[h].add(doc.get("idnps") or "")
-            self.by_type[h].update(doc.get("types") or [])
-            self.by_modality[h].update(doc.get("modalities") or [])
-            held[h] += 1
+    def add_slots(self, count: SlotCount) -> None:
+        held = self.vendor_slots.setdefault(count.vendor, Counter())
+        for h in HORIZONS[count.day :]:  # a slot of day d (from now) is within every horizon past d x 24 h
+            self.slots[h] += count.slots
+            self.practitioners[h].add(count.idnps)
+            self.by_type[h].update(count.by_type)
+            self.by_modality[h].update(count.by_modality)
+            held[h] += count.slots
 
     def row(self, with_vendors: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"participants": len(self.participants)}
@@ -95,11 +95,6 @@ class SnapshotSummary:
     slots_72h: int
     pruned: int
     duration_s: float
-
-
-def _horizons(start: datetime, now: datetime) -> list[int]:
-    ahead_h = (start - now).total_seconds() / 3600
-    return [h for h in HORIZONS if 0 <= ahead_h < h]
 
 
 def _sites_of(backend: Backend, idnps: list[str]) -> Iterator[dict[str, Any]]:
@@ -162,23 +157,17 @@ def take_snapshot(
             national.vendor_participants.setdefault(v, set()).add(idnps)
 
     by_vendor: dict[str, _Area] = {}
-    window = {"start": (now.timestamp(), (now + timedelta(hours=max(HORIZONS))).timestamp())}
-    counted = 0
-    for hit in scan(backend, "slots", GeoQuery(ranges=window)):
-        doc = hit.doc
-        horizons = _horizons(datetime.fromisoformat(doc["start"]), now)
-        if not horizons:
+    # The engine counts the slots of the next 72 hours by site, vendor, practitioner and day; they are summed up
+    # here by area, never read one by one.
+    for count in backend.slot_counts(now.timestamp(), len(HORIZONS)):
+        by_vendor.setdefault(count.vendor, _Area()).add_slots(count)
+        if not fresh.is_fresh({"vendor": count.vendor, "idnps": count.idnps}):
             continue
-        by_vendor.setdefault(doc.get("vendor", ""), _Area()).add_slot(doc, horizons)
-        if not fresh.is_fresh(doc):
-            continue
-        site_id = doc.get("site_id")
-        if site_id and site_id not in site_place:
-            site = backend.get("practice_sites", site_id)
-            site_place[site_id] = _place(site) if site else (None, None)
-        for key in keys(*site_place.get(site_id or "", (None, None))):
-            area(*key).add_slot(doc, horizons)
-        counted += 1
+        if count.site_id not in site_place:
+            site = backend.get("practice_sites", count.site_id)
+            site_place[count.site_id] = _place(site) if site else (None, None)
+        for key in keys(*site_place[count.site_id]):
+            area(*key).add_slots(count)
 
     rows: list[dict[str, Any]] = []
     for (level, code), a in areas.items():

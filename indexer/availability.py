@@ -51,3 +51,18 @@ class SiteInReach:
     site_id: str
     idnps: str
     distance_km: float
+
+
+@dataclass(frozen=True)
+class SlotCount:
+    """Free slots of one practitioner at one site through one vendor starting within one day of a period (day 0
+    from the period's start to 24 hours later, and so on), counted by the engine: how many, and by slot type and
+    modality (a slot of two types counts in both)."""
+
+    site_id: str
+    vendor: str
+    idnps: str
+    day: int
+    slots: int
+    by_type: dict[str, int]
+    by_modality: dict[str, int]

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from core.secrets import Sealer
-from indexer.availability import SiteInReach, SlotMatch
+from indexer.availability import SiteInReach, SlotCount, SlotMatch
 from indexer.writer import BackgroundWriter
 
 
@@ -194,6 +194,11 @@ class Backend(ABC):
         self, site_ids: Iterable[str], match: SlotMatch, fields: tuple[str, ...] | None = None
     ) -> list[dict[str, Any]]:
         """The free slots of these sites that match (only `fields` of each, when given), in no particular order."""
+
+    @abstractmethod
+    def slot_counts(self, start: float, days: int) -> list[SlotCount]:
+        """The free slots starting within `days` days of `start` (epoch seconds), counted by the engine per site,
+        vendor, practitioner and day: what coverage snapshots are made of."""
 
     # -- directory ------------------------------------------------------------------------------------
     @abstractmethod

@@ -16,7 +16,7 @@ from elasticsearch import ApiError, BadRequestError, Elasticsearch, NotFoundErro
 from elasticsearch.serializer import OrjsonSerializer
 
 from core.geo import haversine_km, lucene_quantise
-from indexer.availability import SiteInReach, SlotMatch
+from indexer.availability import SiteInReach, SlotCount, SlotMatch
 from indexer.backend import Backend, BackendUnavailable, GeoQuery, Health, Hit, SearchPage
 from indexer.writer import ThreadWriter
 from mappings import KINDS, definition
@@ -330,6 +330,47 @@ class ElasticsearchBackend(Backend):
                     break
                 body["search_after"] = hits[-1]["sort"]
         return docs
+
+    def slot_counts(self, start: float, days: int) -> list[SlotCount]:
+        """A composite aggregation per day (site, vendor, practitioner), with the slots' types and modalities counted
+        by terms sub-aggregations, read a page of groups at a time."""
+        counts: list[SlotCount] = []
+        for day in range(days):
+            low, high = start + day * 86400, start + (day + 1) * 86400
+            window = {"range": {"start": {"gte": int(low * 1000), "lt": int(high * 1000), "format": "epoch_millis"}}}
+            composite: dict[str, Any] = {
+                "size": 5000,
+                "sources": [
+                    {"site": {"terms": {"field": "site_id"}}},
+                    {"vendor": {"terms": {"field": "vendor"}}},
+                    {"idnps": {"terms": {"field": "idnps"}}},
+                ],
+            }
+            values = {"types": {"terms": {"field": "types", "size": 50}}}
+            values["modalities"] = {"terms": {"field": "modalities", "size": 50}}
+            while True:
+                try:
+                    answer = self._call(
+                        self.es.search,
+                        index=self.alias(SLOTS),
+                        size=0,
+                        query={"bool": {"filter": [window]}},
+                        aggs={"groups": {"composite": composite, "aggs": values}},
+                    )
+                except NotFoundError:
+                    return []
+                groups = answer["aggregations"]["groups"]
+                for b in groups["buckets"]:
+                    key = b["key"]
+                    by_type = {t["key"]: t["doc_count"] for t in b["types"]["buckets"]}
+                    by_modality = {m["key"]: m["doc_count"] for m in b["modalities"]["buckets"]}
+                    counts.append(
+                        SlotCount(key["site"], key["vendor"], key["idnps"], day, b["doc_count"], by_type, by_modality)
+                    )
+                if "after_key" not in groups or not groups["buckets"]:
+                    break
+                composite["after"] = groups["after_key"]
+        return counts
 
     # -- directory ------------------------------------------------------------------------------------
     def count_sites_in_reach(self, lat: float, lon: float, radius_km: float, filters: dict[str, list[str]]) -> int:

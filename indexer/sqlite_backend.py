@@ -23,7 +23,7 @@ import orjson
 
 from core.geo import EARTH_RADIUS_KM, bounding_box, lucene_quantise
 from indexer import sqlite_sites, sqlite_slots
-from indexer.availability import SiteInReach, SlotMatch
+from indexer.availability import SiteInReach, SlotCount, SlotMatch
 from indexer.backend import Backend, GeoQuery, Health, Hit, SearchPage
 from indexer.documents import field_values
 from indexer.writer import ProcessWriter
@@ -444,6 +444,10 @@ class SqliteBackend(Backend):
             sql = f"SELECT {_body_sql(fields)} FROM docs d WHERE d.rowid IN ({','.join('?' * len(chunk))})"
             docs += [_decode(body, fields) for (body,) in db.execute(sql, chunk)]
         return docs
+
+    def slot_counts(self, start: float, days: int) -> list[SlotCount]:
+        db = self._live_db(SLOTS)
+        return [] if db is None else sqlite_slots.slot_counts(db, start, days)
 
     def count_sites_in_reach(self, lat: float, lon: float, radius_km: float, filters: dict[str, list[str]]) -> int:
         db = self._live_db(sqlite_sites.KIND)

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from core.geo import EARTH_RADIUS_KM, bounding_box
-from indexer.availability import SiteInReach, SlotMatch
+from indexer.availability import SiteInReach, SlotCount, SlotMatch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slot_sites (
@@ -248,3 +248,24 @@ def slot_rowids(db: sqlite3.Connection, site_ids: Sequence[str], match: SlotMatc
         )
         out += [r for (r,) in db.execute(sql, params)]
     return out
+
+
+def slot_counts(db: sqlite3.Connection, start: float, days: int) -> list[SlotCount]:
+    """Slots starting in [start, start + days x 24 h), grouped by the engine by site, vendor, practitioner, day and
+    combination of types and modalities; the few combinations of a group are then merged here."""
+    sql = (
+        "SELECT s.site_id, f.vendor, f.idnps, CAST((f.start - :start) / 86400 AS INTEGER) AS day, f.types, "
+        "f.modalities, count(*) FROM slot_facts f JOIN slot_sites s ON s.site = f.site "
+        "WHERE f.start >= :start AND f.start < :end GROUP BY f.site, f.vendor, f.idnps, day, f.types, f.modalities"
+    )
+    merged: dict[tuple[str, str, str, int], tuple[list[int], dict[str, int], dict[str, int]]] = {}
+    for site_id, vendor, idnps, day, types, modalities, n in db.execute(
+        sql, {"start": start, "end": start + days * 86400}
+    ):
+        total, by_type, by_modality = merged.setdefault((site_id, vendor, idnps, day), ([0], {}, {}))
+        total[0] += n
+        for value in filter(None, types.split("|")):
+            by_type[value] = by_type.get(value, 0) + n
+        for value in filter(None, modalities.split("|")):
+            by_modality[value] = by_modality.get(value, 0) + n
+    return [SlotCount(*key, total[0], by_type, by_modality) for key, (total, by_type, by_modality) in merged.items()]

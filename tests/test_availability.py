@@ -251,3 +251,31 @@ def test_a_site_left_without_slots_is_no_longer_in_reach(backend: Backend) -> No
     assert backend.sites_with_slots(*CENTRE, 80.0, SlotMatch()) == []
     (far,) = backend.sites_with_slots(*CENTRE, 120.0, SlotMatch())
     assert isinstance(far, SiteInReach) and far.distance_km == pytest.approx(111.2, abs=0.1)
+
+
+def test_slot_counts_by_site_vendor_practitioner_and_day_match_the_oracle(backend: Backend) -> None:
+    """What coverage snapshots are made of, counted by the engine: a GROUP BY embedded, a composite aggregation with
+    terms sub-aggregations on Elasticsearch."""
+    rng = random.Random(11)
+    sites = make_sites(rng, 15)
+    docs = [make_slot(rng, i, rng.choice(sites)) for i in range(400)]
+    index = ensure_live(backend, "slots")
+    backend.write(index, docs)
+    backend.refresh(index)
+    start = T0 + timedelta(hours=5, minutes=7)
+    expected: dict[tuple[str, str, str, int], list[Any]] = {}
+    for d in docs:
+        ahead = datetime.fromisoformat(d["start"]).timestamp() - start.timestamp()
+        if not 0 <= ahead < 3 * 86400:
+            continue
+        row = expected.setdefault((d["site_id"], d["vendor"], d["idnps"], int(ahead // 86400)), [0, {}, {}])
+        row[0] += 1
+        for t in d["types"]:
+            row[1][t] = row[1].get(t, 0) + 1
+        for m in d["modalities"]:
+            row[2][m] = row[2].get(m, 0) + 1
+    counts = backend.slot_counts(start.timestamp(), 3)
+    got = {(c.site_id, c.vendor, c.idnps, c.day): [c.slots, c.by_type, c.by_modality] for c in counts}
+    assert len(got) == len(counts), "one count per site, vendor, practitioner and day"
+    assert got == expected
+    assert {c.day for c in counts} == {0, 1, 2}
