@@ -163,30 +163,41 @@ def _older(incoming: Appointment, stored: Appointment) -> bool:
 
 
 def record(backend: Backend, incoming: Appointment, now: datetime | None = None) -> Outcome:
-    """Store an appointment idempotently; an older update never overwrites a newer one."""
+    """Store an appointment idempotently; an older update never overwrites a newer one, even when two reports of
+    one appointment arrive at once (the decision and the write are one compare-and-set, `Backend.update`)."""
     now = now or datetime.now(UTC)
-    index = ensure_live(backend, KIND)
-    doc = backend.get(KIND, incoming.appointment_id)
-    stored = Appointment.model_validate(doc) if doc else None
-    if stored is not None:
-        same = stored.model_dump(exclude={"history", "last_updated", "version"}) == incoming.model_dump(
-            exclude={"history", "last_updated", "version"}
-        )
-        if same or _older(incoming, stored):
-            return Outcome(stored, created=False, changed=False)
-        history = [*stored.history]
-        if incoming.status != stored.status:
-            history.append(StatusChange(status=incoming.status, at=incoming.last_updated, received_at=now))
-        result = incoming.model_copy(update={"history": history})
-    else:
-        result = incoming.model_copy(
-            update={"history": [StatusChange(status=incoming.status, at=incoming.last_updated, received_at=now)]}
-        )
-    backend.write(index, [result.model_dump(mode="json", exclude_none=True)])
-    backend.refresh(index)
-    if result.status == AppointmentStatus.booked:
+    ensure_live(backend, KIND)
+
+    unchanged = {"history", "last_updated", "version"}
+
+    def same(stored: Appointment) -> bool:
+        return stored.model_dump(exclude=unchanged) == incoming.model_dump(exclude=unchanged)
+
+    def decide(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+        stored = Appointment.model_validate(doc) if doc else None
+        if stored is not None:
+            if _older(incoming, stored):
+                return None
+            if same(stored) and (stored.version, stored.last_updated) == (incoming.version, incoming.last_updated):
+                return None  # the same report again
+            history = [*stored.history]
+            if incoming.status != stored.status:
+                history.append(StatusChange(status=incoming.status, at=incoming.last_updated, received_at=now))
+        else:
+            history = [StatusChange(status=incoming.status, at=incoming.last_updated, received_at=now)]
+        # A newer report saying the same is kept too: its version is what later reports are compared with.
+        return incoming.model_copy(update={"history": history}).model_dump(mode="json", exclude_none=True)
+
+    before, written = backend.update(KIND, incoming.appointment_id, decide)
+    stored = Appointment.model_validate(before) if before else None
+    if written is None:
+        assert stored is not None  # nothing is written only over a stored appointment
+        return Outcome(stored, created=False, changed=False)
+    result = Appointment.model_validate(written)
+    backend.refresh(backend.live_index(KIND) or "")
+    if result.status == AppointmentStatus.booked and (stored is None or not same(stored)):
         take_slot(backend, result)
-    return Outcome(result, created=stored is None, changed=True)
+    return Outcome(result, created=stored is None, changed=stored is None or not same(stored))
 
 
 def take_slot(backend: Backend, appointment: Appointment) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +144,15 @@ class Backend(ABC):
     @abstractmethod
     def delete(self, index: str, ids: Iterable[str]) -> int:
         """Remove documents by id from a version; returns how many existed."""
+
+    @abstractmethod
+    def update(
+        self, kind: str, doc_id: str, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Compare and set one document of a kind's live index: `change` gets the stored document (None when there
+        is none) and returns the one to store in its place, or None to leave it. No other write to that document
+        comes between the read and the write (it may be called again if one did). Returns what was stored
+        before and what was written (None when nothing was)."""
 
     def bulk_writer(self, index: str) -> BackgroundWriter:
         """A writer for a long series of batches into a new version (imports); synchronous by default."""

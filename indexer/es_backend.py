@@ -7,12 +7,20 @@ folded in Python, switching is an atomic `_aliases` call, and nothing relies on 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from elasticsearch import ApiError, BadRequestError, Elasticsearch, NotFoundError, TransportError, helpers
+from elasticsearch import (
+    ApiError,
+    BadRequestError,
+    ConflictError,
+    Elasticsearch,
+    NotFoundError,
+    TransportError,
+    helpers,
+)
 from elasticsearch.serializer import OrjsonSerializer
 
 from core.geo import haversine_km, lucene_quantise
@@ -22,6 +30,7 @@ from indexer.writer import ThreadWriter
 from mappings import KINDS, definition
 
 SLOTS, SITES = "slots", "practice_sites"
+UPDATE_ATTEMPTS = 20  # reads and decisions of one compare-and-set before giving up (each lost race is another's write)
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,30 @@ class ElasticsearchBackend(Backend):
         except (TransportError, ConnectionError) as exc:
             raise BackendUnavailable(f"Elasticsearch at {self.url} is unreachable: {exc}") from exc
         return n
+
+    def update(
+        self, kind: str, doc_id: str, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Optimistic concurrency: the write names the sequence number it read (or creates only), and a write that
+        came in between makes it read and decide again."""
+        index = self.live_index(kind)
+        if index is None:
+            raise KeyError(f"no live index of {kind!r}")
+        for _ in range(UPDATE_ATTEMPTS):
+            try:
+                got = self._call(self.es.get, index=index, id=doc_id)
+                before, guard = got["_source"], {"if_seq_no": got["_seq_no"], "if_primary_term": got["_primary_term"]}
+            except NotFoundError:
+                before, guard = None, {"op_type": "create"}
+            after = change(before)
+            if after is None:
+                return before, None
+            try:
+                self._call(self.es.index, index=index, id=doc_id, document=after, refresh=True, **guard)
+            except ConflictError:
+                continue
+            return before, after
+        raise BackendUnavailable(f"{kind} {doc_id}: {UPDATE_ATTEMPTS} concurrent writes in a row; try again")
 
     def bulk_writer(self, index: str) -> Any:
         """Bulk requests go out from a thread while the import reads the next chunk (indexing is the JVM's)."""

@@ -210,6 +210,28 @@ class SqliteBackend(Backend):
             self._insert_many(db, spec, list(latest.values()))
         return len(batch)
 
+    def update(
+        self, kind: str, doc_id: str, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Read, decide and write in one immediate transaction: it holds the version's write lock, so no other
+        writer, in this process or another, comes in between."""
+        index = self.live_index(kind)
+        if index is None:
+            raise KeyError(f"no live index of {kind!r}")
+        spec = definition(kind)
+        with self._transaction(index) as db:
+            row = db.execute("SELECT rowid, body FROM docs WHERE id = ?", (doc_id,)).fetchone()
+            before = orjson.loads(row[1]) if row else None
+            after = change(before)
+            if after is None:
+                return before, None
+            if after[spec.id_field] != doc_id:
+                raise ValueError("an update keeps the document's id")
+            if row is not None:
+                self._drop_rows(db, [row[0]], kind)
+            self._insert_many(db, spec, [after])
+        return before, after
+
     def bulk_writer(self, index: str) -> Any:
         """Rows are built and written in a child process with its own connection, while this one reads on."""
         return ProcessWriter(_VersionWriter(self.root, index))
