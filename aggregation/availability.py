@@ -293,6 +293,16 @@ def freshness(backend: Backend, now: datetime, limit_s: float) -> Freshness:
     stale_practitioners: dict[str, set[str]] = {}
     last_success: dict[str, datetime] = {}
     failing_now: dict[str, set[str]] = {}
+    # A batch's practitioners fail together, at one instant: each distinct instant is parsed once (a search reads
+    # the freshness, and a vendor may have thousands of failing practitioners).
+    instants: dict[str, float] = {}
+
+    def epoch(value: str) -> float:
+        found = instants.get(value)
+        if found is None:
+            found = instants[value] = datetime.fromisoformat(value).timestamp()
+        return found
+
     for hit in backend.search(STATUS, GeoQuery(limit=1000)).hits:
         status = hit.doc
         success = status.get("last_success_at")
@@ -301,11 +311,7 @@ def freshness(backend: Backend, now: datetime, limit_s: float) -> Freshness:
         failing_now[status["vendor_id"]] = set(status.get("failing") or {})
         if success is not None and datetime.fromisoformat(success).timestamp() >= cutoff:
             fresh.add(status["vendor_id"])
-        failing = {
-            i
-            for i, since in (status.get("failing") or {}).items()
-            if datetime.fromisoformat(since).timestamp() < cutoff
-        }
+        failing = {i for i, since in (status.get("failing") or {}).items() if epoch(since) < cutoff}
         if failing:
             stale_practitioners[status["vendor_id"]] = failing
     return Freshness(fresh, stale_practitioners, last_success, failing_now)
