@@ -276,8 +276,9 @@ class Freshness:
         vendor = slot_doc.get("vendor", "")
         confirmed = datetime.fromisoformat(slot_doc["fetched_at"])
         success = self.last_success.get(vendor)
-        failing = self.stale_practitioners.get(vendor, set()) | self.failing.get(vendor, set())
-        if success is not None and slot_doc.get("idnps") not in failing:
+        idnps = slot_doc.get("idnps")
+        failing = idnps in self.stale_practitioners.get(vendor, ()) or idnps in self.failing.get(vendor, ())
+        if success is not None and not failing:
             confirmed = max(confirmed, success)
         return max(0.0, (now - confirmed).total_seconds())
 
