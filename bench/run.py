@@ -334,6 +334,15 @@ def _search_on(scale: str, work: Path, kind: str, es_url: str | None, requests: 
     points = sample_points(backend, requests, 7)
     workers = os.cpu_count() or 1
     with _served_api(settings, entry, workers) as (url, pids):
+        # Warm: a worker's first search loads the reference geography and opens its connections. A few new
+        # connections each, one request on each, before any is timed (a deployed API has served long before).
+        for lat, lon in points[: 4 * workers]:
+            httpx.get(
+                url + "/v1/search",
+                params={"lat": lat, "lon": lon, "verify": "false"},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=120,
+            )
         latencies: list[float] = []
         errors = 0
 

@@ -13,10 +13,9 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from core.geo import EARTH_RADIUS_KM, bounding_box
 from indexer.documents import field_values
+from indexer.sqlite_slots import fill_once
 from mappings import definition
 
 KIND = "practice_sites"
@@ -59,19 +58,8 @@ def _facet_ids(db: sqlite3.Connection, names: set[str], create: bool) -> dict[st
 
 
 def ensure(db: sqlite3.Connection) -> None:
-    """Create the table; a directory written before it existed gets it filled from its documents once."""
-    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sites_geo'").fetchone():
-        return
-    db.executescript(SCHEMA)
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        rows = db.execute("SELECT rowid, body, lat, lon FROM docs WHERE lat IS NOT NULL")
-        while batch := rows.fetchmany(5000):
-            added(db, [(rowid, orjson.loads(body), lat, lon) for rowid, body, lat, lon in batch])
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+    """Create the tables; a directory written before they existed gets them filled from its documents once."""
+    fill_once(db, "sites_geo", SCHEMA, added, "WHERE lat IS NOT NULL")
 
 
 def added(db: sqlite3.Connection, docs: Sequence[tuple[int, dict[str, Any], float | None, float | None]]) -> None:

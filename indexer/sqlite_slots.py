@@ -68,14 +68,20 @@ def _practitioner(doc: dict[str, Any]) -> tuple[str, str, str]:
 
 def ensure(db: sqlite3.Connection) -> None:
     """Create the tables; an index written before they existed gets them filled from its documents once."""
-    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'slot_facts'").fetchone():
+    fill_once(db, "slot_facts", SCHEMA, added)
+
+
+def fill_once(db: sqlite3.Connection, marker: str, schema: str, add: Any, where: str = "") -> None:
+    """Create typed tables (`marker` one of them) missing from a version, and fill them from its documents by `add`,
+    in one immediate transaction."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (marker,)).fetchone():
         return
-    db.executescript(SCHEMA)
+    db.executescript(schema)
     db.execute("BEGIN IMMEDIATE")
     try:
-        rows = db.execute("SELECT rowid, body, lat, lon FROM docs")
+        rows = db.execute(f"SELECT rowid, body, lat, lon FROM docs {where}")
         while batch := rows.fetchmany(5000):
-            added(db, [(rowid, orjson.loads(body), lat, lon) for rowid, body, lat, lon in batch])
+            add(db, [(rowid, orjson.loads(body), lat, lon) for rowid, body, lat, lon in batch])
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")

@@ -161,8 +161,10 @@ def test_json_is_one_object_per_row_with_the_documented_keys(quick_run: QuickRun
 def test_json_gives_numbers_where_figures_are_numbers(quick_run: QuickRun) -> None:
     objects = orjson.loads(quick_run.stdout)
     for row in objects:
-        for key in JSON_KEYS - TEXTS - {"is_reference", "hostile_calls"}:
+        for key in JSON_KEYS - TEXTS - {"is_reference", "hostile_calls", "worker_memory_mb"}:
             assert row[key] is None or _is_number(row[key]), (key, row)
+        workers = row["worker_memory_mb"]  # one figure per API worker
+        assert workers is None or (len(workers) == row["workers"] and all(_is_number(m) for m in workers)), row
         for key in TEXTS - {"scenario", "scale", "backend", "what", "n_unit"}:
             assert row[key] is None or isinstance(row[key], str), (key, row)
         assert isinstance(row["n"], int) and row["n"] > 0, row
