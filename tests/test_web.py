@@ -66,6 +66,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = Settings(
         data_dir=tmp / "dispo",
         tokens=",".join([regulator_entry, analyst_entry, *(entry for _, entry in vendor_tokens.values())]),
+        # The pages are tested here, not the deadline (test_verify.py is): on a loaded machine the default 0.8 s can
+        # pass before the sandboxes answer, leaving a card unverified that the first test expects verified.
+        verify_deadline_s=10.0,
     )
     files = generate(tmp / "gen", "department", seed=1, n_vendors=3)
     import_rpps(files["rpps"], backend, settings)
