@@ -7,6 +7,8 @@ folded in Python, switching is an atomic `_aliases` call, and nothing relies on 
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +32,11 @@ from indexer.writer import ThreadWriter
 from mappings import KINDS, definition
 
 SLOTS, SITES = "slots", "practice_sites"
-UPDATE_ATTEMPTS = 20  # reads and decisions of one compare-and-set before giving up (each lost race is another's write)
+# One compare-and-set keeps reading and deciding while others win the race, for this long at most: each lost race is
+# another's write, and a jittered pause after it lets the writers of one document take turns rather than collide
+# again (a fixed count of attempts let one of eight busy writers lose twenty in a row).
+UPDATE_DEADLINE_S = 10.0
+UPDATE_PAUSE_S = 0.05  # the longest pause between two attempts
 
 
 @dataclass(frozen=True)
@@ -139,7 +145,9 @@ class ElasticsearchBackend(Backend):
         index = self.live_index(kind)
         if index is None:
             raise KeyError(f"no live index of {kind!r}")
-        for _ in range(UPDATE_ATTEMPTS):
+        give_up = time.monotonic() + UPDATE_DEADLINE_S
+        attempt = 0
+        while True:
             try:
                 got = self._call(self.es.get, index=index, id=doc_id)
                 before, guard = got["_source"], {"if_seq_no": got["_seq_no"], "if_primary_term": got["_primary_term"]}
@@ -151,9 +159,14 @@ class ElasticsearchBackend(Backend):
             try:
                 self._call(self.es.index, index=index, id=doc_id, document=after, refresh=True, **guard)
             except ConflictError:
+                if time.monotonic() >= give_up:
+                    raise BackendUnavailable(
+                        f"{kind} {doc_id}: lost to concurrent writes for {UPDATE_DEADLINE_S:g} s; try again"
+                    ) from None
+                attempt += 1
+                time.sleep(random.uniform(0, min(UPDATE_PAUSE_S, 0.002 * 2**attempt)))
                 continue
             return before, after
-        raise BackendUnavailable(f"{kind} {doc_id}: {UPDATE_ATTEMPTS} concurrent writes in a row; try again")
 
     def bulk_writer(self, index: str) -> Any:
         """Bulk requests go out from a thread while the import reads the next chunk (indexing is the JVM's)."""
