@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from itertools import chain
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 
 from aggregation.rules import NOT_ASKED
-from aggregation.status import STATUS
+from aggregation.status import STATUS, failing_groups
 from core.geo import gazetteer
 from core.records import Address, Position, PositionPrecision, Slot, SlotPlace
 from core.text import fold
@@ -264,21 +265,29 @@ class Freshness:
     fresh_vendors: set[str]
     stale_practitioners: dict[str, set[str]]  # vendor -> IDNPS
     last_success: dict[str, datetime] = field(default_factory=dict)  # vendor -> its last successful batch
-    failing: dict[str, set[str]] = field(default_factory=dict)  # vendor -> IDNPS whose last batch failed
+    # vendor -> the IDNPS whose last batch failed, a list per instant of failure (every vendor with a state is a key)
+    failing_groups: dict[str, list[list[str]]] = field(default_factory=dict)
+    _failing: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def stale_vendors(self) -> set[str]:
         """Vendors with an aggregation state whose slots are hidden for staleness."""
-        return set(self.failing) - self.fresh_vendors
+        return set(self.failing_groups) - self.fresh_vendors
+
+    def failing(self, vendor: str) -> frozenset[str]:
+        """The practitioners whose last batch at this vendor failed, however recently: gathered when first asked,
+        as only the few vendors of a page's cards are."""
+        found = self._failing.get(vendor)
+        if found is None:
+            found = self._failing[vendor] = frozenset(chain.from_iterable(self.failing_groups.get(vendor, ())))
+        return found
 
     def age_s(self, slot_doc: dict[str, Any], now: datetime) -> float:
         """How old the information is: since the vendor last confirmed this practitioner's agenda."""
         vendor = slot_doc.get("vendor", "")
         confirmed = datetime.fromisoformat(slot_doc["fetched_at"])
         success = self.last_success.get(vendor)
-        idnps = slot_doc.get("idnps")
-        failing = idnps in self.stale_practitioners.get(vendor, ()) or idnps in self.failing.get(vendor, ())
-        if success is not None and not failing:
+        if success is not None and slot_doc.get("idnps") not in self.failing(vendor):
             confirmed = max(confirmed, success)
         return max(0.0, (now - confirmed).total_seconds())
 
@@ -287,32 +296,33 @@ class Freshness:
         return vendor in self.fresh_vendors and slot_doc.get("idnps") not in self.stale_practitioners.get(vendor, ())
 
 
-def freshness(backend: Backend, now: datetime, limit_s: float) -> Freshness:
+# What freshness reads of a vendor's status: not its last cycle's report, which names every failing practitioner's
+# reason and is the larger part of the document.
+_FRESHNESS_FIELDS = ("vendor_id", "last_success_at", "failing")
 
+
+def freshness(backend: Backend, now: datetime, limit_s: float) -> Freshness:
+    """Every search reads it: an instant of failure is parsed once, and its practitioners are gathered only when
+    they have failed for longer than the limit."""
     cutoff = now.timestamp() - limit_s
     fresh: set[str] = set()
     stale_practitioners: dict[str, set[str]] = {}
     last_success: dict[str, datetime] = {}
-    failing_now: dict[str, set[str]] = {}
-    # A batch's practitioners fail together, at one instant: each distinct instant is parsed once (a search reads
-    # the freshness, and a vendor may have thousands of failing practitioners).
-    instants: dict[str, float] = {}
-
-    def epoch(value: str) -> float:
-        found = instants.get(value)
-        if found is None:
-            found = instants[value] = datetime.fromisoformat(value).timestamp()
-        return found
-
-    for hit in backend.search(STATUS, GeoQuery(limit=1000)).hits:
+    groups: dict[str, list[list[str]]] = {}
+    for hit in backend.search(STATUS, GeoQuery(limit=1000, fields=_FRESHNESS_FIELDS)).hits:
         status = hit.doc
+        vendor = status["vendor_id"]
         success = status.get("last_success_at")
         if success is not None:
-            last_success[status["vendor_id"]] = datetime.fromisoformat(success)
-        failing_now[status["vendor_id"]] = set(status.get("failing") or {})
-        if success is not None and datetime.fromisoformat(success).timestamp() >= cutoff:
-            fresh.add(status["vendor_id"])
-        failing = {i for i, since in (status.get("failing") or {}).items() if epoch(since) < cutoff}
-        if failing:
-            stale_practitioners[status["vendor_id"]] = failing
-    return Freshness(fresh, stale_practitioners, last_success, failing_now)
+            last_success[vendor] = datetime.fromisoformat(success)
+            if last_success[vendor].timestamp() >= cutoff:
+                fresh.add(vendor)
+        groups[vendor] = []
+        stale: set[str] = set()
+        for since, ids in failing_groups(status):
+            groups[vendor].append(ids)
+            if datetime.fromisoformat(since).timestamp() < cutoff:
+                stale.update(ids)
+        if stale:
+            stale_practitioners[vendor] = stale
+    return Freshness(fresh, stale_practitioners, last_success, groups)

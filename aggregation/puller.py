@@ -27,7 +27,7 @@ from aggregation import metrics
 from aggregation.availability import EXAMPLES, ReconcileStats, SiteMapper, reconcile
 from aggregation.client import VendorError, make_client, search_slots
 from aggregation.contract import MAX_IDENTIFIERS, ParseResult
-from aggregation.status import STATUS
+from aggregation.status import STATUS, group_failing
 from core.geo import PARIS
 from core.records import Vendor
 from core.retry import Retry
@@ -388,10 +388,10 @@ class VendorPuller:
             "breaker": report.breaker,
             "requests": int(previous.get("requests", 0)) + report.requests,
             "errors_by_kind": dict(Counter(previous.get("errors_by_kind", {})) + report.errors),
-            # IDNPS -> since: what freshness and the status listing read. The reasons go with the last cycle (which
-            # tried or skipped every failing practitioner): the status mapping is strict, and holds free-form
-            # objects only under `failing` and `last_cycle`.
-            "failing": {idnps: entry["since"] for idnps, entry in self.failing.items()},
+            # since -> IDNPS (`aggregation.status.failing_groups`): what freshness and the status listing read. The
+            # reasons go with the last cycle (which tried or skipped every failing practitioner): the status mapping
+            # is strict, and holds free-form objects only under `failing` and `last_cycle`.
+            "failing": group_failing({idnps: entry["since"] for idnps, entry in self.failing.items()}),
             "last_cycle": {
                 **report.as_dict(),
                 "failing_reasons": {idnps: entry["reason"] for idnps, entry in self.failing.items()},

@@ -12,6 +12,35 @@ from indexer.registry import list_vendors
 STATUS = "vendor_status"
 
 
+def failing_groups(status: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """A vendor's failing practitioners as stored, (since, IDNPS) by the instant their calls started failing: a batch's
+    practitioners fail together, so a search reads a few hundred instants, not tens of thousands of entries. A status
+    of an earlier release held IDNPS -> since: it is grouped here."""
+    stored = status.get("failing") or {}
+    if all(isinstance(v, list) for v in stored.values()):
+        return list(stored.items())
+    grouped: dict[str, list[str]] = {}
+    for key, value in stored.items():
+        if isinstance(value, str):
+            grouped.setdefault(value, []).append(key)
+        else:
+            grouped.setdefault(key, []).extend(value)
+    return list(grouped.items())
+
+
+def group_failing(since: dict[str, str]) -> dict[str, list[str]]:
+    """IDNPS -> since, as a status stores it: since -> IDNPS (sorted)."""
+    grouped: dict[str, list[str]] = {}
+    for idnps, instant in sorted(since.items()):
+        grouped.setdefault(instant, []).append(idnps)
+    return grouped
+
+
+def failing_since(status: dict[str, Any]) -> dict[str, str]:
+    """IDNPS -> when its calls started failing."""
+    return {idnps: since for since, ids in failing_groups(status) for idnps in ids}
+
+
 def vendor_statuses(backend: Backend, now: datetime | None = None) -> list[dict[str, Any]]:
     now = now or datetime.now(UTC)
     rows = []
@@ -33,7 +62,7 @@ def vendor_statuses(backend: Backend, now: datetime | None = None) -> list[dict[
             "requests": status.get("requests", 0),
             "errors_by_kind": status.get("errors_by_kind", {}),
             "breaker": status.get("breaker"),
-            "failing_practitioners": len(status.get("failing", {})),
+            "failing_practitioners": sum(len(ids) for _, ids in failing_groups(status)),
             "slots_held": held,
             "staleness_s": staleness,
             "last_cycle": status.get("last_cycle"),

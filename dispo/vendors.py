@@ -15,7 +15,7 @@ from rich.markup import escape
 from aggregation.client import make_client
 from aggregation.contract import CONTRACT_ACCEPT, slot_search_params
 from aggregation.puller import slot_window
-from aggregation.status import STATUS, vendor_statuses
+from aggregation.status import STATUS, failing_since, vendor_statuses
 from api.vendors import VendorView
 from core.records import Vendor
 from dispo.console import FAILED, INVALID, fail, open_backend, out, print_listing, write_json
@@ -219,7 +219,7 @@ def _print_vendor_status(row: dict[str, Any], status: dict[str, Any]) -> None:
     _print_reasons("unplaced slots", c("unplaced") or {}, examples.get("unplaced") or {})
     if c("errors"):
         out.print("errors: " + ", ".join(f"{kind} {n}" for kind, n in sorted(c("errors").items())))
-    since = status.get("failing") or {}
+    since = failing_since(status)
     reasons = c("failing_reasons") or {}
     if since or reasons:
         out.print(f"failing practitioners: {len(set(since) | set(reasons))}")

@@ -32,6 +32,7 @@ from indexer.writer import ThreadWriter
 from mappings import KINDS, definition
 
 SLOTS, SITES = "slots", "practice_sites"
+MAX_TERMS = 50_000  # values of one terms clause, below Elasticsearch's default limit of 65,536
 # One compare-and-set keeps reading and deciding while others win the race, for this long at most: each lost race is
 # another's write, and a jittered pause after it lets the writers of one document take turns rather than collide
 # again (a fixed count of attempts let one of eight busy writers lose twenty in a row).
@@ -309,9 +310,12 @@ class ElasticsearchBackend(Backend):
         """The bool query of the slots that match: filters and window, without the hidden practitioners'."""
         low, high = match.start
         ranges = {"start": (low, high)} if low is not None or high is not None else {}
+        # A terms clause holds at most `index.max_terms_count` (65,536) values: a vendor failing for a region hides
+        # more practitioners than that, in several clauses.
         must_not = [
-            {"bool": {"filter": [{"term": {"vendor": vendor}}, {"terms": {"idnps": ids}}]}}
+            {"bool": {"filter": [{"term": {"vendor": vendor}}, {"terms": {"idnps": ids[i : i + MAX_TERMS]}}]}}
             for vendor, ids in match.hidden_pairs().items()
+            for i in range(0, len(ids), MAX_TERMS)
         ]
         filters = self._filter_clauses(SLOTS, dict(match.filters)) + self._range_clauses(SLOTS, ranges)
         return {"bool": {"filter": filters, "must_not": must_not}}

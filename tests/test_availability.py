@@ -18,6 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import BACKENDS, make_backend
 
+from aggregation.availability import freshness
+from aggregation.status import STATUS, group_failing
 from core.geo import haversine_km, lucene_quantise
 from indexer.availability import SITE_FILTERS, SiteInReach, SlotMatch
 from indexer.backend import Backend
@@ -205,6 +207,23 @@ def test_more_sites_than_one_page_are_all_found_in_order(backend: Backend) -> No
     assert sorted(s["slot_id"] for s in slots) == sorted(docs)
 
 
+def test_tens_of_thousands_of_hidden_practitioners_are_hidden_in_one_query(backend: Backend) -> None:
+    """A vendor whose calls fail for a third of the country hides tens of thousands of practitioners at once: more
+    than a query may hold as parameters (embedded) or as the terms of one clause (Elasticsearch's 65,536)."""
+    rng = random.Random(13)
+    sites = make_sites(rng, 20)
+    docs = {d["slot_id"]: d for d in (make_slot(rng, i, sites[i % 20]) for i in range(80))}
+    index = ensure_live(backend, "slots")
+    backend.write(index, list(docs.values()))
+    backend.refresh(index)
+    strangers = [f"1{i:010d}" for i in range(70_000)]  # practitioners with no slot here
+    hidden = {v: frozenset(strangers + [s["idnps"] for s in sites[: 5 + 3 * k]]) for k, v in enumerate(VENDORS)}
+    match = SlotMatch(hidden=hidden)
+    check(backend, docs, match, 60.0)
+    everyone = backend.sites_with_slots(*CENTRE, 60.0, SlotMatch())
+    assert len(backend.sites_with_slots(*CENTRE, 60.0, match)) < len(everyone)
+
+
 def test_an_unknown_slot_filter_is_refused() -> None:
     with pytest.raises(KeyError, match="colour"):
         SlotMatch(filters={"colour": ["red"]})
@@ -279,3 +298,41 @@ def test_slot_counts_by_site_vendor_practitioner_and_day_match_the_oracle(backen
     assert len(got) == len(counts), "one count per site, vendor, practitioner and day"
     assert got == expected
     assert {c.day for c in counts} == {0, 1, 2}
+
+
+def test_freshness_reads_failing_practitioners_by_instant_and_as_earlier_releases_stored_them(
+    backend: Backend,
+) -> None:
+    """A status stores its failing practitioners by the instant they started failing; one written by an earlier
+    release held IDNPS -> since. Both give the brute-force answer: stale past the limit, failing however recently."""
+    rng = random.Random(17)
+    now = T0 + timedelta(hours=1)
+    index = ensure_live(backend, STATUS)
+    for shape in ("grouped", "flat"):
+        since = {
+            vendor: {
+                f"8{rng.randrange(10**10):010d}": (
+                    now - timedelta(seconds=rng.choice([30, 600, 899, 901, 5000]))
+                ).isoformat()
+                for _ in range(rng.randint(0, 40))
+            }
+            for vendor in VENDORS
+        }
+        docs = [
+            {
+                "vendor_id": vendor,
+                "last_success_at": (now - timedelta(seconds=60 if vendor != "v3" else 2000)).isoformat(),
+                "failing": group_failing(failing) if shape == "grouped" else failing,
+            }
+            for vendor, failing in since.items()
+        ]
+        backend.write(index, docs)
+        backend.refresh(index)
+        fresh = freshness(backend, now, 900)
+        assert fresh.fresh_vendors == {"v1", "v2"} and fresh.stale_vendors == {"v3"}
+        for vendor, failing in since.items():
+            old = {i for i, at in failing.items() if datetime.fromisoformat(at) < now - timedelta(seconds=900)}
+            assert fresh.stale_practitioners.get(vendor, set()) == old, shape
+            assert fresh.failing(vendor) == set(failing), shape
+            for idnps in failing:
+                assert fresh.is_fresh({"vendor": vendor, "idnps": idnps}) == (vendor != "v3" and idnps not in old)

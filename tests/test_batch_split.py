@@ -150,12 +150,12 @@ def test_one_slow_practitioner_is_isolated_and_its_24_neighbours_get_their_slots
         assert "no answer within 1.0 s" in failing[FIRST.idnps]["reason"]
         status = loaded.get(STATUS, "v")
         assert status is not None
-        assert status["failing"] == {FIRST.idnps: failing[FIRST.idnps]["since"]}
+        assert status["failing"] == {failing[FIRST.idnps]["since"]: [FIRST.idnps]}  # by instant of failure
         assert status["last_cycle"]["failing_reasons"] == {FIRST.idnps: failing[FIRST.idnps]["reason"]}
 
         # Its last good slots follow the staleness rules: shown while recent, hidden past the limit.
         since = datetime.fromisoformat(failing[FIRST.idnps]["since"])
-        assert freshness(loaded, since, 900).failing["v"] == {FIRST.idnps}
+        assert freshness(loaded, since, 900).failing("v") == {FIRST.idnps}
         assert freshness(loaded, since, 900).is_fresh({"vendor": "v", "idnps": FIRST.idnps})
         assert freshness(loaded, since + timedelta(minutes=16), 900).stale_practitioners == {"v": {FIRST.idnps}}
 
