@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -55,5 +59,53 @@ def serve(
         return
     # Every worker signs and opens the same cursors: the key exists before they start, not made by each at once.
     server_key(settings)
-    # Each worker builds its own app from the same environment (connections never cross processes).
-    uvicorn.run("api.app:create_app", factory=True, workers=n, **where)
+    serve_workers(n, str(where["host"]), int(where["port"]))
+
+
+def serve_workers(n: int, host: str, port: int) -> None:
+    """`n` worker processes, each listening on its own socket bound to the same port (`SO_REUSEPORT`): the kernel
+    spreads new connections evenly over them. On one shared socket, the worker that woke first accepted a whole burst
+    of connections, and kept-alive clients then all queued on it while the others idled. A worker that dies is
+    started again; a signal stops them all."""
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start() -> multiprocessing.process.BaseProcess:
+        process = context.Process(target=_worker, args=(host, port), daemon=False)
+        process.start()
+        return process
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+    processes = [start() for _ in range(n)]
+    err.print(f"serving on http://{host}:{port} with {n} workers")
+    try:
+        while not stopping:
+            for i, process in enumerate(processes):
+                if not process.is_alive() and not stopping:
+                    err.print(f"worker {process.pid} ended ({process.exitcode}); starting another")
+                    processes[i] = start()
+            time.sleep(0.5)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # uvicorn ends its connections gracefully on SIGTERM
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+
+
+def _worker(host: str, port: int) -> None:
+    """One worker: its own app (connections never cross processes) on its own socket of the shared port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    config = uvicorn.Config(create_app(Settings()), log_level="info", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
