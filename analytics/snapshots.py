@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,40 +49,61 @@ def snapshot_id(taken_at: datetime) -> str:
 
 @dataclass
 class _Area:
+    """An area's participants and free slots, kept per day from now: a slot of day d is within every horizon past
+    d x 24 h, so horizons are summed once when the row is made rather than at each of the engine's counts."""
+
     participants: set[str] = field(default_factory=set)
-    practitioners: dict[int, set[str]] = field(default_factory=lambda: {h: set() for h in HORIZONS})
-    slots: Counter[int] = field(default_factory=Counter)
-    by_type: dict[int, Counter[str]] = field(default_factory=lambda: {h: Counter() for h in HORIZONS})
-    by_modality: dict[int, Counter[str]] = field(default_factory=lambda: {h: Counter() for h in HORIZONS})
+    day_practitioners: list[set[str]] = field(default_factory=lambda: [set() for _ in HORIZONS])
+    day_slots: list[int] = field(default_factory=lambda: [0] * len(HORIZONS))
+    day_types: list[dict[str, int]] = field(default_factory=lambda: [{} for _ in HORIZONS])
+    day_modalities: list[dict[str, int]] = field(default_factory=lambda: [{} for _ in HORIZONS])
     vendor_participants: dict[str, set[str]] = field(default_factory=dict)
-    vendor_slots: dict[str, Counter[int]] = field(default_factory=dict)
+    vendor_days: dict[str, list[int]] = field(default_factory=dict)
 
     def add_slots(self, count: SlotCount) -> None:
-        held = self.vendor_slots.setdefault(count.vendor, Counter())
-        for h in HORIZONS[count.day :]:  # a slot of day d (from now) is within every horizon past d x 24 h
-            self.slots[h] += count.slots
-            self.practitioners[h].add(count.idnps)
-            self.by_type[h].update(count.by_type)
-            self.by_modality[h].update(count.by_modality)
-            held[h] += count.slots
+        day = count.day
+        self.day_slots[day] += count.slots
+        self.day_practitioners[day].add(count.idnps)
+        for found, into in ((count.by_type, self.day_types[day]), (count.by_modality, self.day_modalities[day])):
+            for key, n in found.items():
+                into[key] = into.get(key, 0) + n
+        held = self.vendor_days.get(count.vendor)
+        if held is None:
+            held = self.vendor_days[count.vendor] = [0] * len(HORIZONS)
+        held[day] += count.slots
+
+    def slots_within(self, hours: int) -> int:
+        return sum(self.day_slots[: HORIZONS.index(hours) + 1])
 
     def row(self, with_vendors: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"participants": len(self.participants)}
-        for h in HORIZONS:
-            out[f"practitioners_{h}h"] = len(self.practitioners[h])
-            out[f"slots_{h}h"] = self.slots[h]
-        out["by_type"] = {str(h): dict(self.by_type[h]) for h in HORIZONS}
-        out["by_modality"] = {str(h): dict(self.by_modality[h]) for h in HORIZONS}
+        by_type: dict[str, dict[str, int]] = {}
+        by_modality: dict[str, dict[str, int]] = {}
+        for i, h in enumerate(HORIZONS):
+            out[f"practitioners_{h}h"] = len(set().union(*self.day_practitioners[: i + 1]))
+            out[f"slots_{h}h"] = sum(self.day_slots[: i + 1])
+            by_type[str(h)] = _summed(self.day_types[: i + 1])
+            by_modality[str(h)] = _summed(self.day_modalities[: i + 1])
+        out["by_type"], out["by_modality"] = by_type, by_modality
         if with_vendors:
-            vendors = set(self.vendor_participants) | set(self.vendor_slots)
+            vendors = set(self.vendor_participants) | set(self.vendor_days)
+            none = [0] * len(HORIZONS)
             out["by_vendor"] = {
                 v: {
                     "participants": len(self.vendor_participants.get(v, ())),
-                    **{f"slots_{h}h": self.vendor_slots.get(v, Counter())[h] for h in HORIZONS},
+                    **{f"slots_{h}h": sum(self.vendor_days.get(v, none)[: i + 1]) for i, h in enumerate(HORIZONS)},
                 }
                 for v in sorted(vendors)
             }
         return out
+
+
+def _summed(days: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for day in days:
+        for key, n in day.items():
+            total[key] = total.get(key, 0) + n
+    return total
 
 
 @dataclass(frozen=True)
@@ -196,7 +216,7 @@ def take_snapshot(
         now,
         len(rows),
         len(vendors_of),
-        national.slots[72],
+        national.slots_within(72),
         pruned,
         time.perf_counter() - t0,
     )

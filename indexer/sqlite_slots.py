@@ -264,13 +264,20 @@ def slot_counts(db: sqlite3.Connection, start: float, days: int) -> list[SlotCou
         "WHERE f.start >= :start AND f.start < :end GROUP BY f.site, f.vendor, f.idnps, day, f.types, f.modalities"
     )
     merged: dict[tuple[str, str, str, int], tuple[list[int], dict[str, int], dict[str, int]]] = {}
+    values: dict[str, list[str]] = {}  # a few distinct combinations of types (and of modalities), split once each
     for site_id, vendor, idnps, day, types, modalities, n in db.execute(
         sql, {"start": start, "end": start + days * 86400}
     ):
-        total, by_type, by_modality = merged.setdefault((site_id, vendor, idnps, day), ([0], {}, {}))
+        key = (site_id, vendor, idnps, day)
+        found = merged.get(key)
+        if found is None:
+            found = merged[key] = ([0], {}, {})
+        total, by_type, by_modality = found
         total[0] += n
-        for value in filter(None, types.split("|")):
-            by_type[value] = by_type.get(value, 0) + n
-        for value in filter(None, modalities.split("|")):
-            by_modality[value] = by_modality.get(value, 0) + n
+        for combination, into in ((types, by_type), (modalities, by_modality)):
+            split = values.get(combination)
+            if split is None:
+                split = values[combination] = [v for v in combination.split("|") if v]
+            for value in split:
+                into[value] = into.get(value, 0) + n
     return [SlotCount(*key, total[0], by_type, by_modality) for key, (total, by_type, by_modality) in merged.items()]
