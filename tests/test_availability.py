@@ -190,14 +190,21 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path):
     b.close()
 
 
-def test_more_sites_than_one_page_are_all_found_in_order(backend: Backend) -> None:
-    """Elasticsearch collapses a page of sites at most: past it, it pages by site and computes distances itself."""
-    rng = random.Random(5)
-    sites = make_sites(rng, 30)
-    docs = {d["slot_id"]: d for d in (make_slot(rng, i, sites[i % 30]) for i in range(90))}
+def spread_slots(
+    backend: Backend, rng: random.Random, n_sites: int, n_slots: int
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """`n_sites` sites and `n_slots` slots dealt over them in turn, indexed: the sites and the slots by id."""
+    sites = make_sites(rng, n_sites)
+    docs = {d["slot_id"]: d for d in (make_slot(rng, i, sites[i % n_sites]) for i in range(n_slots))}
     index = ensure_live(backend, "slots")
     backend.write(index, list(docs.values()))
     backend.refresh(index)
+    return sites, docs
+
+
+def test_more_sites_than_one_page_are_all_found_in_order(backend: Backend) -> None:
+    """Elasticsearch collapses a page of sites at most: past it, it pages by site and computes distances itself."""
+    sites, docs = spread_slots(backend, random.Random(5), 30, 90)
     whole = backend.sites_with_slots(*CENTRE, 60.0, SlotMatch())
     backend.max_page = 7
     paged = backend.sites_with_slots(*CENTRE, 60.0, SlotMatch())
@@ -210,12 +217,7 @@ def test_more_sites_than_one_page_are_all_found_in_order(backend: Backend) -> No
 def test_tens_of_thousands_of_hidden_practitioners_are_hidden_in_one_query(backend: Backend) -> None:
     """A vendor whose calls fail for a third of the country hides tens of thousands of practitioners at once: more
     than a query may hold as parameters (embedded) or as the terms of one clause (Elasticsearch's 65,536)."""
-    rng = random.Random(13)
-    sites = make_sites(rng, 20)
-    docs = {d["slot_id"]: d for d in (make_slot(rng, i, sites[i % 20]) for i in range(80))}
-    index = ensure_live(backend, "slots")
-    backend.write(index, list(docs.values()))
-    backend.refresh(index)
+    sites, docs = spread_slots(backend, random.Random(13), 20, 80)
     strangers = [f"1{i:010d}" for i in range(70_000)]  # practitioners with no slot here
     hidden = {v: frozenset(strangers + [s["idnps"] for s in sites[: 5 + 3 * k]]) for k, v in enumerate(VENDORS)}
     match = SlotMatch(hidden=hidden)
