@@ -190,6 +190,10 @@ class Backend(ABC):
     def get(self, kind: str, doc_id: str) -> dict[str, Any] | None: ...
 
     @abstractmethod
+    def get_many(self, kind: str, doc_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The live documents of these ids, by id (those missing left out): one read by key, not a search."""
+
+    @abstractmethod
     def search(self, kind: str, query: GeoQuery) -> SearchPage: ...
 
     # -- availability (`indexer.availability`) ------------------------------------------------------

@@ -257,6 +257,18 @@ class ElasticsearchBackend(Backend):
         except NotFoundError:
             return None
 
+    def get_many(self, kind: str, doc_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        wanted = sorted(set(doc_ids))
+        found: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(wanted), self.max_page):
+            try:
+                answer = self._call(self.es.mget, index=self.alias(kind), ids=wanted[i : i + self.max_page])
+            except NotFoundError:  # no live index of the kind yet
+                return {}
+            # A document of a kind without a live index comes back with an error rather than `found`: none found.
+            found.update({d["_id"]: d["_source"] for d in answer["docs"] if d.get("found")})
+        return found
+
     def search(self, kind: str, query: GeoQuery) -> SearchPage:
         spec = definition(kind)
         after = query.checked_after()  # a malformed `search_after` would be Elasticsearch's 400, not a bad cursor

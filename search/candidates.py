@@ -1,8 +1,8 @@
 """Candidates: the practice sites a search may show, each with its matching free slots, distance and group.
 
 Read from the index: the sites of a circle holding a matching slot (nearest first, a row per site), the slots of the
-few sites a page shows, the sites without a slot, the candidates' sites and their practitioners' SAS participations,
-a query per batch of identifiers rather than a read per candidate.
+few sites a page shows, the sites without a slot; the candidates' sites and their practitioners' SAS participations
+are read by key, all of them at once.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ SLOT_FIELDS = (
     "profession_code",
     "practitioner_specialties",
 )
-CHUNK = 500  # identifiers per filtered query: keeps each query's term list small on every backend
 
 Filters = dict[str, list[str]]
 
@@ -112,32 +111,13 @@ def count_in_reach(
 
 
 def participations_of(backend: Backend, idnps: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The SAS participation of each practitioner who declared one, by IDNPS."""
-    wanted = sorted(set(idnps))
-    out: dict[str, dict[str, Any]] = {}
-    for i in range(0, len(wanted), CHUNK):
-        chunk = wanted[i : i + CHUNK]
-        page = backend.search("participations", GeoQuery(filters={"idnps": chunk}, limit=len(chunk)))
-        out.update({h.doc["idnps"]: h.doc for h in page.hits})
-    return out
+    """The SAS participation of each practitioner who declared one, by IDNPS (read by key)."""
+    return backend.get_many("participations", idnps)
 
 
 def sites_of(backend: Backend, candidates: list[Candidate]) -> dict[str, dict[str, Any]]:
-    """The candidates' practice sites by site id. The index filters sites by practitioner, not by site id:
-    the query asks for the candidates' practitioners and keeps the sites among the candidates."""
-    wanted = {c.site_id for c in candidates}
-    idnps = sorted({c.idnps for c in candidates})
-    sites: dict[str, dict[str, Any]] = {}
-    for i in range(0, len(idnps), CHUNK):
-        query = GeoQuery(filters={"idnps": idnps[i : i + CHUNK]})
-        sites.update(
-            {
-                h.doc["site_id"]: h.doc
-                for h in scan(backend, "practice_sites", query, backend.max_page)
-                if h.doc["site_id"] in wanted
-            }
-        )
-    return sites
+    """The candidates' practice sites by site id (read by key)."""
+    return backend.get_many("practice_sites", (c.site_id for c in candidates))
 
 
 def _practitioners(specialty: str | None, profession: str | None) -> Filters:

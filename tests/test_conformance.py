@@ -182,6 +182,17 @@ def test_get_by_id_and_counts(backend: Backend) -> None:
     assert backend.count("practice_sites", {"profession": ["10"]}) == expected
 
 
+def test_many_documents_are_read_by_id_at_once(backend: Backend) -> None:
+    """What cards and ranking read: the documents of many ids in one go, missing ids left out, more ids than a page."""
+    assert backend.get_many("practice_sites", ["nope"]) == {}  # no live index yet
+    load(backend)
+    backend.max_page = 7  # Elasticsearch asks a page of ids at a time
+    wanted = [d["site_id"] for d in DOCS[::3]]
+    found = backend.get_many("practice_sites", [*wanted, "nope", wanted[0]])
+    assert found == {d["site_id"]: d for d in DOCS[::3]}
+    assert backend.get_many("practice_sites", []) == {}
+
+
 def test_rewriting_a_document_replaces_it(backend: Backend) -> None:
     index = load(backend)
     changed = dict(DOCS[3], department_code="75")
