@@ -10,11 +10,13 @@ reconciles nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from bisect import bisect_left
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import orjson
 
@@ -257,36 +259,59 @@ def reconcile(
 
 
 @dataclass
-class Freshness:
-    """Which indexed slots are too old to show as free: those of a vendor without a successful call for
-    longer than the staleness limit, or of practitioners whose batches have failed for that long. They
-    stay in the index (and in counts) until the vendor answers again."""
+class VendorStatuses:
+    """What freshness reads of the vendors' statuses: each one's last success and its failing practitioners grouped
+    by instant of failure, earliest first. Parsed once and kept while the statuses are unchanged (`freshness`)."""
 
-    fresh_vendors: set[str]
-    stale_practitioners: dict[str, set[str]]  # vendor -> IDNPS
-    last_success: dict[str, datetime] = field(default_factory=dict)  # vendor -> its last successful batch
-    # vendor -> the IDNPS whose last batch failed, a list per instant of failure (every vendor with a state is a key)
-    failing_groups: dict[str, list[list[str]]] = field(default_factory=dict)
+    last_success: dict[str, datetime] = field(default_factory=dict)
+    instants: dict[str, list[float]] = field(default_factory=dict)  # ascending; every vendor with a state is a key
+    groups: dict[str, list[list[str]]] = field(default_factory=dict)  # the IDNPS of each instant, in the same order
+    _stale: dict[str, tuple[int, frozenset[str]]] = field(default_factory=dict, init=False, repr=False)
     _failing: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False)
 
-    @property
-    def stale_vendors(self) -> set[str]:
-        """Vendors with an aggregation state whose slots are hidden for staleness."""
-        return set(self.failing_groups) - self.fresh_vendors
+    def failed_before(self, vendor: str, cutoff: float) -> frozenset[str]:
+        """The practitioners of this vendor failing since before `cutoff`: the groups up to it, gathered once for
+        as long as the cutoff stays between the same two instants."""
+        k = bisect_left(self.instants.get(vendor, ()), cutoff)
+        if not k:
+            return frozenset()
+        found = self._stale.get(vendor)
+        if found is None or found[0] != k:
+            found = self._stale[vendor] = (k, frozenset(chain.from_iterable(self.groups[vendor][:k])))
+        return found[1]
 
     def failing(self, vendor: str) -> frozenset[str]:
         """The practitioners whose last batch at this vendor failed, however recently: gathered when first asked,
         as only the few vendors of a page's cards are."""
         found = self._failing.get(vendor)
         if found is None:
-            found = self._failing[vendor] = frozenset(chain.from_iterable(self.failing_groups.get(vendor, ())))
+            found = self._failing[vendor] = frozenset(chain.from_iterable(self.groups.get(vendor, ())))
         return found
+
+
+@dataclass
+class Freshness:
+    """Which indexed slots are too old to show as free: those of a vendor without a successful call for
+    longer than the staleness limit, or of practitioners whose batches have failed for that long. They
+    stay in the index (and in counts) until the vendor answers again."""
+
+    fresh_vendors: set[str]
+    stale_practitioners: dict[str, frozenset[str]]  # vendor -> IDNPS
+    statuses: VendorStatuses = field(default_factory=VendorStatuses)
+
+    @property
+    def stale_vendors(self) -> set[str]:
+        """Vendors with an aggregation state whose slots are hidden for staleness."""
+        return set(self.statuses.instants) - self.fresh_vendors
+
+    def failing(self, vendor: str) -> frozenset[str]:
+        return self.statuses.failing(vendor)
 
     def age_s(self, slot_doc: dict[str, Any], now: datetime) -> float:
         """How old the information is: since the vendor last confirmed this practitioner's agenda."""
         vendor = slot_doc.get("vendor", "")
         confirmed = datetime.fromisoformat(slot_doc["fetched_at"])
-        success = self.last_success.get(vendor)
+        success = self.statuses.last_success.get(vendor)
         if success is not None and slot_doc.get("idnps") not in self.failing(vendor):
             confirmed = max(confirmed, success)
         return max(0.0, (now - confirmed).total_seconds())
@@ -299,30 +324,35 @@ class Freshness:
 # What freshness reads of a vendor's status: not its last cycle's report, which names every failing practitioner's
 # reason and is the larger part of the document.
 _FRESHNESS_FIELDS = ("vendor_id", "last_success_at", "failing")
+# The statuses each backend last gave, with the revision they were read at (`Backend.revision`).
+_READ: WeakKeyDictionary[Backend, tuple[Hashable, VendorStatuses]] = WeakKeyDictionary()
 
 
-def freshness(backend: Backend, now: datetime, limit_s: float) -> Freshness:
-    """Every search reads it: an instant of failure is parsed once, and its practitioners are gathered only when
-    they have failed for longer than the limit."""
-    cutoff = now.timestamp() - limit_s
-    fresh: set[str] = set()
-    stale_practitioners: dict[str, set[str]] = {}
-    last_success: dict[str, datetime] = {}
-    groups: dict[str, list[list[str]]] = {}
+def read_statuses(backend: Backend) -> VendorStatuses:
+    """The vendors' statuses as freshness needs them, read again only when they have changed: every search asks,
+    and reading them meant decoding every failing practitioner of every vendor (tens of milliseconds on the
+    embedded index, a hundred on Elasticsearch, which parses the whole documents to pick their fields)."""
+    revision = backend.revision(STATUS)
+    kept = _READ.get(backend)
+    if revision is not None and kept is not None and kept[0] == revision:
+        return kept[1]
+    statuses = VendorStatuses()
     for hit in backend.search(STATUS, GeoQuery(limit=1000, fields=_FRESHNESS_FIELDS)).hits:
         status = hit.doc
         vendor = status["vendor_id"]
-        success = status.get("last_success_at")
-        if success is not None:
-            last_success[vendor] = datetime.fromisoformat(success)
-            if last_success[vendor].timestamp() >= cutoff:
-                fresh.add(vendor)
-        groups[vendor] = []
-        stale: set[str] = set()
-        for since, ids in failing_groups(status):
-            groups[vendor].append(ids)
-            if datetime.fromisoformat(since).timestamp() < cutoff:
-                stale.update(ids)
-        if stale:
-            stale_practitioners[vendor] = stale
-    return Freshness(fresh, stale_practitioners, last_success, groups)
+        if status.get("last_success_at") is not None:
+            statuses.last_success[vendor] = datetime.fromisoformat(status["last_success_at"])
+        by_instant = sorted((datetime.fromisoformat(since).timestamp(), ids) for since, ids in failing_groups(status))
+        statuses.instants[vendor] = [instant for instant, _ in by_instant]
+        statuses.groups[vendor] = [ids for _, ids in by_instant]
+    if revision is not None:  # read after the revision: a write in between is read again next time, never missed
+        _READ[backend] = (revision, statuses)
+    return statuses
+
+
+def freshness(backend: Backend, now: datetime, limit_s: float) -> Freshness:
+    cutoff = now.timestamp() - limit_s
+    statuses = read_statuses(backend)
+    fresh = {vendor for vendor, at in statuses.last_success.items() if at.timestamp() >= cutoff}
+    stale = {vendor: statuses.failed_before(vendor, cutoff) for vendor in statuses.instants}
+    return Freshness(fresh, {vendor: ids for vendor, ids in stale.items() if ids}, statuses)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,6 +188,12 @@ class Backend(ABC):
 
     @abstractmethod
     def get(self, kind: str, doc_id: str) -> dict[str, Any] | None: ...
+
+    def revision(self, kind: str) -> Hashable | None:
+        """A value that changes whenever a document of the kind's live index is written or deleted (or the alias
+        moves), for readers that keep a small registry parsed while it is unchanged; None when the backend cannot
+        tell cheaply, and nothing is kept."""
+        return None
 
     @abstractmethod
     def get_many(self, kind: str, doc_ids: Iterable[str]) -> dict[str, dict[str, Any]]:

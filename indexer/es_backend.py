@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -256,6 +256,25 @@ class ElasticsearchBackend(Backend):
             return self._call(self.es.get, index=self.alias(kind), id=doc_id)["_source"]
         except NotFoundError:
             return None
+
+    def revision(self, kind: str) -> Hashable | None:
+        """Each document's index, id, sequence number and primary term, without their sources: a small kind only
+        (a page of documents at most, else None)."""
+        try:
+            answer = self._call(
+                self.es.search,
+                index=self.alias(kind),
+                size=self.max_page,
+                source=False,
+                seq_no_primary_term=True,
+                sort=["_doc"],
+                track_total_hits=self.max_page + 1,
+            )
+        except NotFoundError:
+            return None
+        if answer["hits"]["total"]["value"] > self.max_page:
+            return None
+        return tuple(sorted((h["_index"], h["_id"], h["_seq_no"], h["_primary_term"]) for h in answer["hits"]["hits"]))
 
     def get_many(self, kind: str, doc_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         wanted = sorted(set(doc_ids))

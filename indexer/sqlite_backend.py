@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -174,6 +174,9 @@ class SqliteBackend(Backend):
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
+                # Every write bumps the version's counter in its header, in the same transaction: `revision`.
+                (counter,) = db.execute("PRAGMA user_version").fetchone()
+                db.execute(f"PRAGMA user_version = {(int(counter) + 1) % 2**31}")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -331,6 +334,14 @@ class SqliteBackend(Backend):
             return None
         row = db.execute("SELECT body FROM docs WHERE id = ?", (doc_id,)).fetchone()
         return orjson.loads(row[0]) if row else None
+
+    def revision(self, kind: str) -> Hashable | None:
+        """The live version and the counter its every write transaction bumps (`PRAGMA user_version`, read from the
+        header as any reader of this process or another sees it)."""
+        index = self.live_index(kind)
+        if index is None:
+            return None
+        return index, self._db(index).execute("PRAGMA user_version").fetchone()[0]
 
     def get_many(self, kind: str, doc_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         db = self._live_db(kind)

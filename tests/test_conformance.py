@@ -18,6 +18,7 @@ from core.records import Address, Position, PracticeSite, Practitioner, Specialt
 from core.text import fold
 from indexer.backend import Backend, GeoQuery, decode_cursor, encode_cursor
 from indexer.documents import site_document
+from indexer.sqlite_backend import SqliteBackend
 
 CENTRE = (45.7640, 4.8357)  # Lyon
 NAMES = ["LEFÈVRE", "Lefebvre", "MÜLLER", "Dupont", "Ñúñez", "Œuvrard", "Lebrun-Carpentier", "Martin", "Petit"]
@@ -191,6 +192,35 @@ def test_many_documents_are_read_by_id_at_once(backend: Backend) -> None:
     found = backend.get_many("practice_sites", [*wanted, "nope", wanted[0]])
     assert found == {d["site_id"]: d for d in DOCS[::3]}
     assert backend.get_many("practice_sites", []) == {}
+
+
+def test_a_kinds_revision_changes_with_each_write_and_only_then(backend: Backend) -> None:
+    """What a reader keeping a small registry parsed compares: any write, delete or switch changes it."""
+    assert backend.revision("practice_sites") is None  # no live index yet
+    index = load(backend)
+    seen = [backend.revision("practice_sites")]
+    assert backend.revision("practice_sites") == seen[0]  # reading changes nothing
+    backend.search("practice_sites", GeoQuery(limit=5))
+    assert backend.revision("practice_sites") == seen[0]
+    backend.write(index, [dict(DOCS[3])])  # the same document again is still a write
+    backend.refresh(index)
+    seen.append(backend.revision("practice_sites"))
+    backend.delete(index, [DOCS[4]["site_id"]])
+    backend.refresh(index)
+    seen.append(backend.revision("practice_sites"))
+    backend.switch("practice_sites", load(backend))
+    seen.append(backend.revision("practice_sites"))
+    assert len(set(seen)) == len(seen), seen
+
+
+def test_another_process_writing_changes_the_revision_seen_here(tmp_path: Path) -> None:
+    """Embedded: the counter is in the version's file, so a writer elsewhere (the aggregator) is seen by the API."""
+    reader, writer = SqliteBackend(tmp_path), SqliteBackend(tmp_path)
+    index = load(writer)
+    before = reader.revision("practice_sites")
+    writer.write(index, [dict(DOCS[0], department_code="75")])
+    assert reader.revision("practice_sites") != before
+    assert reader.get("practice_sites", DOCS[0]["site_id"])["department_code"] == "75"
 
 
 def test_rewriting_a_document_replaces_it(backend: Backend) -> None:
