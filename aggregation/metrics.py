@@ -25,3 +25,7 @@ STALENESS = Gauge(
 BREAKER_OPEN = Gauge(
     "dispo_vendor_breaker_open", "1 when the vendor's circuit breaker is open", ["vendor"], registry=REGISTRY
 )
+# Per scheduler (each is its own scrape target, which Prometheus labels by instance): 1 for the vendors it pulls now.
+LEASE_HELD = Gauge(
+    "dispo_vendor_lease_held", "1 when this scheduler holds the vendor's lease", ["vendor"], registry=REGISTRY
+)

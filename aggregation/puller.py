@@ -27,6 +27,7 @@ from aggregation import metrics
 from aggregation.availability import EXAMPLES, ReconcileStats, SiteMapper, reconcile
 from aggregation.client import VendorError, make_client, search_slots
 from aggregation.contract import MAX_IDENTIFIERS, ParseResult
+from aggregation.lease import LeaseLost
 from aggregation.status import STATUS, group_failing
 from core.geo import PARIS
 from core.records import Vendor
@@ -205,6 +206,9 @@ class VendorPuller:
         self.known: set[str] = set()  # participants of the previous cycle
         self.last_success_at: datetime | None = None
         self.last_error: str | None = None
+        # Called before each write; raises LeaseLost once another scheduler may be pulling this vendor
+        # (`aggregation.lease`). Nothing to check when one scheduler runs alone.
+        self.guard: Callable[[], None] = lambda: None
 
     async def cycle(self) -> CycleReport:
         now = self.clock()
@@ -224,8 +228,16 @@ class VendorPuller:
         limiter = RateLimiter(self.vendor.requests_per_second)
         async with make_client(self.vendor) as client:
             state = _Cycle(client, limiter, semaphore, window, mapper, report, t0 + self.settings.split_budget_s)
-            await asyncio.gather(*(self._batch(ids, state) for ids in batches))
+            tasks = [asyncio.ensure_future(self._batch(ids, state)) for ids in batches]
+            try:
+                await asyncio.gather(*tasks)
+            except LeaseLost:  # the batches still running stop too: nothing more of this cycle is written
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
         if gone:  # practitioners who left the vendor: their slots go
+            self.guard()
             stats, _ = await asyncio.to_thread(reconcile, self.backend, self.vendor.vendor_id, gone, [], mapper, now)
             report.stats.add(stats)
         if report.stats.inserted or report.stats.updated or report.stats.removed:
@@ -233,6 +245,7 @@ class VendorPuller:
             await asyncio.to_thread(self.backend.refresh, ensure_live(self.backend, "slots"))
         report.duration_s = time.perf_counter() - t0
         report.breaker = self.breaker.state
+        self.guard()
         await asyncio.to_thread(self._save_status, report)
         return report
 
@@ -240,6 +253,7 @@ class VendorPuller:
         """One batch of the cycle, asked as a whole and narrowed down when it fails (`_narrow`)."""
         report = cycle.report
         async with cycle.semaphore:
+            self.guard()
             if not self.breaker.allow():
                 report.batches_skipped += 1
                 self._mark_failing(ids, "circuit open", report)
@@ -361,6 +375,7 @@ class VendorPuller:
         report.slots_received += len(result.slots)
         report.rejected.update(result.rejected)
         report.keep_examples("rejected", result.rejected_examples)
+        self.guard()
         stats, unplaced = await asyncio.to_thread(
             reconcile, self.backend, self.vendor.vendor_id, ids, result.slots, cycle.mapper, self.clock()
         )

@@ -6,10 +6,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
+import orjson
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from aggregation import metrics
+from aggregation.lease import LeaseLost, Leases, vendor_key
 from aggregation.puller import CycleReport, VendorPuller
 from core.records import Vendor
 from core.settings import Settings
@@ -20,9 +24,10 @@ log = logging.getLogger("dispo.aggregate")
 
 
 class Aggregator:
-    """Pulls every enabled vendor. Two hooks: `on_cycle` after each vendor's cycle, and `snapshot`, a periodic
-    job over the whole index (the coverage snapshot, given by the command line: analytics sits above
-    aggregation)."""
+    """Pulls every enabled vendor whose lease it holds (`aggregation.lease`): several schedulers may run against one
+    backend, each vendor is pulled by one of them at a time, and the others stand by. Two hooks: `on_cycle` after
+    each vendor's cycle, and `snapshot`, a periodic job over the whole index (the coverage snapshot, given by the
+    command line: analytics sits above aggregation)."""
 
     def __init__(
         self,
@@ -30,9 +35,11 @@ class Aggregator:
         settings: Settings,
         on_cycle: Callable[[CycleReport], None] | None = None,
         snapshot: Callable[[Backend, Settings], Any] | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.backend, self.settings, self.on_cycle, self.take_snapshot = backend, settings, on_cycle, snapshot
         self.pullers: dict[str, VendorPuller] = {}
+        self.leases = leases or Leases(backend, settings.aggregation_lease_s)
 
     def refresh_vendors(self) -> list[Vendor]:
         """Pullers for the enabled vendors; a changed vendor gets a new puller, a disabled one none."""
@@ -48,15 +55,25 @@ class Aggregator:
         return enabled
 
     async def cycle(self, vendor_id: str) -> CycleReport | None:
+        """One cycle of a vendor if this scheduler holds (or can take) its lease; None when another does."""
         puller = self.pullers.get(vendor_id)
         if puller is None:
             return None
+        key = vendor_key(vendor_id)
         try:
-            report = await puller.cycle()
+            if not await asyncio.to_thread(self.leases.claim, key):
+                log.info("vendor %s: pulled by another scheduler, standing by", vendor_id)
+                return None
+            puller.guard = partial(self.leases.check, key)
+            async with self.leases.kept(key):
+                report = await puller.cycle()
+        except LeaseLost as exc:
+            log.warning("vendor %s: cycle stopped, %s", vendor_id, exc)
+            return None
         except Exception:  # a broken cycle must not stop the scheduler or the other vendors
             log.exception("aggregation cycle of %s failed", vendor_id)
             return None
-        log.info("vendor %s: %s", vendor_id, report.as_dict())
+        log.info("vendor %s cycle %s", vendor_id, orjson.dumps(report.as_dict()).decode())
         if self.on_cycle is not None:
             self.on_cycle(report)
         return report
@@ -65,9 +82,36 @@ class Aggregator:
         """One cycle of every enabled vendor, all at once, then the snapshot hook; returns the reports in
         vendor order."""
         await asyncio.to_thread(self.refresh_vendors)
-        reports = await asyncio.gather(*(self.cycle(v) for v in sorted(self.pullers)))
+        try:
+            reports = await asyncio.gather(*(self.cycle(v) for v in sorted(self.pullers)))
+        finally:
+            await asyncio.to_thread(self.release)
         await self.snapshot()
         return [r for r in reports if r is not None]
+
+    def release(self) -> None:
+        """Give back every lease held, so that a standby scheduler pulls at once rather than when they run out."""
+        for vendor_id in self.pullers:
+            if self.leases.holds(vendor_key(vendor_id)):
+                try:
+                    self.leases.release(vendor_key(vendor_id))
+                except Exception:  # it runs out by itself
+                    log.exception("releasing the lease of %s failed", vendor_id)
+
+    async def keep_leases(self, scheduler: AsyncIOScheduler) -> None:
+        """Renew the leases held and try the others: one taken over from a scheduler that died is pulled now."""
+        for vendor_id in list(self.pullers):
+            key = vendor_key(vendor_id)
+            held = self.leases.holds(key)
+            try:
+                taken = await asyncio.to_thread(self.leases.claim, key)
+            except Exception:
+                log.exception("lease of %s: backend unreachable, trying again", vendor_id)
+                continue
+            metrics.LEASE_HELD.labels(vendor_id).set(1 if taken else 0)
+            job = scheduler.get_job(f"vendor:{vendor_id}")
+            if taken and not held and job is not None:
+                job.modify(next_run_time=datetime.now(UTC))
 
     async def snapshot(self) -> None:
         """The snapshot hook, if any; a failure is logged and waits for the next one."""
@@ -87,7 +131,7 @@ class Aggregator:
 
         async def sync_jobs() -> None:
             await asyncio.to_thread(self.refresh_vendors)
-            jobs = {job.id for job in scheduler.get_jobs()} - {"sync", "coverage"}
+            jobs = {job.id for job in scheduler.get_jobs()} - {"sync", "coverage", "leases"}
             for vendor_id in self.pullers:
                 if f"vendor:{vendor_id}" not in jobs:
                     scheduler.add_job(
@@ -124,8 +168,18 @@ class Aggregator:
                 # The first one once every vendor had a chance to answer.
                 next_run_time=datetime.now(UTC) + timedelta(seconds=min(60.0, self.settings.coverage_interval_s)),
             )
+        scheduler.add_job(
+            self.keep_leases,
+            "interval",
+            args=[scheduler],
+            seconds=self.leases.ttl_s / 3,
+            id="leases",
+            max_instances=1,
+            coalesce=True,
+        )
         scheduler.start()
         try:
             await (stop or asyncio.Event()).wait()
         finally:
             scheduler.shutdown(wait=False)
+            await asyncio.to_thread(self.release)

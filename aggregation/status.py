@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aggregation import metrics
+from aggregation.lease import leases, vendor_key
 from indexer.backend import Backend
 from indexer.registry import list_vendors
 
@@ -43,8 +44,11 @@ def failing_since(status: dict[str, Any]) -> dict[str, str]:
 
 def vendor_statuses(backend: Backend, now: datetime | None = None) -> list[dict[str, Any]]:
     now = now or datetime.now(UTC)
+    held_by = leases(backend)
     rows = []
     for vendor in list_vendors(backend):
+        lease = held_by.get(vendor_key(vendor.vendor_id))
+        pulled_by = lease if lease is not None and lease.held(now.timestamp()) else None
         status = backend.get(STATUS, vendor.vendor_id) or {}
         held = backend.count("slots", {"vendor": [vendor.vendor_id]})
         success = status.get("last_success_at")
@@ -66,6 +70,9 @@ def vendor_statuses(backend: Backend, now: datetime | None = None) -> list[dict[
             "slots_held": held,
             "staleness_s": staleness,
             "last_cycle": status.get("last_cycle"),
+            # The scheduler holding the vendor's lease (`aggregation.lease`), None when no scheduler pulls it now.
+            "pulled_by": pulled_by.holder if pulled_by else None,
+            "lease_until": datetime.fromtimestamp(pulled_by.expires_at, UTC).isoformat() if pulled_by else None,
         }
         metrics.SLOTS_HELD.labels(vendor.vendor_id).set(held)
         if staleness is not None:

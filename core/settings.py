@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REFRESH = r"^(-1|\d+(ms|s|m))$"  # an Elasticsearch refresh interval; -1 for none
 
 
 class Settings(BaseSettings):
@@ -21,17 +23,23 @@ class Settings(BaseSettings):
     backend: Literal["sqlite", "elasticsearch"] = "sqlite"
     # Where the embedded index, import reports and local state live.
     data_dir: Path = Path(".dispo")
-    # Elasticsearch cluster URL, used when backend=elasticsearch (and by the test suite).
+    # Elasticsearch URL, used when backend=elasticsearch (and by the test suite); on a cluster, several nodes'
+    # URLs comma-separated: the client spreads requests over them and retries one on another node when a node is gone.
     es_url: str | None = None
     # Prefix of every Elasticsearch index and alias, so several deployments can share a cluster.
     index_prefix: str = "dispo"
     # Elasticsearch request timeout in seconds.
     es_timeout_s: float = 30.0
-    # Layout of every Elasticsearch index: shards, and replicas (0 on a single node, 1 or more on a cluster, applied
-    # once an import's version is sealed, so bulk loading writes each document once), and how soon writes are seen.
+    # Layout of every Elasticsearch index: shards, and replicas, applied once an import's version is sealed so that
+    # bulk loading writes each document once: a count ("1"), or a range auto-expanded to the nodes there are ("0-1":
+    # none on a single node, which stays green, one on a cluster, which then survives the loss of a node).
     es_shards: int = Field(default=1, ge=1, le=64)
-    es_replicas: int = Field(default=0, ge=0, le=8)
-    es_refresh_interval: str = Field(default="1s", pattern=r"^(-1|\d+(ms|s|m))$")
+    es_replicas: str = Field(default="0-1", pattern=r"^(\d|\d-(\d|all))$")
+    # How soon writes are seen by searches, for every kind, and per kind where it differs ('{"slots": "5s"}').
+    es_refresh_interval: str = Field(default="1s", pattern=REFRESH)
+    es_refresh_intervals: dict[str, Annotated[str, Field(pattern=REFRESH)]] = Field(default_factory=dict)
+    # Copies of a shard (primary included) that must be up before a write goes ahead: "1", a number, or "all".
+    es_wait_for_active_shards: str = Field(default="1", pattern=r"^(\d|all)$")
 
     # Import safety: refuse to switch the live index when accepted records drop by more than this.
     max_drop_ratio: float = 0.10
@@ -65,6 +73,9 @@ class Settings(BaseSettings):
 
     # Availability aggregation: seconds between two cycles of one vendor.
     aggregation_interval_s: float = 120.0
+    # Seconds a scheduler's lease on a vendor lasts unless renewed (every third of it): several `dispo aggregate`
+    # may run, one pulls each vendor, and a standby takes over a dead one's vendors within 1⅓ of this.
+    aggregation_lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
     # A vendor's slots older than this (no successful call since) are hidden from "free" results.
     staleness_limit_s: float = 900.0
     # Retries of a batch after a timeout, a lost connection, a 429 or a 5xx (`core/retry.py`), with jittered

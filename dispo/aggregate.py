@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from typing import Annotated
 
 import typer
@@ -67,11 +68,29 @@ def aggregate(
         start_http_server(metrics_port, addr=settings.host, registry=REGISTRY)
     if once:
         reports = asyncio.run(aggregator.run_once())
-        if not reports:
+        if not reports and not aggregator.pullers:
             raise fail("no enabled vendor: declare one with `dispo vendors add`", FAILED, title=None)
+        if not reports:
+            raise fail(
+                "every vendor is being pulled by another scheduler (see `dispo vendors status`): nothing to do",
+                FAILED,
+                title=None,
+            )
         print_table("Aggregation cycle", CYCLE_COLUMNS, map(_cycle_row, reports))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    err.print(f"aggregating every {settings.aggregation_interval_s:g} s; Ctrl-C stops")
+    err.print(
+        f"aggregating every {settings.aggregation_interval_s:g} s as {aggregator.leases.holder} (vendors held by "
+        "another scheduler are pulled by it; this one stands by for them); Ctrl-C stops"
+    )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(aggregator.run_forever())
+        asyncio.run(_forever(aggregator))
+
+
+async def _forever(aggregator: Aggregator) -> None:
+    """Until SIGINT or SIGTERM, after which the leases held are given back for a standby to take at once."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await aggregator.run_forever(stop)

@@ -94,3 +94,17 @@ def bench(
         write_json([row.as_json() for row in rows])
     else:
         print_figures(rows)
+
+
+def drill(
+    work: Annotated[Path, typer.Option(help="folder of the drill's world, logs and cluster")] = Path(".dispo/drill"),
+    down_s: Annotated[float, typer.Option(help="seconds the killed node stays down")] = 20.0,
+    lease_s: Annotated[float, typer.Option(help="the schedulers' lease time")] = 10.0,
+    heap: Annotated[str, typer.Option(help="each node's heap")] = "512m",
+) -> None:
+    """Drills on a local Elasticsearch cluster of three nodes, under search load and with two schedulers: a node
+    killed and brought back (failed requests, slots lost, time to green), the leading scheduler killed (takeover
+    time), then paused (cycles it writes afterwards). Uses the cluster DISPO_ES_STATE records, else starts one."""
+    from bench.drills import run_drills  # the drill's imports only when it runs
+
+    write_json(run_drills(work.resolve(), down_s=down_s, lease_s=lease_s, heap=heap))

@@ -36,6 +36,7 @@ STATUS_COLUMNS = (
     "slots",
     "failing",
     "breaker",
+    "pulled by",
 )
 
 
@@ -171,6 +172,7 @@ def _status_row(r: dict[str, Any]) -> tuple[str, ...]:
         str(r["slots_held"]),
         str(r["failing_practitioners"]),
         r.get("breaker") or "-",
+        r.get("pulled_by") or "-",
     )
 
 
@@ -195,6 +197,7 @@ def _print_vendor_status(row: dict[str, Any], status: dict[str, Any]) -> None:
         ("last error", f"{row['last_error_at']}: {row['last_error']}" if row.get("last_error_at") else "-"),
         ("slots held", row["slots_held"]),
         ("breaker", row.get("breaker") or "-"),
+        ("pulled by", f"{row['pulled_by']} (lease until {row['lease_until']})" if row.get("pulled_by") else "-"),
     ):
         out.print(f"{label}: {escape(str(value))}")
     cycle = row.get("last_cycle")

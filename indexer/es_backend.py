@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,11 +43,35 @@ UPDATE_PAUSE_S = 0.05  # the longest pause between two attempts
 @dataclass(frozen=True)
 class IndexSettings:
     """How every index of the deployment is laid out on the cluster: one shard holds a national kind comfortably
-    (the largest, slots, is a few GB); replicas only where there are nodes to hold them."""
+    (the largest, slots, is a few GB); replicas where there are nodes to hold them."""
 
     shards: int = 1
-    replicas: int = 0
-    refresh_interval: str = "1s"  # how soon a write is searchable, once a version is sealed
+    # A count, or a range Elasticsearch expands to the nodes there are: "0-1" is none on one node, one on a cluster.
+    replicas: str = "0-1"
+    refresh_interval: str = "1s"  # how soon a write is searchable, once a version is sealed ...
+    refresh_intervals: Mapping[str, str] = field(default_factory=dict)  # ... per kind where it differs
+    wait_for_active_shards: str = "1"  # copies of a shard that must be up before a write goes ahead
+
+    def replica_settings(self) -> dict[str, Any]:
+        if "-" in self.replicas:
+            return {"auto_expand_replicas": self.replicas}
+        return {"auto_expand_replicas": "false", "number_of_replicas": int(self.replicas)}
+
+    def live(self, kind: str) -> dict[str, Any]:
+        """The settings of a sealed version of `kind`."""
+        return {
+            **self.replica_settings(),
+            "refresh_interval": self.refresh_intervals.get(kind, self.refresh_interval),
+            "write.wait_for_active_shards": self.wait_for_active_shards,
+        }
+
+
+def nodes(url: str) -> list[str]:
+    """The nodes of a `DISPO_ES_URL`: one URL, or several comma-separated."""
+    found = [part.strip().rstrip("/") for part in url.split(",") if part.strip()]
+    if not found:
+        raise ValueError("DISPO_ES_URL names no node; give one URL or several comma-separated")
+    return found
 
 
 class ElasticsearchBackend(Backend):
@@ -65,11 +89,14 @@ class ElasticsearchBackend(Backend):
         self.prefix = prefix
         self.bulk_size = bulk_size
         self.index_settings = index_settings or IndexSettings()
+        # Every node named is in the client's pool: a request that finds its node gone (refused connection, timeout,
+        # a 502/503/504 from a node leaving) is sent again to another, and the dead node rests before it is tried.
         self.es = Elasticsearch(
-            url,
+            nodes(url),
             request_timeout=timeout_s,
             retry_on_timeout=True,
-            max_retries=2,
+            retry_on_status=(502, 503, 504),
+            max_retries=3,
             serializers={"application/json": OrjsonSerializer()},
         )
 
@@ -96,7 +123,12 @@ class ElasticsearchBackend(Backend):
         spec = definition(kind)
         index = f"{self.alias(kind)}-v{version or datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
         # Bulk loading: no refresh and no replica to copy each write to until the version is sealed.
-        settings = {"number_of_shards": self.index_settings.shards, "number_of_replicas": 0, "refresh_interval": "-1"}
+        settings = {
+            "number_of_shards": self.index_settings.shards,
+            "number_of_replicas": 0,
+            "auto_expand_replicas": "false",
+            "refresh_interval": "-1",
+        }
         try:
             self._call(self.es.indices.create, index=index, settings=settings, mappings=spec.mappings)
         except BadRequestError as exc:
@@ -178,12 +210,8 @@ class ElasticsearchBackend(Backend):
         self._call(self.es.indices.refresh, index=index)
 
     def seal(self, index: str) -> None:
-        live = self.index_settings
-        self._call(
-            self.es.indices.put_settings,
-            index=index,
-            settings={"index": {"refresh_interval": live.refresh_interval, "number_of_replicas": live.replicas}},
-        )
+        live = self.index_settings.live(self._kind_of(index))
+        self._call(self.es.indices.put_settings, index=index, settings={"index": live})
         self._call(self.es.indices.refresh, index=index)
 
     def live_index(self, kind: str) -> str | None:
@@ -468,8 +496,8 @@ class ElasticsearchBackend(Backend):
     def health(self) -> Health:
         try:
             health = self.es.cluster.health(timeout="2s")
-            nodes = self.es.nodes.info(node_id="_local", filter_path="nodes.*.version")
-            version = next(iter(nodes["nodes"].values()))["version"]
+            found = self.es.nodes.info(node_id="_local", filter_path="nodes.*.version")
+            version = next(iter(found["nodes"].values()))["version"]
             live = {kind: self.live_index(kind) for kind in KINDS}
         except Exception as exc:
             return Health(reachable=False, backend=self.name, detail=f"{type(exc).__name__}: {exc}")
@@ -478,7 +506,7 @@ class ElasticsearchBackend(Backend):
             backend=self.name,
             version=f"Elasticsearch {version}",
             live=live,
-            detail=f"cluster {health['status']}",
+            detail=f"cluster {health['status']}, {health['number_of_nodes']} node(s)",
         )
 
     def delete_all(self) -> None:

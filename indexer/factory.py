@@ -26,6 +26,12 @@ def _open(settings: Settings) -> Backend:
             prefix=settings.index_prefix,
             timeout_s=settings.es_timeout_s,
             bulk_size=settings.bulk_size,
-            index_settings=IndexSettings(settings.es_shards, settings.es_replicas, settings.es_refresh_interval),
+            index_settings=IndexSettings(
+                shards=settings.es_shards,
+                replicas=settings.es_replicas,
+                refresh_interval=settings.es_refresh_interval,
+                refresh_intervals=settings.es_refresh_intervals,
+                wait_for_active_shards=settings.es_wait_for_active_shards,
+            ),
         )
     return SqliteBackend(settings.data_dir / "index")

@@ -20,6 +20,7 @@ KINDS = (
     "vendors",
     "participations",
     "vendor_status",
+    "leases",
     "appointments",
     "booking_attempts",
     "regulator_accounts",

@@ -17,6 +17,7 @@ from indexer.availability import SlotMatch
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import scan
 from search.place import Place
+from search.request import SearchRequest
 
 # What freshness, live verification and cards read of a slot: not places, names or hashes.
 SLOT_FIELDS = (
@@ -113,6 +114,22 @@ def count_in_reach(
 def participations_of(backend: Backend, idnps: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The SAS participation of each practitioner who declared one, by IDNPS (read by key)."""
     return backend.get_many("participations", idnps)
+
+
+def admit(
+    candidates: list[Candidate], participations: dict[str, dict[str, Any]], req: SearchRequest
+) -> list[Candidate]:
+    """The candidates whose practitioner's SAS participation passes the request's filters: one of the ways asked for
+    (`via`: individually, through a CPTS, an MSP, SOS Médecins) and taking extra patients or not."""
+    kept = []
+    for c in candidates:
+        p = participations.get(c.idnps)
+        if req.via and (p is None or p.get("via") not in req.via):
+            continue
+        if req.extra_patients is not None and (p is None or bool(p.get("extra_patients")) != req.extra_patients):
+            continue
+        kept.append(c)
+    return kept
 
 
 def sites_of(backend: Backend, candidates: list[Candidate]) -> dict[str, dict[str, Any]]:

@@ -24,6 +24,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from aggregation.availability import Freshness, freshness
 from aggregation.verify import VerifyReport
@@ -32,6 +33,7 @@ from indexer.availability import SlotMatch
 from indexer.backend import Backend
 from search.candidates import (
     Candidate,
+    admit,
     count_in_reach,
     in_circle,
     participations_of,
@@ -74,6 +76,10 @@ class SearchState:
     fresh: Freshness = field(init=False)
     match: SlotMatch = field(init=False)  # what a slot shown must be
     candidates: list[Candidate] = field(init=False)  # sites with matching slots in the circle, without their slots
+    # The SAS participations of the practitioners met so far, by IDNPS, and every IDNPS already asked for (those
+    # without a participation included): read once, whatever the radii tried.
+    participations: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
+    asked: set[str] = field(default_factory=set, init=False)
     tried: list[RadiusTried] = field(init=False)
     ranked: list[Candidate] = field(init=False)  # in order, from the page's first rank
     offset: int = field(default=0, init=False)  # the rank `ranked` starts at in the whole order
@@ -171,12 +177,24 @@ def filter_slots(state: SearchState) -> None:
     )
 
 
+def admitted(state: SearchState, candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates the request's participation filters keep (`search.candidates.admitted`), their practitioners'
+    participations read by key the first time they are met."""
+    new = {c.idnps for c in candidates} - state.asked
+    if new:
+        state.participations |= participations_of(state.backend, new)
+        state.asked |= new
+    return admit(candidates, state.participations, state.req)
+
+
 def gather_candidates(state: SearchState) -> None:
-    """The candidates of the smallest radius holding enough practitioners with slots (else the largest)."""
+    """The candidates of the smallest radius holding enough practitioners with slots (else the largest). Counted
+    are the practitioners the whole request keeps: its slot filters, and its participation filters (`via`,
+    `extra_patients`), so that asking for SOS Médecins widens the circle until five SOS practitioners are in it."""
     state.tried = []
     for radius in state.radii:
         state.radius_km = radius
-        state.candidates = in_circle(state.backend, state.place, radius, state.match)
+        state.candidates = admitted(state, in_circle(state.backend, state.place, radius, state.match))
         practitioners = len({c.idnps for c in state.candidates})
         state.tried.append(RadiusTried(radius, practitioners))
         if practitioners >= MIN_WITH_SLOTS:
@@ -184,19 +202,19 @@ def gather_candidates(state: SearchState) -> None:
 
 
 def gather_sites(state: SearchState) -> None:
-    """A later page's candidates: the sites with matching slots in the first page's circle."""
-    state.candidates = in_circle(state.backend, state.place, state.radius_km, state.match)
+    """A later page's candidates: the sites with matching slots in the first page's circle that the request keeps."""
+    state.candidates = admitted(state, in_circle(state.backend, state.place, state.radius_km, state.match))
 
 
 def rank_candidates(state: SearchState) -> None:
-    """The neutral order (see `search.rank`), then the practitioners without slots when asked for."""
+    """The neutral order (see `search.rank`), then the practitioners without slots when asked for (those the
+    participation filters keep)."""
     req = state.req
-    participations = participations_of(state.backend, (c.idnps for c in state.candidates))
-    state.ranked = rank(state.candidates, participations, state.place, state.seed, req)
+    state.ranked = rank(state.candidates, state.participations, state.place, state.seed, req)
     if req.include_without_slots:
         shown = {c.site_id for c in state.candidates}
         others = without_slots(state.backend, state.place, state.radius_km, state.specialty, req.profession, shown)
-        state.ranked += order(others, state.place, state.seed)
+        state.ranked += order(admitted(state, others), state.place, state.seed)
     state.total = len(state.ranked)
 
 

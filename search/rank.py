@@ -44,15 +44,11 @@ def rank(
     seed: int,
     req: SearchRequest,
 ) -> list[Candidate]:
-    """Candidates with slots in ranking order, those the participation filters exclude left out; each gets
-    its group and its slots earliest first."""
+    """Candidates with slots (those the request keeps, `search.candidates.admit`) in ranking order; each gets its
+    group and its slots earliest first."""
     kept = []
     for c in candidates:
         p = participations.get(c.idnps)
-        if req.via and (p is None or p.get("via") not in req.via):
-            continue
-        if req.extra_patients is not None and (p is None or bool(p.get("extra_patients")) != req.extra_patients):
-            continue
         if req.preferred and c.idnps == req.preferred:
             c.group = Group.preferred
         else:

@@ -75,6 +75,7 @@ DOCUMENTED = [
     "coverage chart",
     "generate",
     "bench",
+    "drill",
 ]
 ANALYTICS_EXTRA = ("matplotlib", "pandas", "pyarrow", "numpy")
 

@@ -21,8 +21,10 @@ def test_shards_replicas_and_refresh_come_from_the_settings(tmp_path) -> None:
         index_prefix=f"dispotest-{uuid.uuid4().hex[:10]}",
         data_dir=tmp_path,
         es_shards=2,
-        es_replicas=1,
+        es_replicas="1",
         es_refresh_interval="5s",
+        es_refresh_intervals={"vendors": "250ms"},
+        es_wait_for_active_shards="all",
     )
     backend = make_backend(settings)
     assert isinstance(backend, ElasticsearchBackend)
@@ -33,9 +35,34 @@ def test_shards_replicas_and_refresh_come_from_the_settings(tmp_path) -> None:
         backend.seal(loading)
         index = backend.es.indices.get_settings(index=loading)[loading]["settings"]["index"]
         assert (index["number_of_shards"], index["number_of_replicas"], index["refresh_interval"]) == ("2", "1", "5s")
-        live = ensure_live(backend, "vendors")  # a registry's first index goes the same way
+        assert (index["auto_expand_replicas"], index["write"]["wait_for_active_shards"]) == ("false", "all")
+        live = ensure_live(backend, "vendors")  # a registry's first index goes the same way, with its own refresh
         index = backend.es.indices.get_settings(index=live)[live]["settings"]["index"]
         assert (index["number_of_shards"], index["number_of_replicas"]) == ("2", "1")
+        assert index["refresh_interval"] == "250ms"
+    finally:
+        backend.delete_all()
+        backend.close()
+
+
+def test_replicas_expand_to_the_nodes_there_are_by_default(tmp_path) -> None:
+    """By default a sealed version asks for "0-1" replicas: none on a single node (which stays green), one as soon as
+    the cluster has a second node."""
+    prefix = f"dispotest-{uuid.uuid4().hex[:10]}"
+    settings = Settings(backend="elasticsearch", es_url=es_url() or "", index_prefix=prefix, data_dir=tmp_path)
+    assert (settings.es_replicas, settings.es_wait_for_active_shards) == ("0-1", "1")
+    backend = make_backend(settings)
+    assert isinstance(backend, ElasticsearchBackend)
+    try:
+        live = ensure_live(backend, "slots")
+        index = backend.es.indices.get_settings(index=live)[live]["settings"]["index"]
+        assert index["auto_expand_replicas"] == "0-1"
+        nodes = backend.es.cluster.health()["number_of_data_nodes"]
+        health = backend.es.cluster.health(index=live, wait_for_status="green", timeout="30s")
+        assert health["status"] == "green"
+        assert int(backend.es.indices.get_settings(index=live)[live]["settings"]["index"]["number_of_replicas"]) == min(
+            1, nodes - 1
+        )
     finally:
         backend.delete_all()
         backend.close()
