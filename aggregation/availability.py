@@ -62,6 +62,8 @@ def ensure_slots_index(backend: Backend) -> str:
 def slot_document(slot: Slot, site: dict[str, Any]) -> dict[str, Any]:
     """The slot's document: the record placed on `site`, plus what searches filter on from that site."""
     doc = slot.model_dump(mode="json", exclude_none=True)
+    if not doc.get("cpts"):  # most slots: no key, so their hash stays what releases before the CPTS flow made it
+        doc.pop("cpts", None)
     doc["site_id"] = site["site_id"]
     doc["site_source"] = site.get("site_source", DIRECTORY)
     practitioner = site.get("practitioner") or {}

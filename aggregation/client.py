@@ -22,7 +22,7 @@ import httpx
 import orjson
 
 from aggregation.contract import CONTRACT_ACCEPT, MalformedBundle, ParseResult, parse_bundle, slot_search_params
-from core.records import Vendor
+from core.records import Flow, Vendor
 from core.retry import retryable_status
 
 # Safety cap on the pages of one answer, never a limit on what a conformant vendor may send: 25 practitioners over
@@ -121,7 +121,7 @@ async def _read_answer(
     """Every page of the answer, merged (see `search_slots`)."""
     base = httpx.URL(vendor.base_url.rstrip("/") + "/")  # relative next links are relative to the FHIR base
     url: httpx.URL | None = base.join("Slot")
-    params: list[tuple[str, str]] | None = slot_search_params(idnps, *window)
+    params: list[tuple[str, str]] | None = slot_search_params(idnps, *window, cpts=Flow.cpts in vendor.flows)
     asked = frozenset(idnps)  # a Slot of anyone else is rejected: the vendor answers only for these
     merged = ParseResult(total=None)
     loop = asyncio.get_running_loop()

@@ -1,9 +1,11 @@
-"""The SAS slot-search contract (flow INT_R01): the request Dispo sends, and the Bundle it gets back.
+"""The SAS slot-search contract (flows INT_R01, and INT_R04 with the CPTS): the request Dispo sends, and the Bundle
+it gets back.
 
-`slot_search_params` builds the agency's query; `parse_bundle` resolves a searchset Bundle (Slot ->
-Schedule -> Practitioner / PractitionerRole with its contained Location, or Location -> Organization
-for SOS Médecins), checks each Slot against the contract's slot rules (`aggregation.rules`) and normalises
-it to a canonical `Slot`. Slots that break an enforced rule are counted by reason, never indexed.
+`slot_search_params` builds the agency's query (with the CPTS includes for a vendor serving that flow);
+`parse_bundle` resolves a searchset Bundle (Slot -> Schedule -> Practitioner / PractitionerRole with its contained
+Location, or Location -> Organization for SOS Médecins; Slot -> HealthcareService -> Organization for the CPTS a slot
+is offered through), checks each Slot against the contract's slot rules (`aggregation.rules`) and normalises it to a
+canonical `Slot`. Slots that break an enforced rule are counted by reason, never indexed.
 
 What a vendor sends is untrusted: every value is read with the JSON type the contract gives it, and a value of any
 other type reads as missing, so a badly shaped Slot is rejected by the rule that then fails instead of failing the
@@ -28,13 +30,18 @@ from aggregation.rules import (
     first_broken,
 )
 from core.geo import EARLIEST, LATEST
-from core.records import Modality, Slot, SlotPlace, SlotType
+from core.records import Cpts, Modality, Slot, SlotPlace, SlotType
 
 IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 IDNST_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
 MAX_IDENTIFIERS = 25  # the contract allows 1 to 25 practitioners per call
 CONTRACT_ACCEPT = "application/json+fhir"  # the Accept header the contract prescribes
 REJECTED_EXAMPLES = 3  # slot ids kept per rejection reason
+# The CPTS flow (INT_R04): a slot offered through a CPTS has a serviceType coded 604 (TRE_R66, the CPTS's category of
+# establishment) whose extension references the CPTS's HealthcareService; the search includes it and its Organization.
+CPTS_CATEGORY = "604"
+SERVICE_TYPE_REFERENCE = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Slot.serviceType"
+CPTS_INCLUDES = (("_include", "Slot:service-type-reference"), ("_include:iterate", "HealthcareService:organization"))
 
 
 class MalformedBundle(ValueError):
@@ -52,8 +59,11 @@ def fhir_instant(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds")
 
 
-def slot_search_params(idnps: Sequence[str], start_ge: datetime, start_le: datetime) -> list[tuple[str, str]]:
-    """Query parameters of `GET [base]/Slot` for 1 to 25 practitioners, in the contract's form."""
+def slot_search_params(
+    idnps: Sequence[str], start_ge: datetime, start_le: datetime, cpts: bool = False
+) -> list[tuple[str, str]]:
+    """Query parameters of `GET [base]/Slot` for 1 to 25 practitioners, in the contract's form; with `cpts`, the
+    CPTS flow's includes: each slot's HealthcareService (serviceType 604) and the CPTS's Organization."""
     if not 1 <= len(idnps) <= MAX_IDENTIFIERS:
         raise ValueError(f"a slot search names 1 to {MAX_IDENTIFIERS} practitioners, not {len(idnps)}")
     if start_le <= start_ge:
@@ -65,6 +75,7 @@ def slot_search_params(idnps: Sequence[str], start_ge: datetime, start_le: datet
         ("status", "free"),
         ("_include", "Slot:schedule"),
         ("_include:iterate", "Schedule:actor"),
+        *(CPTS_INCLUDES if cpts else ()),
     ]
 
 
@@ -233,6 +244,8 @@ def slot_facts(
     modalities: list[Modality] = []
     reasons: list[str] = []
     for _, code, text in _codes(resource.get("serviceType")):
+        if code == CPTS_CATEGORY:  # the CPTS the slot is offered through (`_cpts`), not a reason
+            continue
         if code in MODALITIES:
             modality = Modality(code)
             if modality not in modalities:
@@ -307,8 +320,36 @@ def parse_slot(
         reasons=facts.reasons,
         booking_url=facts.booking_url,
         fetched_at=fetched_at,
+        cpts=_cpts(resource, context) if context is not None else [],
         **(facts.behind or {}),
     )
+
+
+def _cpts(slot: dict[str, Any], context: BundleContext) -> list[Cpts]:
+    """The CPTS a slot is offered through: each serviceType coded 604 references a HealthcareService of the Bundle,
+    provided by the CPTS's Organization (its IDNST, name and phone). One the Bundle does not resolve is left out."""
+    found: dict[str, Cpts] = {}
+    for concept in _items(slot.get("serviceType")):
+        if not isinstance(concept, dict) or not any(code == CPTS_CATEGORY for _, code, _ in _codes([concept])):
+            continue
+        for extension in _items(concept.get("extension")):
+            if not isinstance(extension, dict) or extension.get("url") != SERVICE_TYPE_REFERENCE:
+                continue
+            service = context.resolve(extension.get("valueReference"))
+            organization = context.resolve((service or {}).get("providedBy"))
+            idnst = _identifier(organization, IDNST_SYSTEM)
+            if organization is None or idnst is None or idnst in found:
+                continue
+            phone = next(
+                (
+                    _text(t.get("value"))
+                    for t in _items(organization.get("telecom"))
+                    if isinstance(t, dict) and t.get("system") == "phone" and _text(t.get("value"))
+                ),
+                None,
+            )
+            found[idnst] = Cpts(idnst=idnst, name=_text(organization.get("name")) or None, phone=phone)
+    return list(found.values())
 
 
 def _behind(context: BundleContext, schedule: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from api.auth import Role
 from api.deps import get_backend, get_settings, require
 from api.params import VendorId
 from api.problems import Problem, problems
-from core.records import Vendor
+from core.records import Flow, Vendor
 from core.settings import Settings
 from indexer.backend import Backend
 from indexer.registry import list_vendors, save_vendor, set_enabled
@@ -32,6 +32,7 @@ class VendorView(BaseModel):
     concurrency: int
     timeout_s: float
     requests_per_second: float
+    flows: list[Flow]
     enabled: bool
 
     @classmethod

@@ -167,6 +167,24 @@ class Modality(StrEnum):
     VR = "VR"  # teleconsultation
 
 
+class Flow(StrEnum):
+    """The agency's aggregation flows a vendor serves: practitioners taking part individually (their Slot search),
+    the same search with their CPTS included, SOS Médecins associations (a Schedule search by SIRET)."""
+
+    individual = "individual"
+    cpts = "cpts"
+    sos = "sos"
+
+
+class Cpts(BaseModel):
+    """A communauté professionnelle territoriale de santé a slot is offered through (serviceType 604 of the Slot,
+    its HealthcareService and Organization): what a card shows of it."""
+
+    idnst: str  # the CPTS's structure identifier with its prefix (1 + FINESS)
+    name: str | None = None
+    phone: str | None = None
+
+
 class SlotPlace(BaseModel):
     """Where the vendor says the slot takes place (PractitionerRole's contained Location, or Location)."""
 
@@ -194,6 +212,7 @@ class Slot(BaseModel):
     practitioner_name: str | None = None
     structure_idnst: str | None = None  # organisation identifier with its prefix: 1+FINESS, 3+SIRET, ...
     place: SlotPlace | None = None
+    cpts: list[Cpts] = Field(default_factory=list)  # the CPTS the slot is offered through (CPTS flow), if any
     site_id: str | None = None  # the directory practice site it was mapped to
     fetched_at: datetime
 
@@ -221,6 +240,8 @@ class Vendor(BaseModel):
     concurrency: int = Field(default=4, ge=1, le=64)  # calls in flight at once
     timeout_s: float = Field(default=7.0, gt=0, le=60)  # the agency's guide drops answers slower than 7 s
     requests_per_second: float = Field(default=20.0, gt=0, le=1_000)
+    # The agency's flows the vendor serves: with `cpts`, its Slot searches include the slots' CPTS.
+    flows: list[Flow] = Field(default_factory=lambda: [Flow.individual], min_length=1)
     enabled: bool = True
 
     @field_validator("vendor_id")

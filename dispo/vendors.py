@@ -17,7 +17,7 @@ from aggregation.contract import CONTRACT_ACCEPT, slot_search_params
 from aggregation.puller import slot_window
 from aggregation.status import STATUS, failing_since, vendor_statuses
 from api.vendors import VendorView
-from core.records import Vendor
+from core.records import Flow, Vendor
 from dispo.console import FAILED, INVALID, fail, open_backend, out, print_listing, write_json
 from editor_sandbox.conformance import Check, check_answer
 from indexer.registry import get_vendor, list_vendors, participants, save_vendor, set_enabled
@@ -52,6 +52,10 @@ def vendors_add(
     concurrency: Annotated[int, typer.Option()] = 4,
     timeout: Annotated[float, typer.Option(help="seconds per request")] = 7.0,
     rps: Annotated[float, typer.Option(help="requests per second")] = 20.0,
+    flow: Annotated[
+        list[Flow] | None,
+        typer.Option(help="a flow of the agency's guide the vendor serves, repeated for several (default individual)"),
+    ] = None,
 ) -> None:
     """Declare (or update) a vendor."""
     try:
@@ -66,6 +70,7 @@ def vendors_add(
             concurrency=concurrency,
             timeout_s=timeout,
             requests_per_second=rps,
+            flows=sorted(set(flow or [Flow.individual])),
         )
     except ValidationError as exc:
         problems = "; ".join(
@@ -84,8 +89,19 @@ def vendors_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         as_json,
         [v.model_dump() for v in views],
         f"{len(views)} vendor(s)",
-        ("id", "name", "base URL", "auth", "timeout s", "enabled"),
-        ((v.vendor_id, v.name, v.base_url, v.auth, f"{v.timeout_s:g}", "yes" if v.enabled else "no") for v in views),
+        ("id", "name", "base URL", "auth", "timeout s", "flows", "enabled"),
+        (
+            (
+                v.vendor_id,
+                v.name,
+                v.base_url,
+                v.auth,
+                f"{v.timeout_s:g}",
+                ", ".join(v.flows),
+                "yes" if v.enabled else "no",
+            )
+            for v in views
+        ),
     )
 
 
@@ -102,7 +118,7 @@ async def _ask(vendor: Vendor, asked: list[str], start: datetime, end: datetime)
     async with make_client(vendor) as client:
         return await client.get(
             vendor.base_url.rstrip("/") + "/Slot",
-            params=slot_search_params(asked, start, end),
+            params=slot_search_params(asked, start, end, cpts=Flow.cpts in vendor.flows),
             headers={"Accept": CONTRACT_ACCEPT},
         )
 

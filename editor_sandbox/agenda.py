@@ -25,6 +25,14 @@ class SandboxSite(BaseModel):
     postcode: str | None = None
 
 
+class SandboxCpts(BaseModel):
+    """A CPTS some practitioners take part through: their CPTS-typed slots are offered through it (flow INT_R04)."""
+
+    idnst: str  # 1 + FINESS
+    name: str
+    phone: str | None = None  # +33..., the contract's telecom format
+
+
 class SandboxPractitioner(BaseModel):
     idnps: str
     family: str
@@ -32,6 +40,7 @@ class SandboxPractitioner(BaseModel):
     phone: str | None = None
     specialties: list[str] = Field(default_factory=lambda: ["SM54"])
     sites: list[SandboxSite] = Field(default_factory=list)
+    cpts: SandboxCpts | None = None
 
 
 class SandboxConfig(BaseModel):

@@ -28,7 +28,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.datastructures import URL
 
-from aggregation.contract import IDNPS_SYSTEM, IDNST_SYSTEM, MAX_IDENTIFIERS, parse_instant
+from aggregation.contract import (
+    CPTS_CATEGORY,
+    CPTS_INCLUDES,
+    IDNPS_SYSTEM,
+    IDNST_SYSTEM,
+    MAX_IDENTIFIERS,
+    SERVICE_TYPE_REFERENCE,
+    parse_instant,
+)
 from core.geo import department_of_postcode, gazetteer
 from editor_sandbox.agenda import (
     MODALITIES,
@@ -37,6 +45,7 @@ from editor_sandbox.agenda import (
     TYPES,
     AgendaSlot,
     SandboxConfig,
+    SandboxCpts,
     SandboxPractitioner,
     SandboxSite,
     day_slots,
@@ -49,6 +58,8 @@ ACT_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 R38_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R38-SpecialiteOrdinale/FHIR/TRE-R38-SpecialiteOrdinale"
 V20276 = "http://terminology.hl7.org/CodeSystem/v2-0276"
 V20203 = "http://interopsante.org/fhir/CodeSystem/fr-v2-0203"
+IDENTIFIER_TYPES = "http://interopsante.org/fhir/CodeSystem/fr-location-identifier-type"  # IDNST of an Organization
+R66_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R66-CategorieEtablissement/FHIR/TRE-R66-CategorieEtablissement"
 KNOBS = (
     "full_rate",
     "unknown_sites",
@@ -137,6 +148,9 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
             return outcome(400, "value", "_count and _offset must be integers")
         include = "Slot:schedule" in params.getlist("_include")
         iterate = "Schedule:actor" in params.getlist("_include:iterate")
+        # The CPTS flow's includes: the HealthcareService a CPTS slot references, and the CPTS's Organization.
+        services = CPTS_INCLUDES[0][1] in params.getlist("_include")
+        organizations = CPTS_INCLUDES[1][1] in params.getlist("_include:iterate")
         moment = now()
         entries: list[dict[str, Any]] = []
         seen: set[str] = set()
@@ -156,7 +170,13 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
         page = matching[offset : offset + count] if count else matching
         for slot in page:
             practitioner, idnps = described[slot.idnps], slot.idnps
-            entries.append(_entry(base, "Slot", _slot(base, slot)))
+            cpts = practitioner.cpts if slot.slot_type == "CPTS" else None
+            entries.append(_entry(base, "Slot", _slot(base, slot, cpts)))
+            if cpts is not None and services and f"HealthcareService/cpts-{cpts.idnst}" not in seen:
+                seen.add(f"HealthcareService/cpts-{cpts.idnst}")
+                entries.append(_entry(base, "HealthcareService", _service(cpts)))
+                if organizations:
+                    entries.append(_entry(base, "Organization", _cpts_organization(cpts)))
             schedule_id = f"{idnps}-{slot.site_index}"
             if include and f"Schedule/{schedule_id}" not in seen:
                 seen.add(f"Schedule/{schedule_id}")
@@ -425,12 +445,26 @@ _MODALITY = {code: {"coding": [{"system": ACT_SYSTEM, "code": code}]} for code, 
 _REASON = {text: {"text": text} for text in REASONS}
 
 
-def _slot(base: str, slot: AgendaSlot) -> dict[str, Any]:
+def _slot(base: str, slot: AgendaSlot, cpts: SandboxCpts | None = None) -> dict[str, Any]:
+    """The Slot resource; one offered through a CPTS has its serviceType 604 referencing the CPTS's service."""
+    service_types = [_MODALITY[slot.modality], _REASON[slot.reason]]
+    if cpts is not None:
+        service_types.append(
+            {
+                "extension": [
+                    {
+                        "url": SERVICE_TYPE_REFERENCE,
+                        "valueReference": {"reference": f"HealthcareService/cpts-{cpts.idnst}"},
+                    }
+                ],
+                "coding": [{"system": R66_SYSTEM, "code": CPTS_CATEGORY}],
+            }
+        )
     resource: dict[str, Any] = {
         "resourceType": "Slot",
         "id": slot.slot_id,
         "meta": _SECURITY[slot.slot_type],
-        "serviceType": [_MODALITY[slot.modality], _REASON[slot.reason]],
+        "serviceType": service_types,
         "specialty": [{"coding": [{"system": R38_SYSTEM, "code": slot.specialty}]}],
         "appointmentType": _APPOINTMENT[slot.appointment_type],
         "schedule": {"reference": f"Schedule/{slot.idnps}-{slot.site_index}"},
@@ -440,6 +474,32 @@ def _slot(base: str, slot: AgendaSlot) -> dict[str, Any]:
     }
     # Every free slot carries its page (test-kit requirement 25), walk-in ones included.
     resource["comment"] = f"{base}/booking/{slot.slot_id}?lang=fr"
+    return resource
+
+
+def _service(cpts: SandboxCpts) -> dict[str, Any]:
+    return {
+        "resourceType": "HealthcareService",
+        "id": f"cpts-{cpts.idnst}",
+        "providedBy": {"reference": f"Organization/cpts-{cpts.idnst}"},
+    }
+
+
+def _cpts_organization(cpts: SandboxCpts) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Organization",
+        "id": f"cpts-{cpts.idnst}",
+        "identifier": [
+            {
+                "type": {"coding": [{"system": IDENTIFIER_TYPES, "code": "IDNST"}]},
+                "system": IDNST_SYSTEM,
+                "value": cpts.idnst,
+            }
+        ],
+        "name": cpts.name,
+    }
+    if cpts.phone:
+        resource["telecom"] = [{"system": "phone", "value": cpts.phone}]
     return resource
 
 

@@ -7,12 +7,14 @@ and every practitioner's participation names the vendor that serves them.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.records import Participation, Vendor
+from core.geo import department_of_postcode
+from core.records import Flow, Participation, ParticipationVia, Vendor
 from core.settings import Settings
-from editor_sandbox.agenda import SandboxConfig, SandboxPractitioner, SandboxSite
+from editor_sandbox.agenda import SandboxConfig, SandboxCpts, SandboxPractitioner, SandboxSite
 from editor_sandbox.server import SandboxServer, bound_socket
 from indexer.backend import Backend
 from indexer.lifecycle import iterate_all
@@ -78,6 +80,18 @@ def directory_practitioners(backend: Backend, only: list[str] | None = None) -> 
     return [by_idnps[k] for k in sorted(by_idnps)]
 
 
+def territory_cpts(practitioner: SandboxPractitioner) -> SandboxCpts | None:
+    """The CPTS of a practitioner taking part through one, in the sandbox's made-up territories: one per department
+    (the department of the practitioner's first site), with an identifier of the form 1 + FINESS."""
+    postcode = next((site.postcode for site in practitioner.sites if site.postcode), None)
+    if postcode is None:
+        return None
+    department = department_of_postcode(postcode)
+    finess = f"{department:0>3}006040"[-9:]
+    phone = f"+3347{zlib.crc32(department.encode()) % 10**7:07d}"
+    return SandboxCpts(idnst="1" + finess, name=f"CPTS du territoire {department}", phone=phone)
+
+
 def start_fleet(
     backend: Backend,
     n_vendors: int,
@@ -98,17 +112,22 @@ def start_fleet(
     ports = [sock.getsockname()[1] for sock in sockets]
     names = {v: VENDOR_NAMES[i % len(VENDOR_NAMES)] for i, v in enumerate(vendor_ids)}
     for vendor_id, port in zip(vendor_ids, ports, strict=True):
-        save_vendor(
-            backend, Vendor(vendor_id=vendor_id, name=names[vendor_id], base_url=f"http://127.0.0.1:{port}/fhir")
-        )
+        # Sandboxes serve the CPTS flow: their Slot searches are asked with the CPTS includes.
+        url = f"http://127.0.0.1:{port}/fhir"
+        flows = [Flow.individual, Flow.cpts]
+        save_vendor(backend, Vendor(vendor_id=vendor_id, name=names[vendor_id], base_url=url, flows=flows))
     serving: dict[str, list[SandboxPractitioner]] = {v: [] for v in vendor_ids}
     if participations is not None:
         load_participations(participations, backend, settings or Settings(), force=True)
         practitioners = {p.idnps: p for p in directory_practitioners(backend, [p.idnps for p in participants(backend)])}
         for vendor_id in vendor_ids:
-            serving[vendor_id] = [
-                practitioners[p.idnps] for p in participants(backend, vendor_id) if p.idnps in practitioners
-            ]
+            for p in participants(backend, vendor_id):
+                if p.idnps not in practitioners:
+                    continue
+                served = practitioners[p.idnps]
+                if p.via == ParticipationVia.cpts:  # its CPTS-typed slots are offered through its CPTS
+                    served = served.model_copy(update={"cpts": territory_cpts(served)})
+                serving[vendor_id].append(served)
     else:
         practitioners = {p.idnps: p for p in directory_practitioners(backend)}
         ordered = [practitioners[k] for k in sorted(practitioners)]

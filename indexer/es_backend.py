@@ -89,6 +89,7 @@ class ElasticsearchBackend(Backend):
         self.prefix = prefix
         self.bulk_size = bulk_size
         self.index_settings = index_settings or IndexSettings()
+        self._up_to_date: set[str] = set()  # indexes whose mapping this process has brought up to date
         # Every node named is in the client's pool: a request that finds its node gone (refused connection, timeout,
         # a 502/503/504 from a node leaving) is sent again to another, and the dead node rests before it is tried.
         self.es = Elasticsearch(
@@ -131,12 +132,24 @@ class ElasticsearchBackend(Backend):
         }
         try:
             self._call(self.es.indices.create, index=index, settings=settings, mappings=spec.mappings)
+            self._up_to_date.add(index)
         except BadRequestError as exc:
             if version is None or exc.error != "resource_already_exists_exception":
                 raise
         return index
 
+    def _mapped(self, index: str) -> None:
+        """Before this process's first write to an index: fields added to its kind's mapping since the index was
+        created are added to it (additions only, which Elasticsearch applies in place), so that an in-place kind
+        created by an earlier release takes documents of this one."""
+        if index in self._up_to_date:
+            return
+        spec = definition(self._kind_of(index))
+        self._call(self.es.indices.put_mapping, index=index, properties=spec.mappings["properties"])
+        self._up_to_date.add(index)
+
     def write(self, index: str, docs: Iterable[dict[str, Any]]) -> int:
+        self._mapped(index)
         id_field = definition(self._kind_of(index)).id_field
         actions = ({"_index": index, "_id": doc[id_field], "_source": doc} for doc in docs)
         n = 0
@@ -178,6 +191,7 @@ class ElasticsearchBackend(Backend):
         index = self.live_index(kind)
         if index is None:
             raise KeyError(f"no live index of {kind!r}")
+        self._mapped(index)
         give_up = time.monotonic() + UPDATE_DEADLINE_S
         attempt = 0
         while True:

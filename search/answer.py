@@ -44,6 +44,7 @@ class CardSlot(BaseModel):
     booking_url: str | None
     age_s: int  # how old the information is
     verified: bool  # re-checked with the vendor for this answer
+    cpts: list[str] = []  # IDNST of the CPTS the slot is offered through (the card's `cpts` names them)
 
 
 class CardPractitioner(BaseModel):
@@ -70,6 +71,14 @@ class CardParticipation(BaseModel):
     vendors: list[str]
 
 
+class CardCpts(BaseModel):
+    """A CPTS some of the card's slots are offered through: the regulator may call it."""
+
+    idnst: str
+    name: str | None
+    phone: str | None
+
+
 class Card(BaseModel):
     rank: int
     group: Literal["preferred", "participant", "other", "no_slots"]
@@ -79,6 +88,7 @@ class Card(BaseModel):
     participation: CardParticipation | None
     slots: dict[str, list[CardSlot]]  # today, tomorrow, day_after (Europe/Paris)
     slot_count: int
+    cpts: list[CardCpts] = []  # the CPTS the card's slots are offered through, first seen first
 
 
 class ResolvedPlace(BaseModel):
@@ -212,7 +222,10 @@ def build_answer(backend: Backend, settings: Settings, result: SearchResult, req
         p = site.get("practitioner", {})
         part = participations.get(cand.idnps)
         grouped: dict[str, list[CardSlot]] = {d: [] for d in DAYS}
+        cpts: dict[str, CardCpts] = {}
         for doc in cand.slots:
+            for c in doc.get("cpts") or []:
+                cpts.setdefault(c["idnst"], CardCpts(idnst=c["idnst"], name=c.get("name"), phone=c.get("phone")))
             start = datetime.fromisoformat(doc["start"])
             day = (start.astimezone(PARIS).date() - today).days
             if not 0 <= day < len(DAYS):
@@ -230,6 +243,7 @@ def build_answer(backend: Backend, settings: Settings, result: SearchResult, req
                     booking_url=doc.get("booking_url"),
                     age_s=0 if doc.get("verified") else int(fresh.age_s(doc, now)),
                     verified=bool(doc.get("verified")),
+                    cpts=[c["idnst"] for c in doc.get("cpts") or []],
                 )
             )
         address = site.get("address") or {}
@@ -262,6 +276,7 @@ def build_answer(backend: Backend, settings: Settings, result: SearchResult, req
                 else None,
                 slots=grouped,
                 slot_count=len(cand.slots),
+                cpts=list(cpts.values()),
             )
         )
     place = result.place

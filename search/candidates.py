@@ -34,6 +34,7 @@ SLOT_FIELDS = (
     "fetched_at",
     "profession_code",
     "practitioner_specialties",
+    "cpts",
 )
 
 Filters = dict[str, list[str]]

@@ -283,10 +283,17 @@ def test_vendors_add_list_disable(env: Path) -> None:
             "concurrency": 4,
             "timeout_s": 7.0,
             "requests_per_second": 20.0,
+            "flows": ["individual"],
             "enabled": True,
         }
     ]
     assert "tok-123" not in run("vendors", "list").output
+    base = ("vendors", "add", "v1", "--base-url", "http://127.0.0.1:8100/fhir")
+    r = run(*base, "--flow", "cpts", "--flow", "individual")
+    assert r.exit_code == 0, r.output
+    assert json.loads(run("vendors", "list", "--json").stdout)[0]["flows"] == ["cpts", "individual"]
+    assert "cpts, individual" in run("vendors", "list").output
+    assert run(*base, "--flow", "fax").exit_code == 2
     assert run("vendors", "disable", "v1").exit_code == 0
     assert json.loads(run("vendors", "list", "--json").stdout)[0]["enabled"] is False
     assert run("vendors", "disable", "nope").exit_code == 1

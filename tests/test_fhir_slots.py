@@ -28,7 +28,7 @@ from aggregation.contract import (
 )
 from aggregation.rules import NOT_ASKED, SLOT_RULES, Rejected, SlotRule
 from core.geo import EARLIEST, LATEST
-from core.records import Modality, Slot, SlotType
+from core.records import Cpts, Modality, Slot, SlotType
 from editor_sandbox.conformance import check_answer, check_slots
 
 EXAMPLES = Path(__file__).parent / "fixtures" / "fhir"
@@ -104,6 +104,41 @@ def test_cpts_bundle() -> None:
     assert slot.utc_offset == "+02:00" and slot.start == datetime(2024, 6, 12, 14, 40, tzinfo=UTC)
     assert slot.place is not None and slot.place.city == "Aussonne"
     assert slot.idnps is not None
+    # Offered through the CPTS its serviceType 604 references (HealthcareService -> Organization).
+    assert slot.cpts == [Cpts(idnst="1950047225", name="CPTS AXE MAJEUR", phone="+33102030405")]
+    assert slot.reasons == ["Visite de contrôle"], "the CPTS category is no reason"
+
+
+def test_a_slot_of_two_cpts_names_both_and_one_not_included_names_none() -> None:
+    """The agency's second CPTS slot is offered through two CPTS; a vendor that did not include a slot's
+    HealthcareService (asked without the CPTS flow) leaves the slot a CPTS slot through no CPTS known."""
+    bundle = example("Bundle-ExampleBundleCPTS.json")
+    two = example("Slot-ExampleSlotCPTS2.json")
+    second_service = example("HealthcareService-ExampleHealthcareServiceCPTS2.json")
+    second_org = example("Organization-ExampleOrgaCPTS2.json")
+    bundle["entry"] += [
+        {"fullUrl": f"https://vendor.example/fhir/{r['resourceType']}/{r['id']}", "resource": r}
+        for r in (two, second_service, second_org)
+    ]
+    slots = {s.resource_id: s for s in parse_bundle(bundle, "ex", FETCHED).slots}
+    assert [c.idnst for c in slots["ExampleSlotCPTS2"].cpts] == ["1950047225", "1950046227"]
+    assert all(c.name for c in slots["ExampleSlotCPTS2"].cpts)
+    bare = example("Bundle-ExampleBundleCPTS.json")
+    cpts_resources = ("HealthcareService", "Organization")
+    bare["entry"] = [e for e in bare["entry"] if e["resource"]["resourceType"] not in cpts_resources]
+    (slot,) = parse_bundle(bare, "ex", FETCHED).slots
+    assert slot.cpts == [] and SlotType.CPTS in slot.types
+
+
+def test_the_cpts_flow_asks_for_the_slots_cpts() -> None:
+    window = (FETCHED, FETCHED + timedelta(hours=1))
+    plain = slot_search_params(["810002909371"], *window)
+    cpts = slot_search_params(["810002909371"], *window, cpts=True)
+    assert cpts[: len(plain)] == plain
+    assert cpts[len(plain) :] == [
+        ("_include", "Slot:service-type-reference"),
+        ("_include:iterate", "HealthcareService:organization"),
+    ]
 
 
 def test_sos_medecins_bundle_is_placed_by_structure() -> None:

@@ -11,6 +11,7 @@ from core.settings import Settings
 from indexer.es_backend import ElasticsearchBackend
 from indexer.factory import make_backend
 from indexer.lifecycle import ensure_live
+from mappings import definition
 
 
 def test_shards_replicas_and_refresh_come_from_the_settings(tmp_path) -> None:
@@ -63,6 +64,25 @@ def test_replicas_expand_to_the_nodes_there_are_by_default(tmp_path) -> None:
         assert int(backend.es.indices.get_settings(index=live)[live]["settings"]["index"]["number_of_replicas"]) == min(
             1, nodes - 1
         )
+    finally:
+        backend.delete_all()
+        backend.close()
+
+
+def test_an_index_an_earlier_release_created_gets_the_fields_added_since(tmp_path) -> None:
+    """In-place kinds live on across releases: a field added to a kind's mapping (the slots' CPTS) is added to the
+    live index before this release first writes to it, instead of every write being refused by the strict mapping."""
+    backend = ElasticsearchBackend(es_url() or "", prefix=f"dispotest-{uuid.uuid4().hex[:10]}")
+    try:
+        spec = definition("slots")
+        earlier = {**spec.mappings, "properties": {k: v for k, v in spec.mappings["properties"].items() if k != "cpts"}}
+        index = f"{backend.alias('slots')}-v1"
+        backend.es.indices.create(index=index, mappings=earlier)
+        backend.switch("slots", index)
+        doc = {"slot_id": "v:1", "vendor": "v", "cpts": [{"idnst": "1010006040", "name": "CPTS", "phone": "+33400"}]}
+        assert ElasticsearchBackend(backend.url, prefix=backend.prefix).write(index, [doc]) == 1
+        mapping = backend.es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+        assert mapping["cpts"]["properties"]["idnst"]["type"] == "keyword"
     finally:
         backend.delete_all()
         backend.close()

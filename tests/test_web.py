@@ -139,6 +139,19 @@ def test_filter_by_modality(page, stack: Stack) -> None:
     assert all("Domicile" in t and "Téléconsultation" not in t for t in texts)  # ("Cabinet Connect" is a vendor)
 
 
+def test_cpts_slots_name_the_cpts_they_are_offered_through(page, stack: Stack) -> None:
+    sign_in(page, stack)
+    page.select_option("#via", "cpts")
+    page.check("input[name=slot_type][value=CPTS]")
+    search(page, "Bourg-en-Bresse (01000)")
+    cards = page.locator(".card")
+    assert cards.count() > 0
+    for text in cards.locator(".cpts").all_inner_texts():
+        assert text.startswith("via CPTS du territoire 01") and "☎ CPTS +33" in text
+    assert cards.locator(".cpts").count() == cards.count(), "each card's CPTS slots name their CPTS"
+    assert all("via CPTS" in badge for badge in cards.locator(".badge").all_inner_texts() if "CPTS" in badge)
+
+
 def test_context_in_the_url_runs_the_search_at_once(page, stack: Stack) -> None:
     sign_in(page, stack, "/?address=Belley%2001300&specialty=SM54")
     page.wait_for_selector(".card")
