@@ -16,12 +16,21 @@ import asyncio
 import ssl
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
 import orjson
 
-from aggregation.contract import CONTRACT_ACCEPT, MalformedBundle, ParseResult, parse_bundle, slot_search_params
+from aggregation.contract import (
+    CONTRACT_ACCEPT,
+    MalformedBundle,
+    ParseResult,
+    association_idnst,
+    parse_bundle,
+    schedule_search_params,
+    slot_search_params,
+)
 from core.records import Flow, Vendor
 from core.retry import retryable_status
 
@@ -98,11 +107,55 @@ async def search_slots(
     Bounded: a page larger than `max_answer_bytes` raises VendorError("too-large") as soon as it passes the cap;
     a page not wholly received within the vendor's `timeout_s`, or a call (all its pages, parsed) not done within
     `call_deadline_s`, raises VendorError("timeout")."""
+    window = (start_ge, start_le)
+    search = Search("Slot", slot_search_params(idnps, *window, cpts=Flow.cpts in vendor.flows), frozenset(idnps))
+    return await _bounded(client, vendor, search, window, fetched_at, max_pages, max_answer_bytes, call_deadline_s)
+
+
+async def search_schedules(
+    client: httpx.AsyncClient,
+    vendor: Vendor,
+    sirets: Sequence[str],
+    start_ge: datetime,
+    start_le: datetime,
+    fetched_at: datetime,
+    *,
+    max_pages: int = MAX_PAGES,
+    max_answer_bytes: int = MAX_ANSWER_BYTES,
+    call_deadline_s: float = CALL_DEADLINE_S,
+) -> ParseResult:
+    """Free slots of up to 10 SOS Médecins associations (by SIRET) in the window, through their consultation places'
+    schedules (`GET [base]/Schedule`), checked and normalised; raises VendorError. Bounded and whole as
+    `search_slots` is; a slot of an association not asked for is rejected."""
+    window = (start_ge, start_le)
+    asked = frozenset(association_idnst(s) for s in sirets)
+    search = Search("Schedule", schedule_search_params(sirets, *window), asked)
+    return await _bounded(client, vendor, search, window, fetched_at, max_pages, max_answer_bytes, call_deadline_s)
+
+
+@dataclass(frozen=True)
+class Search:
+    """One search of the contract: the resource searched, its parameters, and who its slots may be for (IDNPS, or
+    associations' IDNST)."""
+
+    resource: str
+    params: list[tuple[str, str]]
+    asked: frozenset[str]
+
+
+async def _bounded(
+    client: httpx.AsyncClient,
+    vendor: Vendor,
+    search: Search,
+    window: tuple[datetime, datetime],
+    fetched_at: datetime,
+    max_pages: int,
+    max_bytes: int,
+    call_deadline_s: float,
+) -> ParseResult:
     try:
         async with asyncio.timeout(call_deadline_s):
-            return await _read_answer(
-                client, vendor, idnps, (start_ge, start_le), fetched_at, max_pages, max_answer_bytes
-            )
+            return await _read_answer(client, vendor, search, window, fetched_at, max_pages, max_bytes)
     except TimeoutError as exc:
         raise VendorError(
             "timeout", f"{vendor.vendor_id}: the answer, all its pages, took more than {call_deadline_s} s"
@@ -112,7 +165,7 @@ async def search_slots(
 async def _read_answer(
     client: httpx.AsyncClient,
     vendor: Vendor,
-    idnps: Sequence[str],
+    search: Search,
     window: tuple[datetime, datetime],
     fetched_at: datetime,
     max_pages: int,
@@ -120,9 +173,9 @@ async def _read_answer(
 ) -> ParseResult:
     """Every page of the answer, merged (see `search_slots`)."""
     base = httpx.URL(vendor.base_url.rstrip("/") + "/")  # relative next links are relative to the FHIR base
-    url: httpx.URL | None = base.join("Slot")
-    params: list[tuple[str, str]] | None = slot_search_params(idnps, *window, cpts=Flow.cpts in vendor.flows)
-    asked = frozenset(idnps)  # a Slot of anyone else is rejected: the vendor answers only for these
+    url: httpx.URL | None = base.join(search.resource)
+    params: list[tuple[str, str]] | None = search.params
+    asked = search.asked  # a Slot of anyone else is rejected: the vendor answers only for these
     merged = ParseResult(total=None)
     loop = asyncio.get_running_loop()
     while url is not None:

@@ -14,6 +14,7 @@ whole answer. Only an answer that is no searchset Bundle at all raises (`Malform
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Collection, Sequence
 from collections.abc import Set as AbstractSet
@@ -30,7 +31,7 @@ from aggregation.rules import (
     first_broken,
 )
 from core.geo import EARLIEST, LATEST
-from core.records import Cpts, Modality, Slot, SlotPlace, SlotType
+from core.records import Cpts, Modality, OpeningHours, Slot, SlotPlace, SlotType
 
 IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 IDNST_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
@@ -39,6 +40,10 @@ CONTRACT_ACCEPT = "application/json+fhir"  # the Accept header the contract pres
 REJECTED_EXAMPLES = 3  # slot ids kept per rejection reason
 # The CPTS flow (INT_R04): a slot offered through a CPTS has a serviceType coded 604 (TRE_R66, the CPTS's category of
 # establishment) whose extension references the CPTS's HealthcareService; the search includes it and its Organization.
+# The SOS Médecins flow: a Schedule search by association (the functional guide: 1 to 10 SIRET per call).
+MAX_ASSOCIATIONS = 10
+SIRET = re.compile(r"^[0-9]{14}$")
+DAYS_OF_WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CPTS_CATEGORY = "604"
 SERVICE_TYPE_REFERENCE = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Slot.serviceType"
 CPTS_INCLUDES = (("_include", "Slot:service-type-reference"), ("_include:iterate", "HealthcareService:organization"))
@@ -77,6 +82,32 @@ def slot_search_params(
         ("_include:iterate", "Schedule:actor"),
         *(CPTS_INCLUDES if cpts else ()),
     ]
+
+
+def schedule_search_params(sirets: Sequence[str], start_ge: datetime, start_le: datetime) -> list[tuple[str, str]]:
+    """Query parameters of `GET [base]/Schedule` for 1 to 10 SOS Médecins associations (by SIRET), in the contract's
+    form: their consultation places' schedules holding a free slot in the window, with the slots, the places and the
+    associations."""
+    if not 1 <= len(sirets) <= MAX_ASSOCIATIONS:
+        raise ValueError(f"a schedule search names 1 to {MAX_ASSOCIATIONS} associations, not {len(sirets)}")
+    if any(not SIRET.fullmatch(s) for s in sirets):
+        raise ValueError("a SIRET is 14 digits")
+    if start_le <= start_ge:
+        raise ValueError("the window must end after it starts")
+    return [
+        ("_revinclude", "Slot:schedule"),
+        ("_include", "Schedule:actor:Location"),
+        ("_include:iterate", "Location:organization"),
+        ("_has:Slot:schedule:start", "ge" + fhir_instant(start_ge)),
+        ("_has:Slot:schedule:start", "le" + fhir_instant(start_le)),
+        ("_has:Slot:schedule:status", "free"),
+        ("actor:Location.organization.identifier", ",".join(f"{IDNST_SYSTEM}|{association_idnst(s)}" for s in sirets)),
+    ]
+
+
+def association_idnst(siret: str) -> str:
+    """An SOS Médecins association's structure identifier: 3 + its SIRET."""
+    return "3" + siret
 
 
 @dataclass
@@ -340,15 +371,7 @@ def _cpts(slot: dict[str, Any], context: BundleContext) -> list[Cpts]:
             idnst = _identifier(organization, IDNST_SYSTEM)
             if organization is None or idnst is None or idnst in found:
                 continue
-            phone = next(
-                (
-                    _text(t.get("value"))
-                    for t in _items(organization.get("telecom"))
-                    if isinstance(t, dict) and t.get("system") == "phone" and _text(t.get("value"))
-                ),
-                None,
-            )
-            found[idnst] = Cpts(idnst=idnst, name=_text(organization.get("name")) or None, phone=phone)
+            found[idnst] = Cpts(idnst=idnst, name=_text(organization.get("name")) or None, phone=_phone(organization))
     return list(found.values())
 
 
@@ -374,10 +397,52 @@ def _behind(context: BundleContext, schedule: dict[str, Any]) -> dict[str, Any]:
             if out.get("idnps") is None:
                 out["idnps"] = _identifier(context.resolve(actor.get("practitioner")), IDNPS_SYSTEM)
         elif kind == "Location":
-            out["place"] = _place(actor)
+            out["place"] = _consultation_place(actor)
             organization = context.resolve(actor.get("managingOrganization"))
             out["structure_idnst"] = _identifier(organization, IDNST_SYSTEM) or out.get("structure_idnst")
+            out["structure_name"] = _text((organization or {}).get("name")) or out.get("structure_name")
     return out
+
+
+def _consultation_place(location: dict[str, Any]) -> SlotPlace | None:
+    """A Location a schedule stands for (an SOS Médecins consultation place): its address, and its name, phone,
+    opening hours and the vendor's identifier of it."""
+    place = _place(location)
+    if place is None:
+        return None
+    hours = []
+    for entry in _items(location.get("hoursOfOperation")):
+        if not isinstance(entry, dict):
+            continue
+        days = [d for d in _items(entry.get("daysOfWeek")) if d in DAYS_OF_WEEK]
+        if days:
+            hours.append(
+                OpeningHours(days=days, opens=_hhmm(entry.get("openingTime")), closes=_hhmm(entry.get("closingTime")))
+            )
+    identifiers = [_text(i.get("value")) for i in _items(location.get("identifier")) if isinstance(i, dict)]
+    identifier = next((value for value in identifiers if value), None)
+    return place.model_copy(
+        update={
+            "name": _text(location.get("name")) or None,
+            "phone": _phone(location),
+            "hours": hours or None,
+            "place_id": identifier or _text(location.get("id")) or None,
+        }
+    )
+
+
+def _hhmm(value: Any) -> str | None:
+    """A FHIR time ('08:00:00') as 'HH:MM'; anything else reads as missing."""
+    text = _text(value)
+    return text[:5] if text and re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]+)?)?", text) else None
+
+
+def _phone(resource: dict[str, Any] | None) -> str | None:
+    """The first phone of a resource's telecom."""
+    for telecom in _items((resource or {}).get("telecom")):
+        if isinstance(telecom, dict) and telecom.get("system") == "phone" and _text(telecom.get("value")):
+            return telecom["value"]
+    return None
 
 
 def parse_bundle(

@@ -52,7 +52,7 @@ class SlotFacts:
     in_bundle: bool = False  # read within a Bundle, where the schedule was looked up
     behind: dict[str, Any] | None = None  # who and where stand behind the schedule; None: not in the Bundle
     out_of_range: bool = False  # start or end reads as an instant, outside [EARLIEST, LATEST)
-    asked: frozenset[str] | None = None  # the IDNPS the search named, when known
+    asked: frozenset[str] | None = None  # the IDNPS (or the associations' IDNST) the search named, when known
 
 
 @dataclass(frozen=True)
@@ -141,9 +141,11 @@ def _someone_behind(f: SlotFacts) -> bool | None:
 
 
 def _practitioner_asked(f: SlotFacts) -> bool | None:
+    """The practitioner behind the slot was asked for (individual and CPTS flows); or, for an SOS Médecins search by
+    association, the association (its IDNST: 3 + SIRET) behind the slot's place."""
     if f.asked is None or not f.in_bundle or f.behind is None:
         return None
-    return f.behind.get("idnps") in f.asked
+    return f.behind.get("idnps") in f.asked or f.behind.get("structure_idnst") in f.asked
 
 
 # In the order the parser tries them: a slot is rejected for the first enforced rule it breaks.

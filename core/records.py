@@ -185,12 +185,26 @@ class Cpts(BaseModel):
     phone: str | None = None
 
 
+class OpeningHours(BaseModel):
+    """When a place is open on some days of the week (a Location's hoursOfOperation): 'mon'..'sun', 'HH:MM'."""
+
+    days: list[str]
+    opens: str | None = None
+    closes: str | None = None
+
+
 class SlotPlace(BaseModel):
-    """Where the vendor says the slot takes place (PractitionerRole's contained Location, or Location)."""
+    """Where the vendor says the slot takes place (PractitionerRole's contained Location, or Location). An SOS
+    Médecins consultation place (lieu fixe de consultation) also has its name, phone, opening hours and the vendor's
+    identifier of it; None for a practitioner's place, so that their slots' documents are unchanged."""
 
     line: str | None = None
     city: str | None = None
     postcode: str | None = None
+    name: str | None = None
+    phone: str | None = None
+    hours: list[OpeningHours] | None = None
+    place_id: str | None = None  # the vendor's identifier of the place (Location.identifier, else its id)
 
 
 class Slot(BaseModel):
@@ -211,6 +225,7 @@ class Slot(BaseModel):
     idnps: str | None = None
     practitioner_name: str | None = None
     structure_idnst: str | None = None  # organisation identifier with its prefix: 1+FINESS, 3+SIRET, ...
+    structure_name: str | None = None  # the SOS Médecins association's name (Location's managing Organization)
     place: SlotPlace | None = None
     cpts: list[Cpts] = Field(default_factory=list)  # the CPTS the slot is offered through (CPTS flow), if any
     site_id: str | None = None  # the directory practice site it was mapped to

@@ -12,6 +12,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +44,42 @@ class SandboxPractitioner(BaseModel):
     cpts: SandboxCpts | None = None
 
 
+EVERY_DAY = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class SandboxPlace(BaseModel):
+    """An SOS Médecins consultation place (lieu fixe de consultation)."""
+
+    place_id: str  # the vendor's identifier of the place
+    name: str
+    line: str | None = None
+    city: str | None = None
+    postcode: str | None = None
+    phone: str | None = None  # +33...
+    # FHIR hoursOfOperation entries: daysOfWeek, openingTime, closingTime
+    hours: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"daysOfWeek": EVERY_DAY, "openingTime": "08:00:00", "closingTime": "20:00:00"}]
+    )
+
+
+class SandboxAssociation(BaseModel):
+    """An SOS Médecins association and its consultation places, searched by SIRET (Schedule search)."""
+
+    siret: str
+    name: str
+    places: list[SandboxPlace]
+
+    @property
+    def agenda_id(self) -> str:
+        """Its agendas are laid out as a practitioner's are, one per place, under this id."""
+        return f"sos{self.siret}"
+
+    def as_practitioner(self) -> SandboxPractitioner:
+        idnst = "3" + self.siret
+        sites = [SandboxSite(idnst=idnst, line=p.line, city=p.city, postcode=p.postcode) for p in self.places]
+        return SandboxPractitioner(idnps=self.agenda_id, family=self.name, specialties=["SM54"], sites=sites)
+
+
 class SandboxConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt knob is an error, not a silent default
 
@@ -50,6 +87,7 @@ class SandboxConfig(BaseModel):
     name: str = "Sandbox vendor"
     seed: int = 0
     practitioners: list[SandboxPractitioner] = Field(default_factory=list)
+    associations: list[SandboxAssociation] = Field(default_factory=list)  # SOS Médecins (Schedule search)
     slot_minutes: int = 20
     # Share of candidate times that are free slots (~40 slots per practitioner over 72 h at 0.4).
     density: float = 0.4

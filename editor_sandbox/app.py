@@ -33,6 +33,7 @@ from aggregation.contract import (
     CPTS_INCLUDES,
     IDNPS_SYSTEM,
     IDNST_SYSTEM,
+    MAX_ASSOCIATIONS,
     MAX_IDENTIFIERS,
     SERVICE_TYPE_REFERENCE,
     parse_instant,
@@ -44,8 +45,10 @@ from editor_sandbox.agenda import (
     REASONS,
     TYPES,
     AgendaSlot,
+    SandboxAssociation,
     SandboxConfig,
     SandboxCpts,
+    SandboxPlace,
     SandboxPractitioner,
     SandboxSite,
     day_slots,
@@ -58,8 +61,11 @@ ACT_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 R38_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R38-SpecialiteOrdinale/FHIR/TRE-R38-SpecialiteOrdinale"
 V20276 = "http://terminology.hl7.org/CodeSystem/v2-0276"
 V20203 = "http://interopsante.org/fhir/CodeSystem/fr-v2-0203"
-IDENTIFIER_TYPES = "http://interopsante.org/fhir/CodeSystem/fr-location-identifier-type"  # IDNST of an Organization
 R66_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R66-CategorieEtablissement/FHIR/TRE-R66-CategorieEtablissement"
+LOCATION_TYPES = "http://interopsante.org/fhir/CodeSystem/fr-location-identifier-type"
+IDNST_TYPE = {"coding": [{"system": LOCATION_TYPES, "code": "IDNST"}]}
+INTRN_TYPE = {"coding": [{"system": LOCATION_TYPES, "code": "INTRN"}]}
+PLACES_SYSTEM = "https://sandbox.dispo.invalid/lieux"  # the sandbox's own identifiers of consultation places
 KNOBS = (
     "full_rate",
     "unknown_sites",
@@ -94,6 +100,9 @@ def _instant(moment: datetime) -> str:
 def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
     app = FastAPI(title=f"SAS vendor sandbox: {config.name}")
     practitioners = {p.idnps: p for p in config.practitioners}
+    associations = {a.siret: a for a in config.associations}
+    # Their places' agendas are practitioners' agendas under the association's id: booked and found alike.
+    practitioners |= {a.agenda_id: a.as_practitioner() for a in config.associations}
     booked: set[str] = set()
     accounts: dict[str, dict[str, Any]] = {}
     stats = {"searches": 0}
@@ -205,6 +214,77 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
         if config.dribble_s > 0:
             return StreamingResponse(_dribble(parts, config.dribble_s), media_type=FHIR_JSON)
         return Response(b"".join(parts), media_type=FHIR_JSON)
+
+    @app.get("/fhir/Schedule")
+    async def search_schedules(request: Request) -> Response:
+        """The SOS Médecins flow: the schedules of the asked associations' consultation places holding a free slot in
+        the window, with their slots, places and associations (as asked by the includes)."""
+        stats["searches"] += 1
+        params = request.query_params
+        starts = params.getlist("_has:Slot:schedule:start")
+        ge = [s[2:] for s in starts if s.startswith("ge")]
+        le = [s[2:] for s in starts if s.startswith("le")]
+        if len(ge) != 1 or len(le) != 1:
+            return outcome(400, "required", "_has:Slot:schedule:start=ge<instant> and =le<instant> are both mandatory")
+        try:
+            start_ge, _ = parse_instant(ge[0])
+            start_le, _ = parse_instant(le[0])
+        except ValueError:
+            return outcome(400, "value", "start must be an instant with an offset")
+        if params.get("_has:Slot:schedule:status") != "free":
+            return outcome(400, "not-supported", "_has:Slot:schedule:status=free is mandatory")
+        raw = params.get("actor:Location.organization.identifier")
+        if not raw:
+            return outcome(400, "required", "actor:Location.organization.identifier is mandatory")
+        sirets = []
+        for token in raw.split(","):
+            system, _, value = token.rpartition("|")
+            if system != IDNST_SYSTEM or not (len(value) == 15 and value.startswith("3") and value.isdigit()):
+                return outcome(400, "value", f"identifier {token!r} is not {IDNST_SYSTEM}|3<SIRET>")
+            sirets.append(value[1:])
+        if len(sirets) > MAX_ASSOCIATIONS:
+            return outcome(400, "too-costly", f"at most {MAX_ASSOCIATIONS} associations per search")
+        delay = rng.uniform(config.latency_ms_min, config.latency_ms_max) / 1000
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            count = config.page_size or int(params.get("_count", 0)) or None
+            offset = int(params.get("_offset", 0))
+        except ValueError:
+            return outcome(400, "value", "_count and _offset must be integers")
+        moment = now()
+        asked = [associations[s] for s in sirets if s in associations]
+        matching = [
+            (association, slot)
+            for association in asked
+            for slot in free_slots(config, practitioners[association.agenda_id], start_ge, start_le, moment, booked)
+        ]
+        page = matching[offset : offset + count] if count else matching
+        base = str(request.base_url).rstrip("/")
+        slots = "Slot:schedule" in params.getlist("_revinclude")
+        places = "Schedule:actor:Location" in params.getlist("_include")
+        organizations = "Location:organization" in params.getlist("_include:iterate")
+        entries: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for association, slot in page:
+            place = association.places[slot.site_index]
+            schedule_id = f"{slot.idnps}-{slot.site_index}"
+            if f"Schedule/{schedule_id}" not in seen:
+                seen.add(f"Schedule/{schedule_id}")
+                entries.append(_entry(base, "Schedule", _place_schedule(schedule_id, place)))
+                if places:
+                    entries.append(_entry(base, "Location", _location(association, place)))
+                if organizations and f"Organization/sos-{association.siret}" not in seen:
+                    seen.add(f"Organization/sos-{association.siret}")
+                    entries.append(_entry(base, "Organization", _association(association)))
+            if slots:
+                entries.append(_entry(base, "Slot", _sos_slot(base, slot)))
+        links = [{"relation": "self", "url": str(request.url)}]
+        if count and offset + count < len(matching):
+            links.append({"relation": "next", "url": str(request.url.include_query_params(_offset=offset + count))})
+        # Bundle.total counts the Slots, as the agency's guide has it for this search.
+        bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(matching), "link": links}
+        return Response(orjson.dumps({**bundle, "entry": entries}), media_type=FHIR_JSON)
 
     @app.post("/fhir/Practitioner")
     async def create_account(request: Request) -> Response:
@@ -477,6 +557,41 @@ def _slot(base: str, slot: AgendaSlot, cpts: SandboxCpts | None = None) -> dict[
     return resource
 
 
+def _sos_slot(base: str, slot: AgendaSlot) -> dict[str, Any]:
+    """An SOS Médecins slot: the types that flow knows (PUBLIC, SNP), at its consultation place."""
+    resource = _slot(base, slot)
+    resource["meta"] = _SECURITY["SNP" if slot.slot_type == "SNP" else "PUBLIC"]
+    return resource
+
+
+def _place_schedule(schedule_id: str, place: SandboxPlace) -> dict[str, Any]:
+    return {"resourceType": "Schedule", "id": schedule_id, "actor": [{"reference": f"Location/{place.place_id}"}]}
+
+
+def _location(association: SandboxAssociation, place: SandboxPlace) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Location",
+        "id": place.place_id,
+        "identifier": [{"type": INTRN_TYPE, "system": PLACES_SYSTEM, "value": place.place_id}],
+        "name": place.name,
+        "address": {"line": [place.line or ""], "city": place.city or "", "postalCode": place.postcode or ""},
+        "managingOrganization": {"reference": f"Organization/sos-{association.siret}"},
+        "hoursOfOperation": place.hours,
+    }
+    if place.phone:
+        resource["telecom"] = [{"system": "phone", "value": place.phone}]
+    return resource
+
+
+def _association(association: SandboxAssociation) -> dict[str, Any]:
+    return {
+        "resourceType": "Organization",
+        "id": f"sos-{association.siret}",
+        "identifier": [{"type": IDNST_TYPE, "system": IDNST_SYSTEM, "value": "3" + association.siret}],
+        "name": association.name,
+    }
+
+
 def _service(cpts: SandboxCpts) -> dict[str, Any]:
     return {
         "resourceType": "HealthcareService",
@@ -491,7 +606,7 @@ def _cpts_organization(cpts: SandboxCpts) -> dict[str, Any]:
         "id": f"cpts-{cpts.idnst}",
         "identifier": [
             {
-                "type": {"coding": [{"system": IDENTIFIER_TYPES, "code": "IDNST"}]},
+                "type": IDNST_TYPE,
                 "system": IDNST_SYSTEM,
                 "value": cpts.idnst,
             }

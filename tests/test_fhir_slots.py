@@ -24,11 +24,12 @@ from aggregation.contract import (
     parse_bundle,
     parse_instant,
     parse_slot,
+    schedule_search_params,
     slot_search_params,
 )
 from aggregation.rules import NOT_ASKED, SLOT_RULES, Rejected, SlotRule
 from core.geo import EARLIEST, LATEST
-from core.records import Cpts, Modality, Slot, SlotType
+from core.records import Cpts, Modality, OpeningHours, Slot, SlotType
 from editor_sandbox.conformance import check_answer, check_slots
 
 EXAMPLES = Path(__file__).parent / "fixtures" / "fhir"
@@ -151,6 +152,41 @@ def test_sos_medecins_bundle_is_placed_by_structure() -> None:
     assert one.types == [SlotType.PUBLIC, SlotType.SNP]
     assert one.place is not None and one.place.postcode == "35700"
     assert slots["ExampleSlotSOS3"].modalities == [Modality.VR]
+    # The consultation place and its association, as a card shows them.
+    assert one.structure_name == "SOS Médecins de Rennes"
+    assert (one.place.name, one.place.phone, one.place.place_id) == (
+        "Centre de consultation Rennes Nord",
+        "+33193246789",
+        "1111111111",
+    )
+    week_end = ["tue", "wed", "thu", "fri", "sat", "sun"]
+    assert one.place.hours == [OpeningHours(days=week_end, opens="08:00", closes="19:00")]
+    lorient = next(s for s in slots.values() if s.place and s.place.city == "LORIENT")
+    assert lorient.structure_name == "SOS Médecins Lorient et agglomération"
+
+
+def test_a_search_by_association_keeps_the_slots_of_the_associations_asked_only() -> None:
+    result = parse_bundle(example("Bundle-ExampleBundleAgregateurSOS.json"), "ex", FETCHED, asked={"334173748400020"})
+    assert {s.structure_idnst for s in result.slots} == {"334173748400020"} and len(result.slots) == 2
+    assert result.rejected == {NOT_ASKED: 2}
+
+
+def test_the_sos_schedule_search_has_the_contract_parameters() -> None:
+    paris = timezone(timedelta(hours=2))
+    start, end = datetime(2023, 8, 18, 9, tzinfo=paris), datetime(2023, 8, 20, 8, tzinfo=paris)
+    params = schedule_search_params(["34173748400020", "92080466300010"], start, end)
+    # The agency's example request, parameter for parameter (its _count aside: paging is the vendor's).
+    self_link = example("Bundle-ExampleBundleAgregateurSOS.json")["link"][0]["url"]
+    expected = [tuple(p.split("=", 1)) for p in self_link.split("?", 1)[1].replace("%7C", "|").split("&")]
+    assert sorted(params) == sorted(
+        (k, v.replace("T09:00:00+", "T09:00:00.000+").replace("T08:00:00+", "T08:00:00.000+"))
+        for k, v in expected
+        if k != "_count"
+    )
+    with pytest.raises(ValueError, match="1 to 10"):
+        schedule_search_params([f"{i:014d}" for i in range(11)], start, end)
+    with pytest.raises(ValueError, match="14 digits"):
+        schedule_search_params(["334173748400020"], start, end)  # an IDNST, not a SIRET
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("Slot-*.json")))
