@@ -20,6 +20,7 @@ from weakref import WeakKeyDictionary
 
 import orjson
 
+from aggregation.contract import is_association
 from aggregation.rules import NOT_ASKED
 from aggregation.status import STATUS, failing_groups
 from core.geo import gazetteer
@@ -32,8 +33,9 @@ KIND = "slots"
 # Fields left out of a slot's content hash: a change in them alone (a new fetch time) does not make the slot worth
 # rewriting.
 _VOLATILE = {"fetched_at", "content_hash"}
-# Where a slot's site comes from: the national directory, or the vendor's own address for a site the directory lacks.
-DIRECTORY, VENDOR = "directory", "vendor"
+# Where a slot's site comes from: the national directory, the vendor's own address for a site the directory lacks, or
+# an SOS Médecins consultation place (its association takes part in the SAS by SIRET: no practitioner behind it).
+DIRECTORY, VENDOR, SOS = "directory", "vendor", "sos"
 EXAMPLES = 3  # slot ids kept per reason a slot was dropped, for a maintainer to look one up at the vendor
 NOT_IN_DIRECTORY = "practitioner not in the directory"
 NO_ADDRESS = "no matching site and no usable vendor address"
@@ -130,6 +132,34 @@ def vendor_site(
     }
 
 
+def sos_site(
+    vendor_id: str, association: str | None, association_name: str | None, place: SlotPlace | None
+) -> dict[str, Any] | None:
+    """The site of an SOS Médecins consultation place, from what the vendor says of it (the directory has no such
+    place): placed at its commune as `vendor_site` places an address, named after the place and its association, with
+    its phone and opening hours. The id depends on the vendor, the association and the vendor's id of the place."""
+    if place is None or association is None or not is_association(association):
+        return None
+    practitioner = {
+        "idnps": association,
+        "last_name": association_name or "SOS Médecins",
+        "profession_code": "10",
+        "profession_label": "SOS Médecins",
+        "specialties": [{"code": "SM54"}],  # general practice, what the associations' doctors offer
+    }
+    site = vendor_site(vendor_id, association, place, practitioner)
+    if site is None:
+        return None
+    key = place.place_id or site["site_id"].rsplit(":", 1)[1]
+    return site | {
+        "site_id": f"sos:{vendor_id}:{association}:{key}",
+        "site_source": SOS,
+        "name": place.name,
+        "phone": place.phone,
+        "hours": [h.model_dump() for h in place.hours or []],
+    }
+
+
 class SiteMapper:
     """Maps a vendor slot to a practice site: a directory site by structure (FINESS, SIRET, rang), then by postcode
     (and street, when several sites share it), else a site the vendor declares at an address the directory lacks."""
@@ -158,6 +188,8 @@ class SiteMapper:
         """The site document the slot belongs to, or None when it cannot be placed (see `unplaced_reason`)."""
         if slot.idnps is None:
             return None
+        if is_association(slot.idnps):
+            return sos_site(slot.vendor, slot.structure_idnst, slot.structure_name, slot.place)
         sites = self.sites(slot.idnps)
         if not sites:  # a vendor's word alone does not make a practitioner: the directory must know them
             return None
@@ -187,6 +219,8 @@ class SiteMapper:
 
     def unplaced_reason(self, slot: Slot) -> str:
         """Why `place` found no site for this slot."""
+        if slot.idnps is not None and is_association(slot.idnps):
+            return NO_ADDRESS
         if not self.sites(slot.idnps or ""):
             return NOT_IN_DIRECTORY
         postcode = slot.place.postcode if slot.place else None
@@ -240,7 +274,7 @@ def reconcile(
             unplaced.add(mapper.unplaced_reason(slot), slot.slot_id)
             continue
         doc = slot_document(slot, site)
-        if doc["site_source"] == VENDOR:
+        if doc["site_source"] in (VENDOR, SOS):
             stats.vendor_declared += 1
         seen.add(slot.slot_id)
         old = existing.get(slot.slot_id)

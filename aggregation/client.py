@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import httpx
 import orjson
@@ -27,6 +28,7 @@ from aggregation.contract import (
     MalformedBundle,
     ParseResult,
     association_idnst,
+    is_association,
     parse_bundle,
     schedule_search_params,
     slot_search_params,
@@ -131,6 +133,27 @@ async def search_schedules(
     asked = frozenset(association_idnst(s) for s in sirets)
     search = Search("Schedule", schedule_search_params(sirets, *window), asked)
     return await _bounded(client, vendor, search, window, fetched_at, max_pages, max_answer_bytes, call_deadline_s)
+
+
+async def search_participants(
+    client: httpx.AsyncClient,
+    vendor: Vendor,
+    participants: Sequence[str],
+    start_ge: datetime,
+    start_le: datetime,
+    fetched_at: datetime,
+    **bounds: Any,
+) -> ParseResult:
+    """The contract's search for a group of participants of one kind: practitioners by IDNPS (`search_slots`), or
+    SOS Médecins associations by their IDNST (`search_schedules`), whose places' slots are the association's: each
+    slot's participant (`idnps`) is the association."""
+    if not participants or not is_association(participants[0]):
+        return await search_slots(client, vendor, participants, start_ge, start_le, fetched_at, **bounds)
+    sirets = [p[1:] for p in participants]
+    result = await search_schedules(client, vendor, sirets, start_ge, start_le, fetched_at, **bounds)
+    for slot in result.slots:
+        slot.idnps = slot.structure_idnst
+    return result
 
 
 @dataclass(frozen=True)

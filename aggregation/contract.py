@@ -105,6 +105,12 @@ def schedule_search_params(sirets: Sequence[str], start_ge: datetime, start_le: 
     ]
 
 
+def is_association(participant: str) -> bool:
+    """An SOS Médecins association taking part by SIRET is a participant under its structure identifier, 3 + SIRET
+    (a practitioner's IDNPS is 11 or 12 digits)."""
+    return len(participant) == 15 and participant.startswith("3") and participant.isdigit()
+
+
 def association_idnst(siret: str) -> str:
     """An SOS Médecins association's structure identifier: 3 + its SIRET."""
     return "3" + siret

@@ -24,13 +24,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aggregation import metrics
-from aggregation.availability import EXAMPLES, ReconcileStats, SiteMapper, reconcile
-from aggregation.client import VendorError, make_client, search_slots
-from aggregation.contract import MAX_IDENTIFIERS, ParseResult
+from aggregation.availability import EXAMPLES, ReconcileStats, SiteMapper, is_association, reconcile
+from aggregation.client import VendorError, make_client, search_participants
+from aggregation.contract import MAX_ASSOCIATIONS, MAX_IDENTIFIERS, ParseResult
 from aggregation.lease import LeaseLost
 from aggregation.status import STATUS, group_failing
 from core.geo import PARIS
-from core.records import Vendor
+from core.records import Flow, Vendor
 from core.retry import Retry
 from core.settings import Settings
 from indexer.backend import Backend
@@ -220,7 +220,12 @@ class VendorPuller:
         self.known = set(current)
         for idnps in gone:  # no longer asked for, so no longer failing
             self.failing.pop(idnps, None)
-        batches = [current[i : i + MAX_IDENTIFIERS] for i in range(0, len(current), MAX_IDENTIFIERS)]
+        # Practitioners by their Slot search, 25 a call; SOS Médecins associations (taking part by SIRET) by their
+        # Schedule search, 10 a call, from a vendor serving that flow (another cannot be asked for them).
+        practitioners = [i for i in current if not is_association(i)]
+        associations = [i for i in current if is_association(i)] if Flow.sos in self.vendor.flows else []
+        batches = [practitioners[i : i + MAX_IDENTIFIERS] for i in range(0, len(practitioners), MAX_IDENTIFIERS)]
+        batches += [associations[i : i + MAX_ASSOCIATIONS] for i in range(0, len(associations), MAX_ASSOCIATIONS)]
         report.batches = len(batches)
         mapper = SiteMapper(self.backend)
         window = slot_window(now, self.settings.horizon_days)
@@ -342,7 +347,7 @@ class VendorPuller:
         await cycle.limiter.wait()
         started = time.perf_counter()
         try:
-            result = await search_slots(
+            result = await search_participants(
                 cycle.client,
                 self.vendor,
                 ids,

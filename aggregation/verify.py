@@ -16,8 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from aggregation.availability import KIND as SLOTS
-from aggregation.client import VendorError, make_client, search_slots
-from aggregation.contract import MAX_IDENTIFIERS
+from aggregation.availability import is_association
+from aggregation.client import VendorError, make_client, search_participants
+from aggregation.contract import MAX_ASSOCIATIONS, MAX_IDENTIFIERS
 from core.records import Vendor
 from indexer.backend import Backend
 
@@ -47,7 +48,8 @@ def _practitioner(card: Any, doc: dict[str, Any]) -> Asked:
 
 
 def _groups(cards: list[Any], vendors: dict[str, Vendor]) -> list[tuple[str, list[str]]]:
-    """(vendor, up to 25 IDNPS) per call: every practitioner of the page once per vendor, in page order."""
+    """(vendor, up to 25 IDNPS) per call: every practitioner of the page once per vendor, in page order; an SOS
+    Médecins association's places are asked for apart, by the association (up to 10 a call)."""
     by_vendor: dict[str, dict[str, None]] = {}  # vendor -> its practitioners, in order of first appearance
     for card in cards:
         for doc in card.slots:
@@ -55,9 +57,11 @@ def _groups(cards: list[Any], vendors: dict[str, Vendor]) -> list[tuple[str, lis
             if vendor_id in vendors:
                 by_vendor.setdefault(vendor_id, {})[idnps] = None
     groups = []
-    for vendor_id, practitioners in by_vendor.items():
-        ids = list(practitioners)
+    for vendor_id, participants in by_vendor.items():
+        ids = [i for i in participants if not is_association(i)]
         groups += [(vendor_id, ids[i : i + MAX_IDENTIFIERS]) for i in range(0, len(ids), MAX_IDENTIFIERS)]
+        ids = [i for i in participants if is_association(i)]
+        groups += [(vendor_id, ids[i : i + MAX_ASSOCIATIONS]) for i in range(0, len(ids), MAX_ASSOCIATIONS)]
     return groups
 
 
@@ -84,7 +88,8 @@ async def recheck_cards(
         }
         clients = {v: await stack.enter_async_context(make_client(vendor)) for v, vendor in quick.items()}
         tasks = [
-            asyncio.create_task(search_slots(clients[v], quick[v], ids, window[0], window[1], now)) for v, ids in groups
+            asyncio.create_task(search_participants(clients[v], quick[v], ids, window[0], window[1], now))
+            for v, ids in groups
         ]
         done, pending = await asyncio.wait(tasks, timeout=deadline_s)
         for task in pending:

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aggregation.contract import IDNPS_SYSTEM, InstantOutOfRange, parse_instant
+from aggregation.availability import KIND as SLOTS
+from aggregation.availability import is_association
+from aggregation.contract import IDNPS_SYSTEM, IDNST_SYSTEM, InstantOutOfRange, parse_instant
 from booking.accounts import account_pushed
-from core.geo import EARLIEST, LATEST
+from core.geo import EARLIEST, LATEST, department_of_postcode
 from core.records import Appointment, AppointmentStatus, StatusChange
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import ensure_live
@@ -92,16 +94,22 @@ def parse_appointment(resource: Any, vendor: str, backend: Backend, now: datetim
     end = _instant(resource.get("end"), "end")
     if end <= start:
         raise AppointmentRejected(422, "end must be after start")
-    idnps = None
+    # Whose appointment: a practitioner by IDNPS; else an SOS Médecins association (its place's) by IDNST, 3 + SIRET.
+    practitioners, associations = [], []
     for participant in _list(resource.get("participant")):
         actor = _dict(_dict(_dict(participant).get("actor")).get("identifier"))
-        if actor.get("system") == IDNPS_SYSTEM and actor.get("value"):
-            idnps = _bounded(actor["value"], MAX_ID, "participant.actor.identifier.value")
+        named = actor.get("value")
+        if named and actor.get("system") == IDNPS_SYSTEM:
+            practitioners.append(named)
+        elif isinstance(named, str) and actor.get("system") == IDNST_SYSTEM and is_association(named):
+            associations.append(named)
+    named = (practitioners or associations or [None])[-1]
+    idnps = None if named is None else _bounded(named, MAX_ID, "participant.actor.identifier.value")
     if idnps is None:
-        raise AppointmentRejected(422, "participant.actor.identifier must name the practitioner's IDNPS")
-    sites = backend.search("practice_sites", GeoQuery(filters={"idnps": [idnps]}, limit=1)).hits
-    if not sites:
-        raise AppointmentRejected(422, f"practitioner {idnps} is not in the directory")
+        raise AppointmentRejected(
+            422, "participant.actor.identifier must name the practitioner's IDNPS (or the SOS association's IDNST)"
+        )
+    department = _department(backend, vendor, idnps)
     operator = None
     for ext in _list(resource.get("extension")):
         if isinstance(ext, dict) and ext.get("url") == OPERATOR_EXTENSION:
@@ -125,10 +133,26 @@ def parse_appointment(resource: Any, vendor: str, backend: Backend, now: datetim
         end=end,
         idnps=idnps,
         operator=operator,
-        department_code=sites[0].doc.get("department_code"),
+        department_code=department,
         version=_bounded(version, MAX_ID, "meta.versionId") if version is not None else None,
         last_updated=last_updated,
     )
+
+
+def _department(backend: Backend, vendor: str, participant: str) -> str | None:
+    """The department of the participant's site, for territory follow-up: the directory's site of a practitioner
+    (who must be in it); the place of an SOS association's slot at this vendor (its places are the vendor's word)."""
+    if not is_association(participant):
+        sites = backend.search("practice_sites", GeoQuery(filters={"idnps": [participant]}, limit=1)).hits
+        if not sites:
+            raise AppointmentRejected(422, f"practitioner {participant} is not in the directory")
+        return sites[0].doc.get("department_code")
+    if backend.live_index(SLOTS) is None:
+        return None
+    query = GeoQuery(filters={"vendor": [vendor], "idnps": [participant]}, limit=1, fields=("place",))
+    hits = backend.search(SLOTS, query).hits
+    postcode = (hits[0].doc.get("place") or {}).get("postcode") if hits else None
+    return department_of_postcode(postcode) if postcode else None
 
 
 def _check_reporter(backend: Backend, vendor: str, idnps: str, operator: str) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from aggregation.client import VendorError, make_client, search_slots
+from aggregation.client import VendorError, make_client, search_participants
 from booking.accounts import ensure_account
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.records import Appointment, AppointmentStatus, BookingAttempt, Slot
@@ -40,7 +40,7 @@ async def recheck(backend: Backend, slot: dict[str, Any]) -> bool | None:
 
     async def ask() -> set[str]:
         async with make_client(quick) as client:
-            result = await search_slots(
+            result = await search_participants(
                 client,
                 quick,
                 [slot["idnps"]],

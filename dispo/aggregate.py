@@ -79,6 +79,7 @@ def aggregate(
         print_table("Aggregation cycle", CYCLE_COLUMNS, map(_cycle_row, reports))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # each job's every run is not news; the cycles are
     err.print(
         f"aggregating every {settings.aggregation_interval_s:g} s as {aggregator.leases.holder} (vendors held by "
         "another scheduler are pulled by it; this one stands by for them); Ctrl-C stops"

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from dispo.console import INVALID, err, fail, open_backend
 from editor_sandbox.agenda import SandboxConfig
 from editor_sandbox.app import create_sandbox_app
-from editor_sandbox.fleet import start_fleet
+from editor_sandbox.fleet import DEMO_ASSOCIATIONS, start_fleet
 
 
 def _read_tokens(path: Path) -> dict[str, str]:
@@ -29,6 +29,7 @@ def _serve_fleet(
     participations: Path | None,
     platform_url: str | None,
     platform_tokens: Path | None,
+    sos: bool = False,
 ) -> None:
     """N vendors over the live directory, registered with their participations, until Ctrl-C."""
     servers = start_fleet(
@@ -36,6 +37,7 @@ def _serve_fleet(
         vendors,
         base_port=port,
         participations=participations,
+        associations=DEMO_ASSOCIATIONS if sos else None,
         platform_url=platform_url,
         platform_tokens=_read_tokens(platform_tokens) if platform_tokens else None,
         latency_ms_min=latency_ms / 3,
@@ -72,6 +74,9 @@ def sandbox(
     participations: Annotated[Path | None, typer.Option(help="with --vendors: participation CSV to load")] = None,
     platform_url: Annotated[str | None, typer.Option(help="with --vendors: report bookings to this FHIR base")] = None,
     platform_tokens: Annotated[Path | None, typer.Option(help="with --vendors: file of vendor_id:token lines")] = None,
+    sos: Annotated[
+        bool, typer.Option("--sos", help="with --vendors: the first vendor also serves an SOS Médecins association")
+    ] = False,
 ) -> None:
     """Serve vendor sandboxes implementing the vendor side of the SAS contract (FHIR base: /fhir).
 
@@ -79,7 +84,7 @@ def sandbox(
     directory's practitioners, declared in the vendor registry with their participations.
     """
     if vendors > 0:
-        _serve_fleet(vendors, port, latency_ms, participations, platform_url, platform_tokens)
+        _serve_fleet(vendors, port, latency_ms, participations, platform_url, platform_tokens, sos)
     elif config is None:
         raise fail("give --config FILE or --vendors N", INVALID)
     else:

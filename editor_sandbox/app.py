@@ -444,8 +444,15 @@ def _appointment(config: SandboxConfig, slot: AgendaSlot, operator: str, status:
         "status": status,
         "start": _instant(slot.start),
         "end": _instant(slot.end),
-        "participant": [{"actor": {"identifier": {"system": IDNPS_SYSTEM, "value": slot.idnps}}, "status": "accepted"}],
+        "participant": [{"actor": {"identifier": _participant(slot.idnps)}, "status": "accepted"}],
     }
+
+
+def _participant(agenda_id: str) -> dict[str, str]:
+    """Whose appointment it is: a practitioner by IDNPS, an association's place by the association's IDNST."""
+    if agenda_id.startswith("sos"):  # `SandboxAssociation.agenda_id`
+        return {"system": IDNST_SYSTEM, "value": "3" + agenda_id.removeprefix("sos")}
+    return {"system": IDNPS_SYSTEM, "value": agenda_id}
 
 
 async def _report(config: SandboxConfig, appointment: dict[str, Any], create: bool) -> int | None:

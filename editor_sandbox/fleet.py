@@ -11,10 +11,18 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from aggregation.contract import association_idnst
 from core.geo import department_of_postcode
 from core.records import Flow, Participation, ParticipationVia, Vendor
 from core.settings import Settings
-from editor_sandbox.agenda import SandboxConfig, SandboxCpts, SandboxPractitioner, SandboxSite
+from editor_sandbox.agenda import (
+    SandboxAssociation,
+    SandboxConfig,
+    SandboxCpts,
+    SandboxPlace,
+    SandboxPractitioner,
+    SandboxSite,
+)
 from editor_sandbox.server import SandboxServer, bound_socket
 from indexer.backend import Backend
 from indexer.lifecycle import iterate_all
@@ -92,6 +100,34 @@ def territory_cpts(practitioner: SandboxPractitioner) -> SandboxCpts | None:
     return SandboxCpts(idnst="1" + finess, name=f"CPTS du territoire {department}", phone=phone)
 
 
+# A made-up SOS Médecins association of the Ain with two consultation places, for the demo (`dispo sandbox --sos`).
+DEMO_ASSOCIATIONS = [
+    SandboxAssociation(
+        siret="30000000100012",
+        name="SOS Médecins de l'Ain (démo)",
+        places=[
+            SandboxPlace(
+                place_id="lfc-bourg",
+                name="Centre de consultation Bourg-en-Bresse",
+                line="2 avenue Alsace Lorraine",
+                city="BOURG EN BRESSE",
+                postcode="01000",
+                phone="+33474000001",
+            ),
+            SandboxPlace(
+                place_id="lfc-amberieu",
+                name="Centre de consultation Ambérieu-en-Bugey",
+                line="1 place Sémard",
+                city="AMBERIEU EN BUGEY",
+                postcode="01500",
+                phone="+33474000002",
+                hours=[{"daysOfWeek": ["sat", "sun"], "openingTime": "09:00:00", "closingTime": "19:00:00"}],
+            ),
+        ],
+    )
+]
+
+
 def start_fleet(
     backend: Backend,
     n_vendors: int,
@@ -101,6 +137,7 @@ def start_fleet(
     settings: Settings | None = None,
     platform_url: str | None = None,
     platform_tokens: dict[str, str] | None = None,
+    associations: list[SandboxAssociation] | None = None,
     **knobs: float,
 ) -> list[SandboxServer]:
     """Start `n_vendors` sandboxes (`sandbox-a`, `sandbox-b`, ...) and register them; returns the servers.
@@ -114,7 +151,7 @@ def start_fleet(
     for vendor_id, port in zip(vendor_ids, ports, strict=True):
         # Sandboxes serve the CPTS flow: their Slot searches are asked with the CPTS includes.
         url = f"http://127.0.0.1:{port}/fhir"
-        flows = [Flow.individual, Flow.cpts]
+        flows = [Flow.individual, Flow.cpts, Flow.sos]
         save_vendor(backend, Vendor(vendor_id=vendor_id, name=names[vendor_id], base_url=url, flows=flows))
     serving: dict[str, list[SandboxPractitioner]] = {v: [] for v in vendor_ids}
     if participations is not None:
@@ -135,6 +172,10 @@ def start_fleet(
             serving[vendor_id] = ordered[i::n_vendors]
             for p in serving[vendor_id]:
                 save_participation(backend, Participation(idnps=p.idnps, vendors=[vendor_id]))
+    # SOS Médecins associations take part by SIRET, through the first vendor.
+    for association in associations or []:
+        idnst = association_idnst(association.siret)
+        save_participation(backend, Participation(idnps=idnst, vendors=[vendor_ids[0]], via=ParticipationVia.sos))
     servers = []
     for i, (vendor_id, sock) in enumerate(zip(vendor_ids, sockets, strict=True)):
         config = SandboxConfig(
@@ -142,6 +183,7 @@ def start_fleet(
             name=names[vendor_id],
             seed=seed + i,
             practitioners=serving[vendor_id],
+            associations=(associations or []) if i == 0 else [],
             platform_url=platform_url,
             platform_token=(platform_tokens or {}).get(vendor_id),
             **knobs,

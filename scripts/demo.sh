@@ -49,7 +49,7 @@ cleanup() { for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; don
 trap cleanup EXIT INT TERM
 
 # Three sandbox vendors serve the participants and register themselves; the participation list is loaded.
-"$BIN/dispo" sandbox --vendors 3 --port "$SANDBOX_PORT" --latency-ms 250 --participations "$PARTICIPATIONS" \
+"$BIN/dispo" sandbox --vendors 3 --sos --port "$SANDBOX_PORT" --latency-ms 250 --participations "$PARTICIPATIONS" \
   --platform-url "http://127.0.0.1:$PORT/fhir" --platform-tokens "$DISPO_DATA_DIR/vendor.tokens" &
 children+=($!)
 for _ in $(seq 1 50); do
@@ -77,6 +77,8 @@ Dispo demo: embedded index in $DISPO_DATA_DIR
 Try:
   curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/search?address=12%20rue%20de%20la%20R%C3%A9publique%2001000%20Bourg-en-Bresse"
   curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/search?department=01&modality=home"
+  curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/search?postcode=01000&via=sos"        # SOS Médecins places
+  curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/search?postcode=01000&via=cpts&slot_type=CPTS"   # via a CPTS
   curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/practice-sites/search?postcode=01000&radius_km=20"
   DISPO_DATA_DIR=$DISPO_DATA_DIR $BIN/dispo search --address "Belley"
 Book: take a slot_id from a search, then

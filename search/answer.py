@@ -9,14 +9,14 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict
-from datetime import datetime
+from datetime import date, datetime
 from functools import cache
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from aggregation.availability import KIND as SLOTS
-from aggregation.availability import VENDOR, vendor_site
+from aggregation.availability import SOS, VENDOR, is_association, sos_site, vendor_site
 from core.geo import PARIS
 from core.records import Address, Position, SlotPlace
 from core.secrets import derive, server_key
@@ -63,6 +63,8 @@ class CardSite(BaseModel):
     lon: float | None
     position_precision: str | None
     declared_by_vendor: bool = False  # an address the vendor gives that the directory lacks, placed at its commune
+    sos: bool = False  # an SOS Médecins consultation place (`name` is the place's, the practitioner its association)
+    hours_today: list[str] = []  # the place's opening hours today (Europe/Paris), "08:00-19:00", when the vendor says
 
 
 class CardParticipation(BaseModel):
@@ -267,7 +269,9 @@ def build_answer(backend: Backend, settings: Settings, result: SearchResult, req
                     lat=position.get("lat"),
                     lon=position.get("lon"),
                     position_precision=position.get("precision"),
-                    declared_by_vendor=site.get("site_source") == VENDOR,
+                    declared_by_vendor=site.get("site_source") in (VENDOR, SOS),
+                    sos=site.get("site_source") == SOS,
+                    hours_today=_hours_on(site.get("hours") or [], today),
                 ),
                 participation=CardParticipation(
                     via=part["via"], extra_patients=part["extra_patients"], vendors=part["vendors"]
@@ -330,7 +334,8 @@ def _vendor_declared_sites(backend: Backend, candidates: list[Candidate]) -> dic
         return {}
     wanted = {c.site_id: c for c in candidates}
     places: dict[str, dict[str, Any]] = {}
-    query = GeoQuery(filters={"site": sorted(wanted)}, fields=("site_id", "vendor", "idnps", "place"))
+    fields = ("site_id", "vendor", "idnps", "place", "structure_idnst", "structure_name")
+    query = GeoQuery(filters={"site": sorted(wanted)}, fields=fields)
     for hit in scan(backend, SLOTS, query):
         places.setdefault(hit.doc["site_id"], hit.doc)
         if len(places) == len(wanted):  # one slot of each site is enough
@@ -342,10 +347,19 @@ def _vendor_declared_sites(backend: Backend, candidates: list[Candidate]) -> dic
     out: dict[str, dict[str, Any]] = {}
     for site_id, doc in places.items():
         place = SlotPlace.model_validate(doc["place"]) if doc.get("place") else None
-        site = vendor_site(doc["vendor"], doc["idnps"], place, practitioners.get(doc["idnps"], {}))
+        if is_association(doc["idnps"]):  # an SOS Médecins consultation place
+            site = sos_site(doc["vendor"], doc.get("structure_idnst"), doc.get("structure_name"), place)
+        else:
+            site = vendor_site(doc["vendor"], doc["idnps"], place, practitioners.get(doc["idnps"], {}))
         if site is not None and site["site_id"] == site_id:
             out[site_id] = site
     return out
+
+
+def _hours_on(hours: list[dict[str, Any]], day: date) -> list[str]:
+    """A place's opening hours on a day, from its hoursOfOperation as the vendor gave them."""
+    weekday = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[day.weekday()]
+    return [f"{h.get('opens') or '?'}-{h.get('closes') or '?'}" for h in hours if weekday in h.get("days", [])]
 
 
 def _label(address: dict[str, Any]) -> str | None:

@@ -9,12 +9,20 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+from support import CHEPY, api_settings, headers, indexed
 
 from aggregation.client import VendorError, make_client, search_schedules
-from aggregation.contract import IDNST_SYSTEM, ParseResult, schedule_search_params
-from core.records import OpeningHours, Vendor
+from aggregation.contract import IDNST_SYSTEM, ParseResult, association_idnst, schedule_search_params
+from aggregation.scheduler import Aggregator
+from api.app import create_app
+from api.auth import Role
+from core.records import Flow, OpeningHours, Participation, ParticipationVia, Vendor
+from core.settings import Settings
 from editor_sandbox.agenda import SandboxAssociation, SandboxConfig, SandboxPlace
 from editor_sandbox.server import SandboxServer
+from indexer.backend import Backend
+from indexer.registry import save_participation, save_vendor
 
 BOURG = SandboxAssociation(
     siret="31234567800017",
@@ -112,3 +120,36 @@ def test_a_vendor_refusing_the_search_fails_the_call() -> None:
         with pytest.raises(VendorError) as failed:
             asyncio.run(ask())
     assert failed.value.kind == "http"
+
+
+def test_an_association_taking_part_is_pulled_and_its_places_are_cards(loaded: Backend, settings: Settings) -> None:
+    """An association taking part by SIRET, at a vendor serving the SOS flow: one cycle indexes its places' slots at
+    sites of their own; a search near them returns the places as cards (association, place, phone, hours today)."""
+    config = SandboxConfig(vendor_id="v", seed=4, associations=[BOURG], practitioners=[CHEPY], churn_rate=0)
+    with SandboxServer(config) as server:
+        flows = [Flow.individual, Flow.sos]
+        save_vendor(loaded, Vendor(vendor_id="v", name="Vendor V", base_url=server.fhir_base, flows=flows))
+        association = association_idnst(BOURG.siret)
+        save_participation(loaded, Participation(idnps=association, vendors=["v"], via=ParticipationVia.sos))
+        save_participation(loaded, Participation(idnps=CHEPY.idnps, vendors=["v"]))
+        (report,) = asyncio.run(Aggregator(loaded, settings).run_once())
+    assert report.batches == 2 and report.batches_failed == 0 and not report.unplaced and not report.rejected
+    slots = indexed(loaded, "v")
+    sos = [s for s in slots.values() if s["idnps"] == association]
+    assert sos and {s["site_id"] for s in sos} == {f"sos:v:{association}:{p.place_id}" for p in BOURG.places}
+    assert any(s["idnps"] == CHEPY.idnps for s in slots.values()), "the vendor's practitioners are pulled as before"
+
+    with TestClient(create_app(api_settings(settings), loaded)) as client:
+        r = client.get(
+            "/v1/search",
+            params={"lat": 46.2052, "lon": 5.2255, "via": "sos", "verify": "false", "seed": 1},
+            headers=headers(Role.regulator),
+        )
+    assert r.status_code == 200, r.text
+    cards = r.json()["cards"]
+    assert {c["site"]["site_id"] for c in cards} == {s["site_id"] for s in sos}
+    bourg = next(c for c in cards if c["site"]["name"] == BOURG.places[0].name)
+    assert bourg["practitioner"]["name"] == BOURG.name and bourg["participation"]["via"] == "sos"
+    assert bourg["site"]["sos"] and bourg["site"]["phone"] == "+33474000001"
+    assert bourg["site"]["hours_today"] == ["08:00-20:00"]
+    assert bourg["distance_km"] < 10 and bourg["slot_count"] > 0

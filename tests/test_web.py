@@ -20,7 +20,7 @@ from api.app import create_app
 from api.auth import Role, new_token
 from bench.generate import generate
 from core.settings import Settings
-from editor_sandbox.fleet import start_fleet
+from editor_sandbox.fleet import DEMO_ASSOCIATIONS, start_fleet
 from editor_sandbox.server import ThreadedServer
 from indexer.es_backend import ElasticsearchBackend
 from indexer.sqlite_backend import SqliteBackend
@@ -81,6 +81,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             churn_rate=0.0,
             platform_url=api.url + "/fhir",
             platform_tokens={v: t for v, (t, _) in vendor_tokens.items()},
+            associations=DEMO_ASSOCIATIONS,
         )
         # With the coverage snapshot after the cycle, as `dispo aggregate` runs it: the analysts' page shows it.
         asyncio.run(Aggregator(backend, settings, snapshot=snapshot_now).run_once())
@@ -150,6 +151,30 @@ def test_cpts_slots_name_the_cpts_they_are_offered_through(page, stack: Stack) -
         assert text.startswith("via CPTS du territoire 01") and "☎ CPTS +33" in text
     assert cards.locator(".cpts").count() == cards.count(), "each card's CPTS slots name their CPTS"
     assert all("via CPTS" in badge for badge in cards.locator(".badge").all_inner_texts() if "CPTS" in badge)
+
+
+def test_sos_medecins_places_are_cards_with_their_hours(page, stack: Stack) -> None:
+    sign_in(page, stack)
+    page.select_option("#via", "sos")
+    search(page, "12 rue de la République 01000 Bourg-en-Bresse")
+    places = page.locator(".card .sos")
+    assert places.count() >= 1
+    bourg = next(t for t in places.all_inner_texts() if "Bourg-en-Bresse" in t)
+    assert bourg.startswith("SOS Médecins · Centre de consultation Bourg-en-Bresse · ouvert aujourd'hui 08:00-20:00")
+    card = page.locator(".card", has=page.locator(".sos", has_text="Bourg-en-Bresse")).first
+    assert "SOS Médecins de l'Ain" in card.locator("h3").inner_text() and card.locator(".slot").count() > 0
+    # Booked on the patient's behalf like a practitioner's slot; the vendor reports the appointment back.
+    with page.context.expect_page() as popup_info:
+        card.locator(".slot").first.click()
+    vendor_page = popup_info.value
+    vendor_page.wait_for_url("**origin=sas**")
+    vendor_page.wait_for_load_state()
+    vendor_page.select_option("#operator", "reg-web")
+    vendor_page.click("#book")
+    vendor_page.wait_for_load_state()
+    page.click("#tab-followup")
+    page.wait_for_selector("#appointments td.status")
+    assert "réservé" in page.locator("#appointments td.status").all_inner_texts()
 
 
 def test_context_in_the_url_runs_the_search_at_once(page, stack: Stack) -> None:
