@@ -26,7 +26,7 @@ from support import CHEPY, KRISTIAN, indexed
 
 from aggregation import puller
 from aggregation.availability import SiteMapper, reconcile
-from aggregation.client import VendorError, make_client, search_slots
+from aggregation.client import VendorError, make_client, search_participants, search_slots
 from aggregation.contract import ParseResult
 from aggregation.puller import CycleReport, VendorPuller
 from aggregation.status import vendor_statuses
@@ -154,7 +154,7 @@ def test_an_incomplete_answer_fails_the_batch_and_removes_nothing(
 
         control(server, **knobs)
         if cap is not None:  # the puller's calls with a small safety cap
-            monkeypatch.setattr(puller, "search_slots", functools.partial(search_slots, max_pages=cap))
+            monkeypatch.setattr(puller, "search_participants", functools.partial(search_participants, max_pages=cap))
         asked = searches(server)
         report = cycle(loaded, v, fast)
         # However the puller narrows a failed batch down, no call answers: nothing is written, nothing removed.
