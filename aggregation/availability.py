@@ -20,11 +20,10 @@ from weakref import WeakKeyDictionary
 
 import orjson
 
-from aggregation.contract import is_association
 from aggregation.rules import NOT_ASKED
 from aggregation.status import STATUS, failing_groups
 from core.geo import gazetteer
-from core.records import Address, Position, PositionPrecision, Slot, SlotPlace
+from core.records import Address, Position, PositionPrecision, Slot, SlotPlace, is_association
 from core.text import fold
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import ensure_live, iterate_all, scan

@@ -28,12 +28,11 @@ from aggregation.contract import (
     MalformedBundle,
     ParseResult,
     association_idnst,
-    is_association,
     parse_bundle,
     schedule_search_params,
     slot_search_params,
 )
-from core.records import Flow, Vendor
+from core.records import Flow, Vendor, is_association
 from core.retry import retryable_status
 
 # Safety cap on the pages of one answer, never a limit on what a conformant vendor may send: 25 practitioners over

@@ -31,7 +31,7 @@ from aggregation.rules import (
     first_broken,
 )
 from core.geo import EARLIEST, LATEST
-from core.records import Cpts, Modality, OpeningHours, Slot, SlotPlace, SlotType
+from core.records import Cpts, Modality, OpeningHours, Slot, SlotPlace, SlotType, association_idnst
 
 IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 IDNST_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
@@ -103,17 +103,6 @@ def schedule_search_params(sirets: Sequence[str], start_ge: datetime, start_le: 
         ("_has:Slot:schedule:status", "free"),
         ("actor:Location.organization.identifier", ",".join(f"{IDNST_SYSTEM}|{association_idnst(s)}" for s in sirets)),
     ]
-
-
-def is_association(participant: str) -> bool:
-    """An SOS Médecins association taking part by SIRET is a participant under its structure identifier, 3 + SIRET
-    (a practitioner's IDNPS is 11 or 12 digits)."""
-    return len(participant) == 15 and participant.startswith("3") and participant.isdigit()
-
-
-def association_idnst(siret: str) -> str:
-    """An SOS Médecins association's structure identifier: 3 + its SIRET."""
-    return "3" + siret
 
 
 @dataclass

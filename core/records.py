@@ -284,6 +284,17 @@ class ParticipationVia(StrEnum):
     sos = "sos"  # SOS Médecins
 
 
+def association_idnst(siret: str) -> str:
+    """An SOS Médecins association's structure identifier: 3 + its SIRET. The association takes part in the SAS by
+    SIRET, and is a participant under this identifier (a practitioner under their IDNPS)."""
+    return "3" + siret
+
+
+def is_association(participant: str) -> bool:
+    """Whether a participant is an SOS Médecins association (3 + SIRET, 15 digits; an IDNPS has 10 or 12)."""
+    return len(participant) == 15 and participant.startswith("3") and participant.isdigit()
+
+
 class Participation(BaseModel):
     """A practitioner's participation in the SAS, and the vendor(s) their free slots come from."""
 

@@ -1,9 +1,11 @@
 """Reader for the SAS participation list: a CSV naming each participating practitioner and their vendors.
 
 Columns (header required, `,` or `;` separated, UTF-8):
-    idnps, vendors, via, extra_patients, active
+    idnps, vendors, via, extra_patients, active, siret
 `vendors` lists vendor ids separated by `|`; `via` is practice, cpts, msp or sos (default practice);
 booleans accept true/false, 1/0, oui/non, yes/no (defaults: extra_patients false, active true).
+An SOS Médecins association takes part by SIRET: its row has an empty `idnps`, its `siret` and `via` sos (or
+empty); it is registered under its structure identifier, 3 + SIRET (`core.records.association_idnst`).
 The file is the whole list: loading it writes a new version and switches, like the national imports.
 """
 
@@ -13,13 +15,14 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.records import Participation, ParticipationVia
+from core.records import Participation, ParticipationVia, association_idnst
 from core.report import FileRejected, ImportReport
 from rpps_import.lines import BOM, describe_bad_bytes, numbered_lines, open_binary, split_row
 
 REQUIRED = ("idnps", "vendors")
-OPTIONAL = ("via", "extra_patients", "active")
+OPTIONAL = ("via", "extra_patients", "active", "siret")
 IDNPS = re.compile(r"^(8\d{11}|0\d{9})$")
+SIRET = re.compile(r"^\d{14}$")
 TRUE, FALSE = {"true", "1", "oui", "yes", "o", "y"}, {"false", "0", "non", "no", "n"}
 
 
@@ -85,7 +88,7 @@ class ParticipationReader:
                 if participation is None:
                     continue
                 if participation.idnps in seen:
-                    self.report.reject(no, "duplicate practitioner", f"first on line {seen[participation.idnps]}")
+                    self.report.reject(no, "duplicate participant", f"first on line {seen[participation.idnps]}")
                     continue
                 seen[participation.idnps] = no
                 self.report.accept()
@@ -104,8 +107,20 @@ class ParticipationReader:
         if len(row) < len(index):
             self.report.reject(no, "wrong number of fields", f"expected {len(index)}, found {len(row)}")
             return None
-        idnps = get("idnps") or ""
-        if not IDNPS.match(idnps):
+        idnps, siret = get("idnps") or "", get("siret") or ""
+        if idnps and siret:
+            why = "a practitioner by IDNPS or an SOS association by SIRET, not both"
+            self.report.reject(no, "IDNPS and SIRET", why)
+            return None
+        if siret:
+            if not SIRET.match(siret):
+                self.report.reject(no, "invalid SIRET", f"{siret!r}: expected 14 digits")
+                return None
+            if (get("via") or "sos").lower() != "sos":
+                self.report.reject(no, "association not via SOS", "an association by SIRET takes part as SOS Médecins")
+                return None
+            idnps = association_idnst(siret)
+        elif not IDNPS.match(idnps):
             self.report.reject(no, "invalid IDNPS", f"{idnps!r}: expected 8+11 digits (RPPS) or 0+9 digits (ADELI)")
             return None
         vendors = [v.strip() for v in (get("vendors") or "").split("|") if v.strip()]
@@ -116,7 +131,7 @@ class ParticipationReader:
         if unknown:
             self.report.reject(no, "unknown vendor", f"{', '.join(unknown)} (declare it with `dispo vendors add`)")
             return None
-        via = (get("via") or "practice").lower()
+        via = (get("via") or ("sos" if siret else "practice")).lower()
         if via not in ParticipationVia.__members__:
             self.report.reject(no, "unknown participation mode", f"{via!r}: practice, cpts, msp or sos")
             return None

@@ -48,7 +48,7 @@ def test_csv_load_reports_every_row(vendors: Backend, settings: Settings, tmp_pa
         "unknown vendor": 1,
         "unknown participation mode": 1,
         "invalid yes/no value": 1,
-        "duplicate practitioner": 1,
+        "duplicate participant": 1,
         "no vendor": 1,
     }
     problems = Path(summary.report_file or "").read_text(encoding="utf-8")
@@ -58,6 +58,36 @@ def test_csv_load_reports_every_row(vendors: Backend, settings: Settings, tmp_pa
     assert get_participation(vendors, "810106476764").extra_patients is True
     assert [x.idnps for x in participants(vendors, "beta")] == ["0019402726"]  # the other is inactive
     assert len(participants(vendors, "beta", active_only=False)) == 2
+
+
+ASSOCIATIONS = """idnps,vendors,via,extra_patients,active,siret
+810106476764,alpha,practice,,,
+,alpha,sos,,,34173748400020
+,beta,,,,39208046630010
+,alpha,,,,3920804663001
+,alpha,cpts,,,39208046630028
+0019402726,alpha,,,,39208046630036
+,alpha,sos,,,34173748400020
+,alpha,,,,
+"""
+
+
+def test_sos_associations_take_part_by_siret(vendors: Backend, settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "participations.csv"
+    path.write_text(ASSOCIATIONS, encoding="utf-8")
+    summary = load_participations(path, vendors, settings)
+    assert summary.lines_read == 8 and summary.lines_accepted == 3
+    assert summary.rejected_by_reason == {
+        "invalid SIRET": 1,
+        "association not via SOS": 1,
+        "IDNPS and SIRET": 1,
+        "duplicate participant": 1,
+        "invalid IDNPS": 1,
+    }
+    rennes = get_participation(vendors, "334173748400020")
+    assert rennes is not None and rennes.via == ParticipationVia.sos and rennes.vendors == ["alpha"]
+    lorient = get_participation(vendors, "339208046630010")
+    assert lorient is not None and lorient.via == ParticipationVia.sos, "an association row is SOS by default"
 
 
 def test_bad_files_and_big_drops_keep_the_registry(vendors: Backend, settings: Settings, tmp_path: Path) -> None:
