@@ -114,16 +114,10 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
     async def search_slots(request: Request) -> Response:
         stats["searches"] += 1
         params = request.query_params
-        starts = params.getlist("start")
-        ge = [s[2:] for s in starts if s.startswith("ge")]
-        le = [s[2:] for s in starts if s.startswith("le")]
-        if len(ge) != 1 or len(le) != 1:
-            return outcome(400, "required", "start=ge<instant> and start=le<instant> are both mandatory")
-        try:
-            start_ge, _ = parse_instant(ge[0])
-            start_le, _ = parse_instant(le[0])
-        except ValueError:
-            return outcome(400, "value", "start must be an instant with an offset")
+        window = _window(params, "start")
+        if isinstance(window, Response):
+            return window
+        start_ge, start_le = window
         if params.get("status") != "free":
             return outcome(400, "not-supported", "status=free is mandatory and the only status supported")
         raw = params.get("schedule.actor:Practitioner.identifier")
@@ -221,16 +215,10 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
         the window, with their slots, places and associations (as asked by the includes)."""
         stats["searches"] += 1
         params = request.query_params
-        starts = params.getlist("_has:Slot:schedule:start")
-        ge = [s[2:] for s in starts if s.startswith("ge")]
-        le = [s[2:] for s in starts if s.startswith("le")]
-        if len(ge) != 1 or len(le) != 1:
-            return outcome(400, "required", "_has:Slot:schedule:start=ge<instant> and =le<instant> are both mandatory")
-        try:
-            start_ge, _ = parse_instant(ge[0])
-            start_le, _ = parse_instant(le[0])
-        except ValueError:
-            return outcome(400, "value", "start must be an instant with an offset")
+        window = _window(params, "_has:Slot:schedule:start")
+        if isinstance(window, Response):
+            return window
+        start_ge, start_le = window
         if params.get("_has:Slot:schedule:status") != "free":
             return outcome(400, "not-supported", "_has:Slot:schedule:status=free is mandatory")
         raw = params.get("actor:Location.organization.identifier")
@@ -370,6 +358,19 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
         return {**stats, "booked": len(booked), "accounts": len(accounts)}
 
     return app
+
+
+def _window(params: Any, name: str) -> tuple[datetime, datetime] | Response:
+    """The window a search asks for (`name`=ge<instant> and `name`=le<instant>), or the 400 answer to give."""
+    starts = params.getlist(name)
+    ge = [s[2:] for s in starts if s.startswith("ge")]
+    le = [s[2:] for s in starts if s.startswith("le")]
+    if len(ge) != 1 or len(le) != 1:
+        return outcome(400, "required", f"{name}=ge<instant> and {name}=le<instant> are both mandatory")
+    try:
+        return parse_instant(ge[0])[0], parse_instant(le[0])[0]
+    except ValueError:
+        return outcome(400, "value", "start must be an instant with an offset")
 
 
 def _origin_of(base: str) -> dict[str, Any]:
