@@ -39,6 +39,7 @@ from aggregation.contract import (
     parse_instant,
 )
 from core.geo import department_of_postcode, gazetteer
+from core.records import is_association
 from editor_sandbox.agenda import (
     MODALITIES,
     PARIS,
@@ -227,7 +228,7 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
         sirets = []
         for token in raw.split(","):
             system, _, value = token.rpartition("|")
-            if system != IDNST_SYSTEM or not (len(value) == 15 and value.startswith("3") and value.isdigit()):
+            if system != IDNST_SYSTEM or not is_association(value):
                 return outcome(400, "value", f"identifier {token!r} is not {IDNST_SYSTEM}|3<SIRET>")
             sirets.append(value[1:])
         if len(sirets) > MAX_ASSOCIATIONS:
