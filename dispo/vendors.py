@@ -4,6 +4,7 @@ cycle in detail), and a vendor's answer checked against the agency's test kit.""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -12,14 +13,15 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 
-from aggregation.client import make_client
-from aggregation.contract import CONTRACT_ACCEPT, slot_search_params
+from aggregation.capability import check_capability
+from aggregation.client import VendorError, make_client, search_participants
+from aggregation.contract import CONTRACT_ACCEPT, MAX_ASSOCIATIONS, ParseResult, slot_search_params
 from aggregation.puller import slot_window
 from aggregation.status import STATUS, failing_since, vendor_statuses
 from api.vendors import VendorView
-from core.records import Flow, Vendor
+from core.records import Flow, Vendor, is_association
 from dispo.console import FAILED, INVALID, fail, open_backend, out, print_listing, write_json
-from editor_sandbox.conformance import Check, check_answer
+from editor_sandbox.conformance import Check, check_answer, check_cpts
 from indexer.registry import get_vendor, list_vendors, participants, save_vendor, set_enabled
 
 vendors_app = typer.Typer(help="The vendor registry.", no_args_is_help=True)
@@ -113,67 +115,140 @@ def vendors_disable(vendor_id: str) -> None:
     out.print(f"vendor {vendor_id} disabled")
 
 
-async def _ask(vendor: Vendor, asked: list[str], start: datetime, end: datetime) -> httpx.Response:
-    """One slot search, as the aggregator sends it."""
+@dataclass
+class _Answers:
+    """What `dispo vendors check` asked a vendor, and what it answered."""
+
+    metadata: httpx.Response | None = None
+    slots: httpx.Response | None = None
+    schedules: ParseResult | VendorError | None = None
+
+
+async def _ask(
+    vendor: Vendor, practitioners: list[str], associations: list[str], start: datetime, end: datetime
+) -> _Answers:
+    """The vendor's CapabilityStatement, one slot search and one schedule search, each as the aggregator sends it."""
+    answers = _Answers()
+    base = vendor.base_url.rstrip("/")
     async with make_client(vendor) as client:
-        return await client.get(
-            vendor.base_url.rstrip("/") + "/Slot",
-            params=slot_search_params(asked, start, end, cpts=Flow.cpts in vendor.flows),
-            headers={"Accept": CONTRACT_ACCEPT},
-        )
+        answers.metadata = await client.get(base + "/metadata", headers={"Accept": CONTRACT_ACCEPT})
+        if practitioners:
+            answers.slots = await client.get(
+                base + "/Slot",
+                params=slot_search_params(practitioners, start, end, cpts=Flow.cpts in vendor.flows),
+                headers={"Accept": CONTRACT_ACCEPT},
+            )
+        if associations:
+            try:
+                answers.schedules = await search_participants(client, vendor, associations, start, end, start)
+            except VendorError as exc:
+                answers.schedules = exc
+    return answers
 
 
-def _print_checks(status: int, checks: list[Check]) -> None:
-    """The count of checks, then each failed requirement with its first failure."""
-    failures: dict[int, list[str]] = {}
-    for req_id, ok, detail in checks:
+def _json(response: httpx.Response | None) -> Any:
+    try:
+        return None if response is None else response.json()
+    except ValueError:
+        return None
+
+
+def _sos_findings(answer: ParseResult | VendorError | None) -> list[tuple[bool, str]]:
+    """The SOS Médecins schedule search: a whole answer, every slot kept, each place with its address."""
+    if answer is None:
+        return []
+    if isinstance(answer, VendorError):
+        return [(False, f"schedule search: {answer.kind}: {answer}")]
+    out = [(True, f"schedule search: {len(answer.slots)} slot(s)")]
+    out += [(False, f"schedule search: {n} slot(s) dropped: {reason}") for reason, n in answer.rejected.items()]
+    places = {(s.structure_idnst, s.place.place_id if s.place else None): s.place for s in answer.slots}
+    for (association, place_id), place in places.items():
+        complete = place is not None and bool(place.line and place.city and place.postcode)
+        out.append((complete, f"association {association} place {place_id}: address line, city and postcode"))
+    return out
+
+
+def _print_checks(name: str, checks: list[tuple[bool, str]], requirement: dict[str, int] | None = None) -> None:
+    """A section's count of checks, then each failure (the first of each requirement, with how many more)."""
+    failures: dict[str, list[str]] = {}
+    for ok, detail in checks:
         if not ok:
-            failures.setdefault(req_id, []).append(detail)
+            key = f"requirement {requirement[detail]}" if requirement else detail
+            failures.setdefault(key, []).append(detail)
     failed = sum(len(details) for details in failures.values())
-    out.print(
-        f"HTTP {status}; {len(checks)} checks on {len({c[0] for c in checks})} "
-        f"requirements of agg-psindiv; {failed} failed"
-    )
-    for req_id in sorted(failures):
-        first, more = failures[req_id][0], len(failures[req_id]) - 1
-        out.print(f"  [red]requirement {req_id}[/]: {first}" + (f" (+{more} more)" if more else ""))
+    out.print(f"{name}: {len(checks)} checks; {failed} failed")
+    for key, details in failures.items():
+        more = len(details) - 1
+        out.print(
+            f"  [red]{escape(key)}[/]"
+            + (f": {escape(details[0])}" if requirement else "")
+            + (f" (+{more} more)" if more else "")
+        )
 
 
 @vendors_app.command("check")
 def vendors_check(
     vendor_id: str,
     idnps: Annotated[
-        list[str] | None, typer.Option(help="practitioners to ask for (default: its participants)")
+        list[str] | None, typer.Option(help="participants to ask for: IDNPS, or 3 + SIRET (default: its participants)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Check a vendor's slot-search answer against the verifiable requirements of the agency's test kit."""
+    """Check a vendor against the agency's requirements for the flows it is registered for: its CapabilityStatement
+    (the search parameters and includes of the individual, CPTS and SOS Médecins statements), a slot-search answer
+    (the test kit's verifiable requirements; the CPTS includes) and, for SOS Médecins, a schedule-search answer."""
     backend = open_backend()
     vendor = get_vendor(backend, vendor_id)
     if vendor is None:
         raise fail(f"no vendor {vendor_id!r}; see `dispo vendors list`", INVALID)
-    asked = (idnps or [p.idnps for p in participants(backend, vendor_id)])[:CHECKED_AT_MOST]
-    if not asked:
-        raise fail("no practitioner to ask for: give --idnps or load participations", INVALID)
+    asked = idnps or [p.idnps for p in participants(backend, vendor_id)]
+    practitioners = [i for i in asked if not is_association(i)][:CHECKED_AT_MOST]
+    associations = [i for i in asked if is_association(i)][:MAX_ASSOCIATIONS] if Flow.sos in vendor.flows else []
+    if not practitioners and not associations:
+        raise fail("no participant to ask for: give --idnps or load participations", INVALID)
     start, end = slot_window(datetime.now(UTC), 2)
     try:
-        response = asyncio.run(_ask(vendor, asked, start, end))
-        bundle = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        raise fail(str(exc), FAILED, "the vendor did not give a JSON answer") from exc
-    checks = check_answer(bundle, asked, start, end)
-    failed = [c for c in checks if not c[1]]
+        answers = asyncio.run(_ask(vendor, practitioners, associations, start, end))
+    except httpx.HTTPError as exc:
+        raise fail(str(exc), FAILED, "the vendor could not be reached; check its base URL") from exc
+    assert answers.metadata is not None
+    sections: dict[str, list[tuple[bool, str]]] = {
+        "capability": [(f.ok, f.detail) for f in check_capability(_json(answers.metadata), vendor.flows)]
+    }
+    kit: list[Check] = []
+    if answers.slots is not None:
+        bundle = _json(answers.slots)
+        if bundle is None:
+            raise fail(
+                "the vendor's slot search did not give a JSON answer", FAILED, f"HTTP {answers.slots.status_code}"
+            )
+        kit = check_answer(bundle, practitioners, start, end)
+        sections["slot search"] = [(ok, detail) for _, ok, detail in kit]
+        if Flow.cpts in vendor.flows:
+            sections["cpts"] = check_cpts(bundle)
+    if associations:
+        sections["sos"] = _sos_findings(answers.schedules)
+    statuses = {"metadata": answers.metadata.status_code}
+    if answers.slots is not None:
+        statuses["slot search"] = answers.slots.status_code
+    failed = {name: [detail for ok, detail in checks if not ok] for name, checks in sections.items()}
     if as_json:
         write_json(
             {
-                "status": response.status_code,
-                "checks": len(checks),
-                "failed": [{"requirement": c[0], "detail": c[2]} for c in failed],
+                "flows": [f.value for f in vendor.flows],
+                "status": statuses,
+                "checks": {name: len(checks) for name, checks in sections.items()},
+                "failed": [{"requirement": req, "detail": detail} for req, ok, detail in kit if not ok],
+                "failed_by_section": failed,
             }
         )
     else:
-        _print_checks(response.status_code, checks)
-    raise typer.Exit(FAILED if failed or response.status_code != 200 else 0)
+        out.print(", ".join(f"{name}: HTTP {status}" for name, status in statuses.items()))
+        requirement = {detail: req for req, _, detail in kit}
+        for name, checks in sections.items():
+            _print_checks(name, checks, requirement if name == "slot search" else None)
+    bad_status = any(status != 200 for status in statuses.values())
+    raise typer.Exit(FAILED if bad_status or any(failed.values()) else 0)
 
 
 def _status_row(r: dict[str, Any]) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.geo import PARIS
+from core.records import Flow
 
 
 class SandboxSite(BaseModel):
@@ -88,6 +89,9 @@ class SandboxConfig(BaseModel):
     seed: int = 0
     practitioners: list[SandboxPractitioner] = Field(default_factory=list)
     associations: list[SandboxAssociation] = Field(default_factory=list)  # SOS Médecins (Schedule search)
+    # The flows its CapabilityStatement declares (`GET /fhir/metadata`); None: individual and CPTS, and SOS Médecins
+    # when it has associations.
+    flows: list[Flow] | None = None
     slot_minutes: int = 20
     # Share of candidate times that are free slots (~40 slots per practitioner over 72 h at 0.4).
     density: float = 0.4

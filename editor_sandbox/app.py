@@ -3,6 +3,8 @@
 - `GET /fhir/Slot`: the slot search of flow INT_R01 (parameters checked as the contract requires; 400
   with an OperationOutcome otherwise), answered with a searchset Bundle of Slot, Schedule,
   Practitioner and PractitionerRole (contained Location), offsets in Europe/Paris time;
+- `GET /fhir/Schedule`: the SOS Médecins flow's search of associations' consultation places by SIRET;
+- `GET /fhir/metadata`: its CapabilityStatement, declaring what the agency requires of the flows it serves;
 - `POST /fhir/Practitioner`, `PUT /fhir/Practitioner?identifier=`: regulator accounts (flow INT_R02);
 - `GET /booking/{slot_id}`: the booking page a slot's URL opens (`origin=sas` accepted);
 - `POST /_control`: change latency, error, malformed, hang, churn and paging knobs while running, and the
@@ -28,6 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.datastructures import URL
 
+from aggregation.capability import capability_statement
 from aggregation.contract import (
     CPTS_CATEGORY,
     CPTS_INCLUDES,
@@ -39,7 +42,7 @@ from aggregation.contract import (
     parse_instant,
 )
 from core.geo import department_of_postcode, gazetteer
-from core.records import is_association
+from core.records import Flow, is_association
 from editor_sandbox.agenda import (
     MODALITIES,
     PARIS,
@@ -86,6 +89,7 @@ KNOBS = (
     "hang_s",
     "churn_rate",
     "churn_period_s",
+    "flows",
 )
 
 
@@ -209,6 +213,15 @@ def create_sandbox_app(config: SandboxConfig, clock: Any = None) -> FastAPI:
         if config.dribble_s > 0:
             return StreamingResponse(_dribble(parts, config.dribble_s), media_type=FHIR_JSON)
         return Response(b"".join(parts), media_type=FHIR_JSON)
+
+    @app.get("/fhir/metadata")
+    async def metadata() -> Response:
+        """The server's CapabilityStatement: what the agency's statements require for the flows it serves."""
+        flows = config.flows
+        if flows is None:
+            flows = [Flow.individual, Flow.cpts] + ([Flow.sos] if config.associations else [])
+        statement = capability_statement(flows, config.name)
+        return Response(orjson.dumps(statement), media_type=FHIR_JSON)
 
     @app.get("/fhir/Schedule")
     async def search_schedules(request: Request) -> Response:

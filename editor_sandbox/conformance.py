@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aggregation.contract import IDNPS_SYSTEM, IDNST_SYSTEM, BundleContext, slot_facts
+from aggregation.contract import (
+    CPTS_CATEGORY,
+    IDNPS_SYSTEM,
+    IDNST_SYSTEM,
+    SERVICE_TYPE_REFERENCE,
+    BundleContext,
+    slot_facts,
+)
 from aggregation.rules import SlotRule, verdicts
 
 POSTCODE = re.compile(r"^[0-9]{5}$")
@@ -130,3 +137,35 @@ def _checks(bundle: Any, asked: set[str], start_ge: datetime, start_le: datetime
             all(r.startswith("#") and any(c.get("id") == r[1:] for c in locations) for r in refs),
             (f"PractitionerRole/{rid} location references its contained Location"),
         )
+
+
+def check_cpts(bundle: Any) -> list[tuple[bool, str]]:
+    """The CPTS flow's answer: each Slot offered through a CPTS (a serviceType coded 604) references, by the
+    service-type-reference extension, a HealthcareService the Bundle includes, provided by an Organization the Bundle
+    includes with its IDNST (`_include=Slot:service-type-reference`, `_include:iterate=HealthcareService:organization`).
+    """
+    entries = _dicts(_dict(bundle).get("entry"))
+    context = BundleContext(entries)
+    out: list[tuple[bool, str]] = []
+    for resource in (_dict(e.get("resource")) for e in entries):
+        if resource.get("resourceType") != "Slot":
+            continue
+        slot_id = _text(resource.get("id"))[:64]
+        for concept in _dicts(resource.get("serviceType")):
+            if not any(c.get("code") == CPTS_CATEGORY for c in _dicts(concept.get("coding"))):
+                continue
+            references = [
+                e.get("valueReference")
+                for e in _dicts(concept.get("extension"))
+                if e.get("url") == SERVICE_TYPE_REFERENCE
+            ]
+            out.append((bool(references), f"Slot/{slot_id} serviceType 604 references its HealthcareService"))
+            for reference in references:
+                service = context.resolve(reference)
+                out.append((service is not None, f"Slot/{slot_id} HealthcareService included"))
+                organization = context.resolve(_dict(service).get("providedBy"))
+                identifiers = _dicts(_dict(organization).get("identifier"))
+                values = [_text(i.get("value")) for i in identifiers if i.get("system") == IDNST_SYSTEM]
+                out.append((organization is not None, f"Slot/{slot_id} the CPTS's Organization included"))
+                out.append((any(values), f"Slot/{slot_id} the CPTS's Organization has its IDNST"))
+    return out
