@@ -27,6 +27,7 @@ from core.records import Address, Position, PositionPrecision, Slot, SlotPlace, 
 from core.text import fold
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import ensure_live, iterate_all, scan
+from rpps_import.geocode import GeocodeQuery, Geocoder
 
 KIND = "slots"
 # Fields left out of a slot's content hash: a change in them alone (a new fetch time) does not make the slot worth
@@ -72,6 +73,9 @@ def slot_document(slot: Slot, site: dict[str, Any]) -> dict[str, Any]:
     doc["practitioner_specialties"] = [s["code"] for s in practitioner.get("specialties", [])]
     if site.get("location") is not None:
         doc["location"] = site["location"]
+    if doc["site_source"] != DIRECTORY and site.get("position") is not None:
+        # A declared site lives only in its slots: they carry where it was placed, and how precisely.
+        doc["position"] = site["position"]
     stable = {k: v for k, v in doc.items() if k not in _VOLATILE}
     doc["content_hash"] = hashlib.blake2b(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
     return doc
@@ -159,13 +163,48 @@ def sos_site(
     }
 
 
+def declared_sites(backend: Backend, site_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Sites the vendors declared (at addresses the directory lacks, or SOS Médecins consultation places), by id,
+    rebuilt from one of their slots as the aggregator built them: with the practitioner as the directory knows them,
+    at the position the slot carries."""
+    wanted = set(site_ids)
+    if not wanted:
+        return {}
+    docs: dict[str, dict[str, Any]] = {}
+    fields = ("site_id", "vendor", "idnps", "place", "structure_idnst", "structure_name", "position")
+    for hit in scan(backend, KIND, GeoQuery(filters={"site": sorted(wanted)}, fields=fields)):
+        docs.setdefault(hit.doc["site_id"], hit.doc)
+        if len(docs) == len(wanted):  # one slot of each site is enough
+            break
+    idnps = sorted({d["idnps"] for d in docs.values() if not is_association(d["idnps"])})
+    practitioners: dict[str, dict[str, Any]] = {}
+    if idnps:
+        for doc in iterate_all(backend, "practice_sites", {"idnps": idnps}):
+            practitioners[doc["practitioner"]["idnps"]] = doc["practitioner"]
+    out: dict[str, dict[str, Any]] = {}
+    for site_id, doc in docs.items():
+        place = SlotPlace.model_validate(doc["place"]) if doc.get("place") else None
+        if is_association(doc["idnps"]):
+            site = sos_site(doc["vendor"], doc.get("structure_idnst"), doc.get("structure_name"), place)
+        else:
+            site = vendor_site(doc["vendor"], doc["idnps"], place, practitioners.get(doc["idnps"], {}))
+        if site is None or site["site_id"] != site_id:
+            continue
+        if doc.get("position"):
+            position = doc["position"]
+            site |= {"position": position, "location": {"lat": position["lat"], "lon": position["lon"]}}
+        out[site_id] = site
+    return out
+
+
 class SiteMapper:
     """Maps a vendor slot to a practice site: a directory site by structure (FINESS, SIRET, rang), then by postcode
     (and street, when several sites share it), else a site the vendor declares at an address the directory lacks."""
 
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
+    def __init__(self, backend: Backend, geocoder: Geocoder | None = None) -> None:
+        self.backend, self.geocoder = backend, geocoder
         self._cache: dict[str, list[dict[str, Any]]] = {}
+        self._positions: dict[str, Position | None] = {}  # declared site id -> the geocoder's position of it
 
     def sites(self, idnps: str) -> list[dict[str, Any]]:
         if idnps not in self._cache:
@@ -188,7 +227,7 @@ class SiteMapper:
         if slot.idnps is None:
             return None
         if is_association(slot.idnps):
-            return sos_site(slot.vendor, slot.structure_idnst, slot.structure_name, slot.place)
+            return self._geocoded(sos_site(slot.vendor, slot.structure_idnst, slot.structure_name, slot.place))
         sites = self.sites(slot.idnps)
         if not sites:  # a vendor's word alone does not make a practitioner: the directory must know them
             return None
@@ -210,11 +249,34 @@ class SiteMapper:
         if len(by_street) == 1:
             return by_street[0]
         if not by_postcode or (line and not by_street):  # an address none of the directory's sites has
-            declared = vendor_site(slot.vendor, slot.idnps, slot.place, sites[0]["practitioner"])
+            declared = self._geocoded(vendor_site(slot.vendor, slot.idnps, slot.place, sites[0]["practitioner"]))
             if declared is not None:
                 return declared
         located = [s for s in sites if s.get("location")]
         return located[0] if len(located) == 1 and not idnst else None
+
+    def _geocoded(self, site: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A site the vendor declares, placed at its address by the geocoder as imports place the directory's sites
+        (once per site and cycle; the geocoder keeps its answers), else left at its commune."""
+        if site is None or self.geocoder is None:
+            return site
+        key = site["site_id"]
+        if key not in self._positions:
+            address = site["address"]
+            query = GeocodeQuery(
+                street=address.get("street") or "",
+                postcode=address.get("postcode"),
+                insee_code=address.get("insee_code"),
+                commune=address.get("commune"),
+            )
+            self._positions[key] = self.geocoder.geocode([query])[0] if query.street else None
+        position = self._positions[key]
+        if position is None:
+            return site
+        return site | {
+            "position": position.model_dump(mode="json"),
+            "location": {"lat": position.lat, "lon": position.lon},
+        }
 
     def unplaced_reason(self, slot: Slot) -> str:
         """Why `place` found no site for this slot."""

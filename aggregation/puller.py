@@ -36,6 +36,7 @@ from core.settings import Settings
 from indexer.backend import Backend
 from indexer.lifecycle import ensure_live
 from indexer.registry import participants
+from rpps_import.geocode import make_geocoder
 
 # Failures that a smaller batch may not share, since one practitioner's agenda can cause them: a timeout, a 5xx, an
 # answer unreadable, incomplete or too large (fewer practitioners, fewer slots: a half may fit under the cap), a 4xx
@@ -200,6 +201,8 @@ class VendorPuller:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.backend, self.vendor, self.settings, self.clock = backend, vendor, settings, clock
+        # Places the sites a vendor declares (SOS Médecins places, addresses the directory lacks) as imports do.
+        self.geocoder = make_geocoder(settings)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
         # IDNPS -> {"since": when its calls started failing (ISO), "reason": why its last call failed}
         self.failing: dict[str, dict[str, str]] = {}
@@ -227,7 +230,7 @@ class VendorPuller:
         batches = [practitioners[i : i + MAX_IDENTIFIERS] for i in range(0, len(practitioners), MAX_IDENTIFIERS)]
         batches += [associations[i : i + MAX_ASSOCIATIONS] for i in range(0, len(associations), MAX_ASSOCIATIONS)]
         report.batches = len(batches)
-        mapper = SiteMapper(self.backend)
+        mapper = SiteMapper(self.backend, self.geocoder)
         window = slot_window(now, self.settings.horizon_days)
         semaphore = asyncio.Semaphore(max(1, self.vendor.concurrency))
         limiter = RateLimiter(self.vendor.requests_per_second)

@@ -25,6 +25,7 @@ import httpx
 from core.geo import Gazetteer, gazetteer, in_france
 from core.records import Address, Position, PositionPrecision, PracticeSite
 from core.retry import Retry
+from core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,19 @@ class AddokGeocoder:
                 continue
             out[i] = Position(lat=lat, lon=lon, precision=precision, source="ban")
         return out
+
+
+def make_geocoder(settings: Settings) -> Geocoder | None:
+    if not settings.geocoder_url:
+        return None
+    return AddokGeocoder(
+        settings.geocoder_url,
+        cache_path=settings.data_dir / "cache" / "geocoder.db",
+        min_score=settings.geocoder_min_score,
+        requests_per_second=settings.geocoder_rps,
+        batch_rows=settings.geocoder_batch_rows,
+        retries=settings.geocoder_retries,
+    )
 
 
 class Positioner:

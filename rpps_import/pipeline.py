@@ -20,7 +20,7 @@ from indexer.documents import site_document, structure_document
 from indexer.lifecycle import iterate_all, publish
 from indexer.registry import list_vendors
 from rpps_import.finess import FinessReader
-from rpps_import.geocode import AddokGeocoder, CommuneGeocoder, Geocoder, Positioner
+from rpps_import.geocode import CommuneGeocoder, Geocoder, Positioner, make_geocoder
 from rpps_import.participations import ParticipationReader
 from rpps_import.rpps import RppsReader
 
@@ -37,19 +37,6 @@ def establishment_positions(backend: Backend) -> dict[str, Position]:
     for doc in iterate_all(backend, "structures", filters={"precision": [PositionPrecision.establishment.value]}):
         out[doc["finess"]] = Position.model_validate(doc["position"])
     return out
-
-
-def make_geocoder(settings: Settings) -> Geocoder | None:
-    if not settings.geocoder_url:
-        return None
-    return AddokGeocoder(
-        settings.geocoder_url,
-        cache_path=settings.data_dir / "cache" / "geocoder.db",
-        min_score=settings.geocoder_min_score,
-        requests_per_second=settings.geocoder_rps,
-        batch_rows=settings.geocoder_batch_rows,
-        retries=settings.geocoder_retries,
-    )
 
 
 def _publish(

@@ -15,17 +15,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from aggregation.availability import KIND as SLOTS
-from aggregation.availability import SOS, VENDOR, is_association, sos_site, vendor_site
+from aggregation.availability import SOS, VENDOR, declared_sites
 from core.geo import PARIS
-from core.records import Address, Position, SlotPlace
+from core.records import Address, Position
 from core.secrets import derive, server_key
 from core.settings import Settings
-from indexer.backend import Backend, GeoQuery
-from indexer.lifecycle import scan
+from indexer.backend import Backend
 from indexer.registry import list_vendors
 from rpps_import.geocode import AddokGeocoder
-from search.candidates import Candidate, participations_of, sites_of
+from search.candidates import participations_of, sites_of
 from search.engine import SearchRequest, SearchResult, run_search
 from search.radius import MIN_WITH_SLOTS
 
@@ -215,7 +213,7 @@ def build_answer(backend: Backend, settings: Settings, result: SearchResult, req
     vendors = {v.vendor_id: v.name for v in list_vendors(backend)}
     fresh = result.freshness  # the search's own view of vendor freshness: not read twice
     sites = sites_of(backend, result.cards)
-    sites.update(_vendor_declared_sites(backend, [c for c in result.cards if c.site_id not in sites and c.slots]))
+    sites.update(declared_sites(backend, [c.site_id for c in result.cards if c.site_id not in sites and c.slots]))
     participations = participations_of(backend, (c.idnps for c in result.cards))
     cards = []
     today = now.astimezone(PARIS).date()
@@ -325,35 +323,6 @@ def build_answer(backend: Backend, settings: Settings, result: SearchResult, req
             message=message,
         ),
     )
-
-
-def _vendor_declared_sites(backend: Backend, candidates: list[Candidate]) -> dict[str, dict[str, Any]]:
-    """Sites the vendor declared at addresses the directory lacks, rebuilt from one of their slots' place as the
-    aggregator built them, with the practitioner as the directory knows them."""
-    if not candidates:
-        return {}
-    wanted = {c.site_id: c for c in candidates}
-    places: dict[str, dict[str, Any]] = {}
-    fields = ("site_id", "vendor", "idnps", "place", "structure_idnst", "structure_name")
-    query = GeoQuery(filters={"site": sorted(wanted)}, fields=fields)
-    for hit in scan(backend, SLOTS, query):
-        places.setdefault(hit.doc["site_id"], hit.doc)
-        if len(places) == len(wanted):  # one slot of each site is enough
-            break
-    query = GeoQuery(filters={"idnps": sorted({c.idnps for c in candidates})})
-    practitioners = {
-        h.doc["practitioner"]["idnps"]: h.doc["practitioner"] for h in scan(backend, "practice_sites", query)
-    }
-    out: dict[str, dict[str, Any]] = {}
-    for site_id, doc in places.items():
-        place = SlotPlace.model_validate(doc["place"]) if doc.get("place") else None
-        if is_association(doc["idnps"]):  # an SOS Médecins consultation place
-            site = sos_site(doc["vendor"], doc.get("structure_idnst"), doc.get("structure_name"), place)
-        else:
-            site = vendor_site(doc["vendor"], doc["idnps"], place, practitioners.get(doc["idnps"], {}))
-        if site is not None and site["site_id"] == site_id:
-            out[site_id] = site
-    return out
 
 
 def _hours_on(hours: list[dict[str, Any]], day: date) -> list[str]:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import addok_like
 import pytest
 from support import BACKENDS, FINESS_FLAT, RPPS_SAMPLE, make_backend
 
@@ -50,3 +51,10 @@ def loaded(backend: Backend, settings: Settings) -> Backend:
     import_finess(FINESS_FLAT, backend, settings)
     import_rpps(RPPS_SAMPLE, backend, settings)
     return backend
+
+
+@pytest.fixture
+def addok() -> Iterator[str]:
+    """A geocoder speaking addok's protocols on loopback (`addok_like`)."""
+    with addok_like.serving() as url:
+        yield url

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from addok_like import AddokLike
 from fastapi.testclient import TestClient
 from support import CHEPY, api_settings, headers, indexed
 
@@ -17,6 +18,7 @@ from aggregation.contract import IDNST_SYSTEM, ParseResult, association_idnst, s
 from aggregation.scheduler import Aggregator
 from api.app import create_app
 from api.auth import Role
+from core.geo import gazetteer
 from core.records import Flow, OpeningHours, Participation, ParticipationVia, Vendor
 from core.settings import Settings
 from editor_sandbox.agenda import SandboxAssociation, SandboxConfig, SandboxPlace
@@ -153,3 +155,33 @@ def test_an_association_taking_part_is_pulled_and_its_places_are_cards(loaded: B
     assert bourg["site"]["sos"] and bourg["site"]["phone"] == "+33474000001"
     assert bourg["site"]["hours_today"] == ["08:00-20:00"]
     assert bourg["distance_km"] < 10 and bourg["slot_count"] > 0
+
+
+def test_the_places_of_an_association_are_geocoded_like_any_site(
+    loaded: Backend, settings: Settings, addok: str
+) -> None:
+    """With a geocoder configured, an association's places (sites the directory lacks) are placed at their address,
+    not at their commune; the slots carry the position, and the cards show it with its precision."""
+    config = SandboxConfig(vendor_id="v", seed=4, associations=[BOURG], churn_rate=0)
+    geocoded = settings.model_copy(update={"geocoder_url": addok})
+    with SandboxServer(config) as server:
+        save_vendor(loaded, Vendor(vendor_id="v", name="V", base_url=server.fhir_base, flows=[Flow.sos]))
+        association = association_idnst(BOURG.siret)
+        save_participation(loaded, Participation(idnps=association, vendors=["v"], via=ParticipationVia.sos))
+        (report,) = asyncio.run(Aggregator(loaded, geocoded).run_once())
+    assert report.batches_failed == 0 and not report.unplaced
+    viriat = gazetteer().commune("01451")
+    at_viriat = [s for s in indexed(loaded, "v").values() if s["site_id"].endswith(":lfc-bourg-2")]
+    assert at_viriat and all(s["position"]["precision"] == "housenumber" for s in at_viriat)
+    assert at_viriat[0]["location"]["lat"] == pytest.approx(viriat.lat + 0.001)  # the geocoder's, not the commune's
+    assert sum(1 for c in AddokLike.calls if c["path"].startswith("/search/csv")) == 2  # one query per place
+
+    with TestClient(create_app(api_settings(settings), loaded)) as client:
+        r = client.get(
+            "/v1/search",
+            params={"lat": viriat.lat, "lon": viriat.lon, "via": "sos", "verify": "false"},
+            headers=headers(Role.regulator),
+        )
+    card = next(c for c in r.json()["cards"] if c["site"]["site_id"].endswith(":lfc-bourg-2"))
+    assert card["site"]["position_precision"] == "housenumber"
+    assert card["site"]["lat"] == pytest.approx(viriat.lat + 0.001) and card["distance_km"] < 0.2
