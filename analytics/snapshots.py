@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from aggregation.availability import freshness
+from aggregation.availability import declared_sites, freshness
 from aggregation.status import STATUS
 from analytics.areas import commune_of, territory_of
 from core.geo import PARIS, department_of_insee
@@ -57,12 +57,14 @@ class _Area:
     day_slots: list[int] = field(default_factory=lambda: [0] * len(HORIZONS))
     day_types: list[dict[str, int]] = field(default_factory=lambda: [{} for _ in HORIZONS])
     day_modalities: list[dict[str, int]] = field(default_factory=lambda: [{} for _ in HORIZONS])
+    day_via: list[dict[str, int]] = field(default_factory=lambda: [{} for _ in HORIZONS])  # by participation mode
     vendor_participants: dict[str, set[str]] = field(default_factory=dict)
     vendor_days: dict[str, list[int]] = field(default_factory=dict)
 
-    def add_slots(self, count: SlotCount) -> None:
+    def add_slots(self, count: SlotCount, via: str) -> None:
         day = count.day
         self.day_slots[day] += count.slots
+        self.day_via[day][via] = self.day_via[day].get(via, 0) + count.slots
         self.day_practitioners[day].add(count.idnps)
         for found, into in ((count.by_type, self.day_types[day]), (count.by_modality, self.day_modalities[day])):
             for key, n in found.items():
@@ -79,12 +81,14 @@ class _Area:
         out: dict[str, Any] = {"participants": len(self.participants)}
         by_type: dict[str, dict[str, int]] = {}
         by_modality: dict[str, dict[str, int]] = {}
+        by_via: dict[str, dict[str, int]] = {}
         for i, h in enumerate(HORIZONS):
             out[f"practitioners_{h}h"] = len(set().union(*self.day_practitioners[: i + 1]))
             out[f"slots_{h}h"] = sum(self.day_slots[: i + 1])
             by_type[str(h)] = _summed(self.day_types[: i + 1])
             by_modality[str(h)] = _summed(self.day_modalities[: i + 1])
-        out["by_type"], out["by_modality"] = by_type, by_modality
+            by_via[str(h)] = _summed(self.day_via[: i + 1])
+        out["by_type"], out["by_modality"], out["by_via"] = by_type, by_modality, by_via
         if with_vendors:
             vendors = set(self.vendor_participants) | set(self.vendor_days)
             none = [0] * len(HORIZONS)
@@ -159,6 +163,7 @@ def take_snapshot(
 
     participations = [p for p in iterate_all(backend, "participations") if p.get("active")]
     vendors_of = {p["idnps"]: list(p.get("vendors") or []) for p in participations}
+    via_of = {p["idnps"]: p.get("via") or "practice" for p in participations}
     site_place: dict[str, tuple[str | None, str | None]] = {}
     placed: set[str] = set()
     for site in _sites_of(backend, sorted(vendors_of)):
@@ -179,15 +184,25 @@ def take_snapshot(
     by_vendor: dict[str, _Area] = {}
     # The engine counts the slots of the next 72 hours by site, vendor, practitioner and day; they are summed up
     # here by area, never read one by one.
-    for count in backend.slot_counts(now.timestamp(), len(HORIZONS)):
-        by_vendor.setdefault(count.vendor, _Area()).add_slots(count)
+    counts = backend.slot_counts(now.timestamp(), len(HORIZONS))
+    unknown = sorted({c.site_id for c in counts} - set(site_place))
+    found = backend.get_many("practice_sites", unknown)
+    # Sites the vendors declared (SOS Médecins places above all): their participants have no directory site, so the
+    # places make them participants of their areas.
+    declared = declared_sites(backend, [i for i in unknown if i not in found])
+    for site_id in unknown:
+        site = found.get(site_id) or declared.get(site_id)
+        site_place[site_id] = _place(site) if site else (None, None)
+    for count in counts:
+        via = via_of.get(count.idnps, "practice")
+        by_vendor.setdefault(count.vendor, _Area()).add_slots(count, via)
         if not fresh.is_fresh({"vendor": count.vendor, "idnps": count.idnps}):
             continue
-        if count.site_id not in site_place:
-            site = backend.get("practice_sites", count.site_id)
-            site_place[count.site_id] = _place(site) if site else (None, None)
         for key in keys(*site_place[count.site_id]):
-            area(*key).add_slots(count)
+            a = area(*key)
+            a.add_slots(count, via)
+            if count.site_id in declared:
+                a.participants.add(count.idnps)
 
     rows: list[dict[str, Any]] = []
     for (level, code), a in areas.items():

@@ -23,6 +23,7 @@ from indexer.registry import list_vendors
 
 TYPES = {"PUBLIC": "slots_public", "PRO": "slots_pro", "SNP": "slots_snp", "CPTS": "slots_cpts"}
 MODALITIES = {"AMB": "slots_practice", "HH": "slots_home", "VR": "slots_tele"}
+VIA = {"practice": "slots_individual", "cpts": "slots_via_cpts", "msp": "slots_via_msp", "sos": "slots_via_sos"}
 
 
 class CoverageArea(BaseModel):
@@ -51,6 +52,10 @@ class CoverageArea(BaseModel):
     slots_practice: int = Field(description="Free slots at the practice (AMB).")
     slots_home: int = Field(description="Free home-visit slots (HH).")
     slots_tele: int = Field(description="Free teleconsultation slots (VR).")
+    slots_individual: int = Field(description="Free slots of practitioners taking part in their own name.")
+    slots_via_cpts: int = Field(description="Free slots of practitioners taking part through their CPTS.")
+    slots_via_msp: int = Field(description="Free slots of practitioners taking part through their MSP.")
+    slots_via_sos: int = Field(description="Free slots of SOS Médecins associations' consultation places.")
 
 
 class UnderServed(BaseModel):
@@ -174,6 +179,7 @@ def coverage_rows(doc: dict[str, Any], horizon: int) -> CoverageArea:
     population = _population(level, code)
     by_type = (doc.get("by_type") or {}).get(str(horizon), {})
     by_modality = (doc.get("by_modality") or {}).get(str(horizon), {})
+    by_via = (doc.get("by_via") or {}).get(str(horizon), {})  # empty in snapshots taken before it was counted
     slots, practitioners = int(doc[f"slots_{horizon}h"]), int(doc[f"practitioners_{horizon}h"])
     return CoverageArea(
         snapshot=doc["snapshot"],
@@ -190,6 +196,7 @@ def coverage_rows(doc: dict[str, Any], horizon: int) -> CoverageArea:
         practitioners_with_slots_per_10k=_per_10k(practitioners, population),
         **{column: int(by_type.get(t, 0)) for t, column in TYPES.items()},
         **{column: int(by_modality.get(m, 0)) for m, column in MODALITIES.items()},
+        **{column: int(by_via.get(v, 0)) for v, column in VIA.items()},
     )
 
 

@@ -5,6 +5,7 @@ exports, retention, the map and the chart, the API and the CLI."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import struct
 import uuid
 from collections import defaultdict
@@ -116,10 +117,13 @@ def _now() -> datetime:
 def _recompute(backend: Backend, now: datetime) -> dict[tuple[str, str], dict[str, Any]]:
     """Coverage counted again from the raw index, the plain way: every site, every participation, every slot."""
     sites = {d["site_id"]: d for d in iterate_all(backend, "practice_sites")}
-    active = {p["idnps"]: p["vendors"] for p in iterate_all(backend, "participations") if p["active"]}
+    participations = [p for p in iterate_all(backend, "participations") if p["active"]]
+    active = {p["idnps"]: p["vendors"] for p in participations}
+    via = {p["idnps"]: p["via"] for p in participations}
 
     def empty() -> dict[str, Any]:
-        return {"participants": set(), **{h: {"who": set(), "slots": 0, "types": defaultdict(int)} for h in HORIZONS}}
+        empty_horizon = {"who": set(), "slots": 0, "types": defaultdict(int), "via": defaultdict(int)}
+        return {"participants": set(), **{h: copy.deepcopy(empty_horizon) for h in HORIZONS}}
 
     expected: dict[tuple[str, str], dict[str, Any]] = defaultdict(empty)
 
@@ -142,6 +146,7 @@ def _recompute(backend: Backend, now: datetime) -> dict[tuple[str, str], dict[st
                     expected[key][h]["slots"] += 1
                     for t in slot["types"]:
                         expected[key][h]["types"][t] += 1
+                    expected[key][h]["via"][via[slot["idnps"]]] += 1
     return expected
 
 
@@ -160,8 +165,10 @@ def test_snapshot_equals_a_recomputation_from_the_raw_index(world: World) -> Non
             assert row[f"slots_{h}h"] == want[h]["slots"], (key, h)
             assert row[f"practitioners_{h}h"] == len(want[h]["who"]), (key, h)
             assert row["by_type"][str(h)] == dict(want[h]["types"]), (key, h)
+            assert row["by_via"][str(h)] == dict(want[h]["via"]), (key, h)
     national = stored[("national", "FR")]
     assert national["slots_72h"] > national["slots_24h"] > 0 and summary.slots_72h == national["slots_72h"]
+    assert {"practice", "cpts", "msp"} <= set(national["by_via"]["72"])  # the participations' ways, counted apart
 
 
 def test_vendor_rows_count_what_each_vendor_holds(world: World) -> None:

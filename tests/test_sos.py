@@ -16,6 +16,8 @@ from support import CHEPY, api_settings, headers, indexed
 from aggregation.client import VendorError, make_client, search_schedules
 from aggregation.contract import IDNST_SYSTEM, ParseResult, association_idnst, schedule_search_params
 from aggregation.scheduler import Aggregator
+from analytics.snapshots import take_snapshot
+from analytics.tables import coverage
 from api.app import create_app
 from api.auth import Role
 from core.geo import gazetteer
@@ -155,6 +157,14 @@ def test_an_association_taking_part_is_pulled_and_its_places_are_cards(loaded: B
     assert bourg["site"]["sos"] and bourg["site"]["phone"] == "+33474000001"
     assert bourg["site"]["hours_today"] == ["08:00-20:00"]
     assert bourg["distance_km"] < 10 and bourg["slot_count"] > 0
+
+    # The analysts' tables count the association's slots apart, in the department of its places.
+    summary = take_snapshot(loaded, datetime.now(UTC), staleness_limit_s=3600)
+    rows = {r.code: r for r in coverage(loaded, "department", 72, summary.taken_at)}
+    ain = rows["01"]
+    within = [s for s in sos if datetime.fromisoformat(s["start"]) < datetime.now(UTC) + timedelta(hours=72)]
+    assert ain.slots_via_sos == len(within) > 0 and ain.slots_individual > 0 and ain.slots_via_cpts == 0
+    assert ain.participants >= 2  # the association, placed by its consultation places, and the practitioner
 
 
 def test_the_places_of_an_association_are_geocoded_like_any_site(
