@@ -30,12 +30,13 @@ from aggregation.contract import MAX_ASSOCIATIONS, MAX_IDENTIFIERS, ParseResult
 from aggregation.lease import LeaseLost
 from aggregation.status import STATUS, group_failing
 from core.geo import PARIS
-from core.records import Flow, Vendor
+from core.records import Cpts, Flow, Vendor
 from core.retry import Retry
 from core.settings import Settings
 from indexer.backend import Backend
 from indexer.lifecycle import ensure_live
 from indexer.registry import participants
+from rpps_import.cpts import learn
 from rpps_import.geocode import make_geocoder
 
 # Failures that a smaller batch may not share, since one practitioner's agenda can cause them: a timeout, a 5xx, an
@@ -135,6 +136,10 @@ class CycleReport:
     errors: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     breaker: str = "closed"
+    # Slots received by the agency's flow they came through (individual, cpts: offered through a CPTS, sos), and
+    # the CPTS the vendor offered slots through.
+    slots_by_flow: Counter[str] = field(default_factory=Counter)
+    cpts_seen: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -159,6 +164,8 @@ class CycleReport:
             "examples": {"rejected": self.rejected_examples, "unplaced": self.unplaced_examples},
             "vendor_declared_sites": self.stats.vendor_declared,
             "errors": dict(self.errors),
+            "slots_by_flow": dict(self.slots_by_flow),
+            "cpts_seen": self.cpts_seen,
         }
 
     def keep_examples(self, kind: str, examples: dict[str, list[str]]) -> None:
@@ -188,6 +195,8 @@ class _Cycle:
     mapper: SiteMapper
     report: CycleReport
     split_until: float  # perf_counter instant past which failed batches are no longer split
+    # CPTS IDNST -> the CPTS as the vendor gave it, and the practitioners whose slots it offered through it
+    cpts: dict[str, tuple[Cpts, set[str]]] = field(default_factory=dict)
 
 
 class VendorPuller:
@@ -244,6 +253,10 @@ class VendorPuller:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
+        if state.cpts:  # the directory learns the CPTS the vendor offers slots through, and their members
+            self.guard()
+            await asyncio.to_thread(learn, self.backend, self.vendor.vendor_id, state.cpts, now)
+            report.cpts_seen = len(state.cpts)
         if gone:  # practitioners who left the vendor: their slots go
             self.guard()
             stats, _ = await asyncio.to_thread(reconcile, self.backend, self.vendor.vendor_id, gone, [], mapper, now)
@@ -381,6 +394,12 @@ class VendorPuller:
         """Reconcile an answered call: the index holds exactly these practitioners' slots from this answer."""
         report = cycle.report
         report.slots_received += len(result.slots)
+        for slot in result.slots:  # every kept slot names the participant it was asked for
+            idnps = slot.idnps or ""
+            flow = Flow.sos if is_association(idnps) else Flow.cpts if slot.cpts else Flow.individual
+            report.slots_by_flow[flow.value] += 1
+            for cpts in slot.cpts:
+                cycle.cpts.setdefault(cpts.idnst, (cpts, set()))[1].add(idnps)
         report.rejected.update(result.rejected)
         report.keep_examples("rejected", result.rejected_examples)
         self.guard()

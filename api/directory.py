@@ -1,18 +1,27 @@
-"""Directory routes: practice sites around a point, practitioners by IDNPS, structures by FINESS."""
+"""Directory routes: practice sites around a point, practitioners by IDNPS, structures by FINESS, CPTS."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from api.deps import DIRECTORY_READERS, get_backend, get_settings, require
 from api.params import Finess, Idnps
 from api.problems import problems
-from core.records import Structure
+from core.records import CptsStructure, Structure
 from core.settings import Settings
 from indexer.backend import Backend
-from search.directory import PractitionerAnswer, SiteSearchAnswer, practitioner_answer, site_search, structure_answer
+from search.directory import (
+    CptsListing,
+    PractitionerAnswer,
+    SiteSearchAnswer,
+    cpts_answer,
+    cpts_listing,
+    practitioner_answer,
+    site_search,
+    structure_answer,
+)
 
 router = APIRouter(prefix="/v1", tags=["directory"], responses=problems(401, 403, 422, 503))
 
@@ -80,3 +89,22 @@ def get_structure(
     _: Annotated[Any, Depends(require(*DIRECTORY_READERS))],
 ) -> Structure:
     return structure_answer(backend, finess)
+
+
+@router.get("/cpts", response_model=CptsListing, summary="CPTS of a department, or of a practitioner")
+def list_cpts(
+    backend: Annotated[Backend, Depends(get_backend)],
+    _: Annotated[Any, Depends(require(*DIRECTORY_READERS))],
+    department: Annotated[str | None, Query(pattern=r"^(\d{2,3}|2[AB])$", description="department code")] = None,
+    member: Annotated[str | None, Query(pattern=r"^(8\d{11}|0\d{9})$", description="a member's IDNPS")] = None,
+) -> CptsListing:
+    return cpts_listing(backend, department, member)
+
+
+@router.get("/cpts/{idnst}", response_model=CptsStructure, summary="A CPTS and its members", responses=problems(404))
+def get_cpts(
+    idnst: Annotated[str, Path(pattern=r"^(1[0-9][0-9AB][0-9]{7}|3[0-9]{14})$", description="1 + FINESS or 3 + SIRET")],
+    backend: Annotated[Backend, Depends(get_backend)],
+    _: Annotated[Any, Depends(require(*DIRECTORY_READERS))],
+) -> CptsStructure:
+    return cpts_answer(backend, idnst)

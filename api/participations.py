@@ -13,6 +13,7 @@ from api.problems import Problem, problems
 from core.records import Participation
 from indexer.backend import Backend
 from indexer.registry import get_participation, get_vendor, participants, save_participation
+from rpps_import.cpts import cpts_idnst, move_member
 
 router = APIRouter(prefix="/v1/participations", tags=["participations"], responses=problems(401, 403, 422, 503))
 MAINTAINER = Depends(require(Role.maintainer))
@@ -59,4 +60,12 @@ def put_one(
             f"Declare vendor(s) {', '.join(unknown)} first (PUT /v1/vendors/{{id}}).",
             "unknown-vendor",
         )
-    return save_participation(backend, participation)
+    if participation.cpts is not None:
+        try:
+            participation.cpts = cpts_idnst(participation.cpts)
+        except ValueError as exc:
+            raise Problem(422, "Invalid CPTS", f"cpts: {exc}.", "invalid-request") from exc
+    before = get_participation(backend, idnps)
+    saved = save_participation(backend, participation)
+    move_member(backend, idnps, before.cpts if before else None, participation.cpts)
+    return saved

@@ -185,6 +185,22 @@ class Cpts(BaseModel):
     phone: str | None = None
 
 
+class CptsStructure(BaseModel):
+    """A CPTS as the directory knows it: its identifier, its name and phone (from the FINESS establishment when it is
+    one, else from the vendors offering slots through it), the departments where its members practise, and who its
+    members are: named by the participation list, and seen in vendors' answers (slots offered through it)."""
+
+    idnst: str  # 1 + FINESS, or 3 + SIRET
+    name: str | None = None
+    phone: str | None = None
+    finess: str | None = None  # the FINESS establishment it is, when the directory has it
+    territory: list[str] = Field(default_factory=list)  # department codes
+    members: list[str] = Field(default_factory=list)  # IDNPS the participation list gives it
+    seen_members: list[str] = Field(default_factory=list)  # IDNPS whose slots a vendor offered through it
+    vendors: list[str] = Field(default_factory=list)  # vendors that offered slots through it
+    seen_at: datetime | None = None  # when a vendor last offered a slot through it
+
+
 class OpeningHours(BaseModel):
     """When a place is open on some days of the week (a Location's hoursOfOperation): 'mon'..'sun', 'HH:MM'."""
 
@@ -303,6 +319,7 @@ class Participation(BaseModel):
     via: ParticipationVia = ParticipationVia.practice
     extra_patients: bool = False  # accepts patients beyond visible slots (surnuméraire)
     active: bool = True
+    cpts: str | None = None  # the IDNST of the CPTS the practitioner belongs to, if any
 
 
 class AppointmentStatus(StrEnum):

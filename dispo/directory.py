@@ -9,7 +9,7 @@ import typer
 from core.settings import Settings
 from dispo.console import open_backend, out, print_table, write_json
 from mappings import KINDS
-from search.directory import SiteResult, practitioner_answer, site_search, structure_answer
+from search.directory import SiteResult, cpts_answer, practitioner_answer, site_search, structure_answer
 
 show_app = typer.Typer(help="Show one record of the live directory.", no_args_is_help=True)
 index_app = typer.Typer(help="Index versions and aliases.", no_args_is_help=True)
@@ -100,6 +100,23 @@ def show_structure(finess: str, as_json: AsJson = False) -> None:
     out.print(f"  {s.address.label()}  {s.phone or ''}")
     if s.position:
         out.print(f"  {s.position.lat:.5f},{s.position.lon:.5f} ({s.position.precision.value})")
+
+
+@show_app.command("cpts")
+def show_cpts(idnst: str, as_json: AsJson = False) -> None:
+    """A CPTS (by IDNST: 1 + FINESS or 3 + SIRET): name, phone, territory, members, the vendors offering through it."""
+    c = cpts_answer(open_backend(), idnst)
+    if as_json:
+        write_json(c)
+        return
+    out.print(f"[bold]{c.name or 'CPTS'}[/]  IDNST {c.idnst}  {c.phone or ''}")
+    out.print(f"  territory: departments {', '.join(c.territory) or 'unknown'}")
+    out.print(
+        f"  members named by the participation list: {len(c.members)}; seen in vendors' answers: {len(c.seen_members)}"
+    )
+    if c.vendors:
+        seen = f" (last {c.seen_at:%Y-%m-%d %H:%M} UTC)" if c.seen_at else ""
+        out.print(f"  offered through by: {', '.join(c.vendors)}{seen}")
 
 
 @index_app.command("status")

@@ -19,6 +19,7 @@ KINDS = (
     "slots",
     "vendors",
     "participations",
+    "cpts",
     "vendor_status",
     "leases",
     "appointments",

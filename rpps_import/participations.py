@@ -1,11 +1,13 @@
 """Reader for the SAS participation list: a CSV naming each participating practitioner and their vendors.
 
 Columns (header required, `,` or `;` separated, UTF-8):
-    idnps, vendors, via, extra_patients, active, siret
+    idnps, vendors, via, extra_patients, active, siret, cpts
 `vendors` lists vendor ids separated by `|`; `via` is practice, cpts, msp or sos (default practice);
 booleans accept true/false, 1/0, oui/non, yes/no (defaults: extra_patients false, active true).
 An SOS Médecins association takes part by SIRET: its row has an empty `idnps`, its `siret` and `via` sos (or
 empty); it is registered under its structure identifier, 3 + SIRET (`core.records.association_idnst`).
+`cpts` names the CPTS the practitioner belongs to (its FINESS, 1 + FINESS or 3 + SIRET), whatever their `via`: the
+directory's CPTS get their members from it (`rpps_import.cpts`).
 The file is the whole list: loading it writes a new version and switches, like the national imports.
 """
 
@@ -17,10 +19,11 @@ from pathlib import Path
 
 from core.records import Participation, ParticipationVia, association_idnst
 from core.report import FileRejected, ImportReport
+from rpps_import.cpts import cpts_idnst
 from rpps_import.lines import BOM, describe_bad_bytes, numbered_lines, open_binary, split_row
 
 REQUIRED = ("idnps", "vendors")
-OPTIONAL = ("via", "extra_patients", "active", "siret")
+OPTIONAL = ("via", "extra_patients", "active", "siret", "cpts")
 IDNPS = re.compile(r"^(8\d{11}|0\d{9})$")
 SIRET = re.compile(r"^\d{14}$")
 TRUE, FALSE = {"true", "1", "oui", "yes", "o", "y"}, {"false", "0", "non", "no", "n"}
@@ -141,6 +144,16 @@ class ParticipationReader:
         except ValueError as exc:
             self.report.reject(no, "invalid yes/no value", str(exc))
             return None
+        cpts = get("cpts") or None
+        if cpts is not None:
+            if siret:
+                self.report.reject(no, "association in a CPTS", "an SOS Médecins association belongs to no CPTS")
+                return None
+            try:
+                cpts = cpts_idnst(cpts)
+            except ValueError as exc:
+                self.report.reject(no, "invalid CPTS", str(exc))
+                return None
         return Participation(
-            idnps=idnps, vendors=vendors, via=ParticipationVia(via), extra_patients=extra, active=active
+            idnps=idnps, vendors=vendors, via=ParticipationVia(via), extra_patients=extra, active=active, cpts=cpts
         )

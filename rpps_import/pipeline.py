@@ -19,6 +19,7 @@ from indexer.backend import Backend
 from indexer.documents import site_document, structure_document
 from indexer.lifecycle import iterate_all, publish
 from indexer.registry import list_vendors
+from rpps_import.cpts import record_members
 from rpps_import.finess import FinessReader
 from rpps_import.geocode import CommuneGeocoder, Geocoder, Positioner, make_geocoder
 from rpps_import.participations import ParticipationReader
@@ -117,7 +118,14 @@ def load_participations(
     report = ImportReport("participations", str(path), _report_dir(settings))
     reader = ParticipationReader(path, report, {v.vendor_id for v in list_vendors(backend)})
 
+    members: dict[str, set[str]] = {}
+
     def to_docs(chunk: list[Participation]) -> list[dict[str, Any]]:
+        for p in chunk:
+            if p.cpts is not None:
+                members.setdefault(p.cpts, set()).add(p.idnps)
         return [p.model_dump(mode="json") for p in chunk]
 
-    return _publish("participations", reader.chunks(), to_docs, report, backend, settings, force, progress)
+    summary = _publish("participations", reader.chunks(), to_docs, report, backend, settings, force, progress)
+    record_members(backend, members)  # the list now live: the CPTS's members are those it names
+    return summary

@@ -281,6 +281,7 @@ def build_answer(backend: Backend, settings: Settings, result: SearchResult, req
                 cpts=list(cpts.values()),
             )
         )
+    _complete_cpts([c for card in cards for c in card.cpts if c.name is None or c.phone is None], backend)
     place = result.place
     expl = result.explanation
     source = "request" if req.radius_km is not None else result.radius_rule.source
@@ -323,6 +324,16 @@ def build_answer(backend: Backend, settings: Settings, result: SearchResult, req
             message=message,
         ),
     )
+
+
+def _complete_cpts(partial: list[CardCpts], backend: Backend) -> None:
+    """The name and phone a vendor left out of a CPTS, from the directory's CPTS (`rpps_import.cpts`)."""
+    if not partial:
+        return
+    known = backend.get_many("cpts", sorted({c.idnst for c in partial}))
+    for c in partial:
+        doc = known.get(c.idnst) or {}
+        c.name, c.phone = c.name or doc.get("name"), c.phone or doc.get("phone")
 
 
 def _hours_on(hours: list[dict[str, Any]], day: date) -> list[str]:

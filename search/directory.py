@@ -12,10 +12,11 @@ from pydantic import BaseModel
 from aggregation.availability import freshness
 from core.errors import InvalidRequest, NotFound
 from core.geo import gazetteer
-from core.records import PracticeSite, Practitioner, Slot, Structure
+from core.records import CptsStructure, PracticeSite, Practitioner, Slot, Structure
 from core.settings import Settings
 from core.text import fold, split_codes
 from indexer.backend import Backend, GeoQuery, decode_cursor, encode_cursor
+from rpps_import.cpts import get_cpts, list_cpts
 from search.place import resolve_place
 
 
@@ -145,3 +146,19 @@ def structure_answer(backend: Backend, finess: str) -> Structure:
     if doc is None:
         raise NotFound("Not found", f"No establishment with FINESS {finess!r}.", "not-found")
     return Structure.model_validate(doc)
+
+
+def cpts_answer(backend: Backend, idnst: str) -> CptsStructure:
+    found = get_cpts(backend, idnst)
+    if found is None:
+        raise NotFound("Not found", f"No CPTS with IDNST {idnst!r} in the directory.", "not-found")
+    return found
+
+
+class CptsListing(BaseModel):
+    cpts: list[CptsStructure]
+
+
+def cpts_listing(backend: Backend, department: str | None = None, member: str | None = None) -> CptsListing:
+    """The CPTS of a department, or a practitioner's, by IDNST."""
+    return CptsListing(cpts=list_cpts(backend, department, member))

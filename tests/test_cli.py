@@ -50,6 +50,7 @@ DOCUMENTED = [
     "sites",
     "show practitioner",
     "show structure",
+    "show cpts",
     "index status",
     "tokens create",
     "serve",
