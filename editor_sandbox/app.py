@@ -18,6 +18,7 @@ import asyncio
 import html
 import random
 import uuid
+import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cache, lru_cache
@@ -574,6 +575,9 @@ def _slot(base: str, slot: AgendaSlot, cpts: SandboxCpts | None = None) -> dict[
         "start": _instant(slot.start),
         "end": _instant(slot.end),
     }
+    if cpts is not None and zlib.crc32(slot.slot_id.encode()) % 2 == 0:
+        # Half the slots offered through a CPTS are open to everyone too, as in the agency's example.
+        resource["meta"] = {"security": [*_SECURITY["PUBLIC"]["security"], *_SECURITY["CPTS"]["security"]]}
     # Every free slot carries its page (test-kit requirement 25), walk-in ones included.
     resource["comment"] = f"{base}/booking/{slot.slot_id}?lang=fr"
     return resource

@@ -40,6 +40,7 @@ def test_a_vendor_serving_the_cpts_flow_gives_its_slots_cpts(loaded: Backend, se
     through = [s for s in slots.values() if "CPTS" in s["types"] and s["idnps"] == MEMBER.idnps]
     assert through, "the sandbox's agendas hold CPTS slots"
     assert all(s["cpts"] == [CPTS.model_dump()] for s in through)
+    assert {tuple(s["types"]) for s in through} == {("CPTS",), ("PUBLIC", "CPTS")}, "some are open to everyone too"
     others = [s for s in slots.values() if s not in through]
     assert others and all("cpts" not in s for s in others), "only the member's CPTS slots are offered through it"
 
@@ -63,6 +64,14 @@ def test_a_vendor_serving_the_cpts_flow_gives_its_slots_cpts(loaded: Backend, se
     assert card["cpts"] == [CPTS.model_dump()]
     shown = [slot for day in card["slots"].values() for slot in day]
     assert shown and all(slot["cpts"] == [CPTS.idnst] for slot in shown)
+
+    with TestClient(create_app(api_settings(settings), loaded)) as client:
+        params = {"lat": 45.7597, "lon": 5.6866, "profession": "94", "slot_type": "PUBLIC", "verify": "false"}
+        r = client.get("/v1/search", params=params, headers=headers(Role.regulator))
+    # A regulator asking for slots open to everyone sees those offered through a CPTS too.
+    card = next(c for c in r.json()["cards"] if c["practitioner"]["idnps"] == MEMBER.idnps)
+    public = [slot for day in card["slots"].values() for slot in day]
+    assert card["cpts"] == [CPTS.model_dump()] and {tuple(slot["cpts"]) for slot in public} == {(CPTS.idnst,), ()}
 
 
 def test_a_vendor_not_declared_serving_it_is_asked_as_before(loaded: Backend, settings: Settings) -> None:
