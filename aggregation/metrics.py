@@ -29,3 +29,13 @@ BREAKER_OPEN = Gauge(
 LEASE_HELD = Gauge(
     "dispo_vendor_lease_held", "1 when this scheduler holds the vendor's lease", ["vendor"], registry=REGISTRY
 )
+
+# Messages to the SAMU's regulation software (`booking.hub_outbox`), from the stored outbox whichever process sends.
+LRM_MESSAGES = Gauge(
+    "dispo_lrm_messages", "Messages to the SAMU's regulation software by state", ["state"], registry=REGISTRY
+)
+LRM_OLDEST = Gauge(
+    "dispo_lrm_oldest_unacknowledged_seconds",
+    "Age of the oldest message not yet acknowledged (queued or sent); 0 when there is none",
+    registry=REGISTRY,
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
@@ -11,11 +12,12 @@ from pydantic import BaseModel
 
 from aggregation import metrics
 from aggregation.status import vendor_statuses
-from api import bookings, coverage, directory, fhir, participations, problems, search, vendors, web
+from api import bookings, coverage, directory, fhir, lrm, participations, problems, search, vendors, web
 from api.auth import Role, TokenRegistry
 from api.deps import require
 from api.limits import BodyLimit
 from api.problems import problems as answers
+from booking import hub_outbox
 from core import __version__
 from core.settings import Settings, get_settings
 from indexer.backend import Backend
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(participations.router)
     app.include_router(search.router)
     app.include_router(bookings.router)
+    app.include_router(lrm.router)
     app.include_router(fhir.router)
     app.include_router(coverage.router)
     app.include_router(web.router)
@@ -96,6 +99,10 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     def prometheus(_: Annotated[Any, Depends(require(Role.maintainer))]) -> Response:
         # Gauges come from the persisted vendor status, so they are right whichever process aggregates.
         vendor_statuses(app.state.backend)
+        lrm = hub_outbox.summary(app.state.backend, datetime.now(UTC))
+        for state, count in lrm.by_state.items():
+            metrics.LRM_MESSAGES.labels(state).set(count)
+        metrics.LRM_OLDEST.set(lrm.oldest_unacknowledged_s or 0.0)
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     def openapi() -> dict[str, Any]:

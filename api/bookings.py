@@ -12,7 +12,8 @@ from api.deps import get_backend, require
 from api.params import Instant, VendorId
 from api.problems import problems
 from booking import bookings
-from core.records import Appointment, AppointmentStatus
+from booking.bookings import FollowedAppointment
+from core.records import AppointmentStatus
 from indexer.backend import Backend
 
 router = APIRouter(prefix="/v1", tags=["bookings"], responses=problems(401, 403, 503))
@@ -53,8 +54,8 @@ async def start_booking(
 
 @router.get(
     "/appointments",
-    response_model=list[Appointment],
-    summary="Appointments a regulator booked",
+    response_model=list[FollowedAppointment],
+    summary="Appointments a regulator booked, with where their transmission to the SAMU stands",
     responses=problems(422),
 )
 def appointments(
@@ -64,7 +65,7 @@ def appointments(
     department: Annotated[list[str] | None, Query()] = None,
     start_from: Instant | None = None,
     start_to: Instant | None = None,
-) -> list[Appointment]:
+) -> list[FollowedAppointment]:
     return bookings.appointments_of(backend, principal.label, status, department, start_from, start_to)
 
 

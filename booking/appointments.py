@@ -15,6 +15,7 @@ from typing import Any
 from aggregation.availability import KIND as SLOTS
 from aggregation.availability import is_association
 from aggregation.contract import IDNPS_SYSTEM, IDNST_SYSTEM, InstantOutOfRange, parse_instant
+from booking import hub_messages, hub_outbox
 from booking.accounts import account_pushed
 from core.geo import EARLIEST, LATEST, department_of_postcode
 from core.records import Appointment, AppointmentStatus, StatusChange
@@ -197,6 +198,8 @@ def record(backend: Backend, incoming: Appointment, now: datetime | None = None)
     def same(stored: Appointment) -> bool:
         return stored.model_dump(exclude=unchanged) == incoming.model_dump(exclude=unchanged)
 
+    context = _message_context(backend, incoming)
+
     def decide(doc: dict[str, Any] | None) -> dict[str, Any] | None:
         stored = Appointment.model_validate(doc) if doc else None
         if stored is not None:
@@ -210,7 +213,21 @@ def record(backend: Backend, incoming: Appointment, now: datetime | None = None)
         else:
             history = [StatusChange(status=incoming.status, at=incoming.last_updated, received_at=now)]
         # A newer report saying the same is kept too: its version is what later reports are compared with.
-        return incoming.model_copy(update={"history": history}).model_dump(mode="json", exclude_none=True)
+        out = incoming.model_copy(update={"history": history}).model_dump(mode="json", exclude_none=True)
+        if stored is not None and same(stored):
+            return hub_outbox.carried(out, doc)
+        # A creation or a change: the SAMU's regulation software is told, in this same write.
+        method = hub_messages.UPDATE if stored is not None else hub_messages.CREATE
+        content = hub_messages.content_of(
+            incoming.appointment_id,
+            method,
+            history[0].at,
+            incoming.start,
+            incoming.end,
+            incoming.status.value,
+            *context,
+        )
+        return hub_outbox.add_entry(out, doc, content, now)
 
     before, written = backend.update(KIND, incoming.appointment_id, decide)
     stored = Appointment.model_validate(before) if before else None
@@ -222,6 +239,24 @@ def record(backend: Backend, incoming: Appointment, now: datetime | None = None)
     if result.status == AppointmentStatus.booked and (stored is None or not same(stored)):
         take_slot(backend, result)
     return Outcome(result, created=stored is None, changed=stored is None or not same(stored))
+
+
+def _message_context(
+    backend: Backend, appointment: Appointment
+) -> tuple[str | None, dict[str, Any] | None, tuple[str, str] | None]:
+    """What the message to the LRM says beside the appointment: how the participant takes part, the practitioner as
+    the directory knows them, or the SOS Médecins association (its name as its vendor gives it)."""
+    participation = get_participation(backend, appointment.idnps)
+    via = participation.via.value if participation else None
+    if is_association(appointment.idnps):
+        name = None
+        if backend.live_index(SLOTS) is not None:
+            query = GeoQuery(filters={"idnps": [appointment.idnps]}, limit=1, fields=("structure_name",))
+            hits = backend.search(SLOTS, query).hits
+            name = hits[0].doc.get("structure_name") if hits else None
+        return via or "sos", None, (appointment.idnps, name or "SOS Médecins")
+    sites = backend.search("practice_sites", GeoQuery(filters={"idnps": [appointment.idnps]}, limit=1)).hits
+    return via, (sites[0].doc.get("practitioner") if sites else None), None
 
 
 def take_slot(backend: Backend, appointment: Appointment) -> int:

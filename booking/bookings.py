@@ -11,7 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from pydantic import BaseModel
+
 from aggregation.client import VendorError, make_client, search_participants
+from booking import hub_outbox
 from booking.accounts import ensure_account
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.records import Appointment, AppointmentStatus, BookingAttempt, Slot
@@ -124,6 +127,41 @@ def _record(backend: Backend, attempt: BookingAttempt) -> None:
     backend.write(ensure_live(backend, "booking_attempts"), [attempt.model_dump(mode="json")])
 
 
+class Transmission(BaseModel):
+    """Where the latest message about an appointment to the SAMU's regulation software stands (`booking.hub_outbox`)."""
+
+    state: str  # queued, sent, acknowledged, failed, expired, held
+    method: str  # CreateAppointment or UpdateAppointment
+    queued_at: datetime
+    sent_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    error: str | None = None  # the Hub's or the LRM's error, or why it is held
+
+
+class FollowedAppointment(Appointment):
+    """An appointment as its regulator follows it: with where its transmission to the SAMU stands."""
+
+    transmission: Transmission | None = None
+
+
+def _followed(doc: dict[str, Any]) -> FollowedAppointment:
+    entries = sorted(doc.get(hub_outbox.FIELD) or [], key=lambda e: e["seq"])
+    last = entries[-1] if entries else None
+    transmission = None
+    if last is not None:
+        error = last.get("error") or {}
+        said = " ".join(str(x) for x in (error.get("code"), error.get("text"), error.get("cause")) if x) or None
+        transmission = Transmission(
+            state=last["state"],
+            method=last["content"].get("method", ""),
+            queued_at=last["queued_at"],
+            sent_at=last.get("sent_at"),
+            acknowledged_at=last.get("acknowledged_at"),
+            error=said,
+        )
+    return FollowedAppointment.model_validate(doc | {"transmission": transmission})
+
+
 def appointments_of(
     backend: Backend,
     regulator: str,
@@ -131,8 +169,8 @@ def appointments_of(
     departments: list[str] | None = None,
     start_from: datetime | None = None,
     start_to: datetime | None = None,
-) -> list[Appointment]:
-    """A regulator's own appointments, earliest first."""
+) -> list[FollowedAppointment]:
+    """A regulator's own appointments, earliest first, each with where its transmission to the SAMU stands."""
     filters: dict[str, list[str]] = {"operator": [regulator]}
     if statuses:
         filters["status"] = [s.value for s in statuses]
@@ -140,7 +178,7 @@ def appointments_of(
         filters["department"] = departments
     ranges = {"start": (start_from.timestamp() if start_from else None, start_to.timestamp() if start_to else None)}
     hits = backend.search("appointments", GeoQuery(filters=filters, ranges=ranges, limit=1000)).hits
-    return sorted((Appointment.model_validate(h.doc) for h in hits), key=lambda a: (a.start, a.appointment_id))
+    return sorted((_followed(h.doc) for h in hits), key=lambda a: (a.start, a.appointment_id))
 
 
 @dataclass(frozen=True)

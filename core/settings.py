@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     # Seconds a scheduler's lease on a vendor lasts unless renewed (every third of it): several `dispo aggregate`
     # may run, one pulls each vendor, and a standby takes over a dead one's vendors within 1⅓ of this.
     aggregation_lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    # The Hub Santé (AMQP 0-9-1) that carries appointments to the SAMU's regulation software: amqps://... with the
+    # platform's certificate; a broker of the project's own (tests, demo) declares the Hub's queues itself.
+    amqp_url: str | None = None
+    amqp_ca: str | None = None
+    amqp_cert: str | None = None
+    amqp_key: str | None = None
+    lrm_sender_id: str = Field(default="fr.health.test.ptfsas", pattern=r"^fr\.health(\.[a-z0-9-]+)+$")
+    lrm_exchange: str = "hubsante"
+    lrm_declare_hub: bool = False
+    lrm_ttl_s: float = Field(default=3600.0, gt=0, le=7 * 86400)  # dateTimeExpires: queued + this
     # A vendor's slots older than this (no successful call since) are hidden from "free" results.
     staleness_limit_s: float = 900.0
     # Retries of a batch after a timeout, a lost connection, a 429 or a 5xx (`core/retry.py`), with jittered

@@ -16,6 +16,7 @@ from dispo import (
     coverage,
     directory,
     imports,
+    lrm,
     regulation,
     sandbox,
     server,
@@ -37,6 +38,7 @@ app.command("generate")(benchmarks.generate)
 app.command("search")(regulation.search)
 app.command("bench")(benchmarks.bench)
 app.command("drill")(benchmarks.drill)
+app.command("lrm-sandbox")(lrm.lrm_sandbox)
 app.add_typer(imports.import_app, name="import")
 app.add_typer(directory.show_app, name="show")
 app.add_typer(server.tokens_app, name="tokens")
@@ -47,6 +49,7 @@ app.add_typer(slots.slots_app, name="slots")
 app.add_typer(bookings.appointments_app, name="appointments")
 app.add_typer(regulation.audit_app, name="audit")
 app.add_typer(coverage.coverage_app, name="coverage")
+app.add_typer(lrm.lrm_app, name="lrm")
 
 
 def main() -> None:

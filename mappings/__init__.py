@@ -23,6 +23,7 @@ KINDS = (
     "vendor_status",
     "leases",
     "appointments",
+    "hub_recipients",
     "booking_attempts",
     "regulator_accounts",
     "coverage",

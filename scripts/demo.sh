@@ -45,7 +45,8 @@ PARTICIPATIONS="$DISPO_DATA_DIR/generated/participations_department_1.csv"
 "$BIN/dispo" import rpps "$GENERATED_RPPS"
 
 children=()
-cleanup() { for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+stop_broker() { :; }
+cleanup() { for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done; stop_broker; }
 trap cleanup EXIT INT TERM
 
 # Three sandbox vendors serve the participants and register themselves; the participation list is loaded.
@@ -61,6 +62,28 @@ done
 "$BIN/dispo" aggregate >"$DISPO_DATA_DIR/aggregate.log" 2>&1 &
 children+=($!)
 
+# Appointments go to the SAMU's regulation software through a broker standing in for the Hub Santé: the one named by
+# DISPO_AMQP_URL, else one of the demo's own when the distribution's rabbitmq-server is installed; else it is off.
+if [ -z "${DISPO_AMQP_URL:-}" ] && { command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; }; then
+  export DISPO_RABBITMQ_STATE="$DISPO_DATA_DIR/rabbitmq.env"
+  if DISPO_AMQP_URL="$(bash scripts/rabbitmq.sh start | tail -n 1)"; then
+    export DISPO_AMQP_URL
+    stop_broker() { DISPO_RABBITMQ_STATE="$DISPO_DATA_DIR/rabbitmq.env" bash "$ROOT/scripts/rabbitmq.sh" stop || true; }
+  else
+    unset DISPO_AMQP_URL
+  fi
+fi
+if [ -n "${DISPO_AMQP_URL:-}" ]; then
+  export DISPO_LRM_DECLARE_HUB=1
+  "$BIN/dispo" lrm-sandbox --samu fr.health.samu010 >"$DISPO_DATA_DIR/lrm-sandbox.log" 2>&1 &
+  children+=($!)
+  "$BIN/dispo" lrm run >"$DISPO_DATA_DIR/lrm.log" 2>&1 &
+  children+=($!)
+  LRM="on: bookings of the Ain go to the SAMU sandbox fr.health.samu010 (log: $DISPO_DATA_DIR/lrm.log)"
+else
+  LRM="off: no broker (install rabbitmq-server, or set DISPO_AMQP_URL); appointments wait in their outbox"
+fi
+
 URL="http://127.0.0.1:$PORT"
 cat <<MSG
 
@@ -73,6 +96,7 @@ Dispo demo: embedded index in $DISPO_DATA_DIR
   analyst token    $ANALYST
   vendors          3 sandboxes from port $SANDBOX_PORT; slots pulled every $DISPO_AGGREGATION_INTERVAL_S s
                    (log: $DISPO_DATA_DIR/aggregate.log)
+  to the SAMU      $LRM
 
 Try:
   curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/search?address=12%20rue%20de%20la%20R%C3%A9publique%2001000%20Bourg-en-Bresse"
@@ -85,7 +109,8 @@ Book: take a slot_id from a search, then
   curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
        -d '{"slot_id": "<slot_id>"}' "$URL/v1/bookings"        # -> booking_url with origin=sas
   open the booking_url, choose the regulator, "Réserver": the vendor reports the appointment back
-  curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/appointments"
+  curl -s -H "Authorization: Bearer $TOKEN" "$URL/v1/appointments"          # with where its transmission to the SAMU stands
+  DISPO_DATA_DIR=$DISPO_DATA_DIR $BIN/dispo lrm status
   curl -s -H "Authorization: Bearer $MAINTAINER" "$URL/metrics"
   DISPO_DATA_DIR=$DISPO_DATA_DIR $BIN/dispo vendors status
 Coverage (analysts):

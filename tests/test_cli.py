@@ -77,6 +77,11 @@ DOCUMENTED = [
     "generate",
     "bench",
     "drill",
+    "lrm run",
+    "lrm status",
+    "lrm recipients set",
+    "lrm recipients list",
+    "lrm-sandbox",
 ]
 ANALYTICS_EXTRA = ("matplotlib", "pandas", "pyarrow", "numpy")
 

@@ -8,10 +8,12 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from hub_support import amqp_url, client_ids, eventually, hub_settings, transmitting
 from playwright.sync_api import sync_playwright
 
 from aggregation.scheduler import Aggregator
@@ -19,8 +21,10 @@ from analytics.snapshots import snapshot_now
 from api.app import create_app
 from api.auth import Role, new_token
 from bench.generate import generate
+from booking import hub_outbox
 from core.settings import Settings
 from editor_sandbox.fleet import DEMO_ASSOCIATIONS, start_fleet
+from editor_sandbox.lrm import LrmSandbox
 from editor_sandbox.server import ThreadedServer
 from indexer.es_backend import ElasticsearchBackend
 from indexer.sqlite_backend import SqliteBackend
@@ -53,6 +57,8 @@ class Stack:
     token: str
     vendors: dict[str, str]  # vendor id -> sandbox URL
     analyst: str
+    backend: SqliteBackend
+    settings: Settings
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +91,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         # With the coverage snapshot after the cycle, as `dispo aggregate` runs it: the analysts' page shows it.
         asyncio.run(Aggregator(backend, settings, snapshot=snapshot_now).run_once())
-        yield Stack(api.url, regulator, {s.config.vendor_id: s.url for s in servers}, analyst)
+        yield Stack(api.url, regulator, {s.config.vendor_id: s.url for s in servers}, analyst, backend, settings)
         for s in servers:
             s.stop()
 
@@ -198,6 +204,36 @@ def test_book_a_slot_and_follow_it(page, stack: Stack) -> None:
     page.click("#tab-followup")
     page.wait_for_selector("#appointments td.status")
     assert page.locator("#appointments td.status").first.inner_text() == "réservé"
+
+
+def test_the_follow_up_shows_the_transmission_to_the_samu(page, stack: Stack) -> None:
+    """A booking reaches the SAMU's regulation software through the broker; the follow-up says when it was received."""
+    url = amqp_url()
+    sender, samu = client_ids()
+    hub_outbox.set_recipient(stack.backend, "01", samu, datetime.now(UTC))
+    with LrmSandbox(url, samu), transmitting(stack.backend, hub_settings(stack.settings, url, sender)):
+        sign_in(page, stack)
+        search(page, "Belley (01300)")
+        with page.context.expect_page() as popup_info:
+            page.locator(".card").first.locator(".slot").first.click()
+        vendor_page = popup_info.value
+        vendor_page.wait_for_url("**origin=sas**")
+        vendor_page.wait_for_load_state()
+        vendor_page.select_option("#operator", "reg-web")
+        vendor_page.click("#book")
+        vendor_page.wait_for_load_state()
+        page.click("#tab-followup")
+        page.wait_for_selector("#appointments td.transmission")
+
+        def received() -> bool:
+            page.click("#refresh")
+            page.wait_for_timeout(300)
+            return any(
+                t.startswith("reçu par le SAMU à ")
+                for t in page.locator("#appointments td.transmission").all_inner_texts()
+            )
+
+        eventually(received, within_s=30, what="the follow-up showing the SAMU's acknowledgement")
 
 
 def test_a_slot_taken_meanwhile_refreshes_the_card(page, stack: Stack) -> None:
