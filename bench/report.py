@@ -67,6 +67,9 @@ class Row:
     loop_late_max_ms: float | None = _figure("{:.0f} ms at most")
     hostile_answer_mb: float | None = _figure("the hostile vendor's answers {:g} MB")
     hostile_calls: Mapping[str, int] | None = _figure("its calls: {}")
+    acknowledged: int | None = _figure("{}/{row.n} acknowledged")
+    lost: int | None = _figure("{} lost")
+    duplicated: int | None = _figure("{} delivered twice")
     error: str | None = _figure("{}")
 
     @property

@@ -37,6 +37,7 @@ from aggregation.puller import slot_window
 from aggregation.scheduler import Aggregator
 from api.auth import Role, new_token
 from bench.generate import generate
+from bench.lrm import bench_lrm
 from bench.report import Row
 from core.geo import gazetteer, haversine_km
 from core.records import Participation, Vendor
@@ -896,6 +897,7 @@ SCENARIOS: dict[str, Callable[..., list[Row]]] = {  # in the order they run
     "aggregate": bench_aggregate,
     "hostile": bench_hostile,
     "verify": bench_verify,
+    "lrm": bench_lrm,
 }
 
 
@@ -905,6 +907,7 @@ QUICK = {
     "verify": {"n": 2},
     "embedded": {"n": 10},
     "hostile": {"size_mb": 2, "cycles": 1, "cap_bytes": 1_000_000},
+    "lrm": {"n": 10, "drill": 9},
 }
 
 

@@ -105,7 +105,8 @@ class Transmitter:
         self.channel: AbstractChannel | None = None
         self.counts = {"sent": 0, "acknowledged": 0, "failed": 0, "expired": 0, "held": 0}
 
-    async def run(self, stop: asyncio.Event, poll_s: float = 0.2) -> None:
+    async def run(self, stop: asyncio.Event, poll_s: float | None = None) -> None:
+        poll_s = poll_s or self.settings.lrm_poll_s
         connection = await connect(self.settings)
         async with connection:
             self.channel = await connection.channel(publisher_confirms=True)

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     lrm_exchange: str = "hubsante"
     lrm_declare_hub: bool = False
     lrm_ttl_s: float = Field(default=3600.0, gt=0, le=7 * 86400)  # dateTimeExpires: queued + this
+    lrm_poll_s: float = Field(default=0.1, gt=0, le=10)  # how often the transmitter looks for queued messages
     # A vendor's slots older than this (no successful call since) are hidden from "free" results.
     staleness_limit_s: float = 900.0
     # Retries of a batch after a timeout, a lost connection, a 429 or a 5xx (`core/retry.py`), with jittered

@@ -55,7 +55,8 @@ def generate(
 
 def bench(
     scenario: Annotated[
-        list[str] | None, typer.Argument(help="import, search, verify, aggregate, embedded, hostile (default: all)")
+        list[str] | None,
+        typer.Argument(help="import, search, verify, aggregate, embedded, hostile, lrm (default: all)"),
     ] = None,
     scale: Annotated[str, typer.Option(help="department | region | national")] = "department",
     repeat: Annotated[

@@ -8,6 +8,7 @@ import signal
 from datetime import UTC, datetime
 from typing import Annotated
 
+import aio_pika
 import typer
 
 from booking import hub_outbox
@@ -42,7 +43,10 @@ def lrm_run() -> None:
         )
     transmitter = Transmitter(open_backend(settings), settings)
     err.print(f"sending appointments as {settings.lrm_sender_id} through {settings.amqp_url.split('@')[-1]}")
-    asyncio.run(_until_stopped(transmitter.run))
+    try:
+        asyncio.run(_until_stopped(transmitter.run))
+    except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:
+        raise fail(f"the broker could not be reached: {exc}", FAILED, hint="check DISPO_AMQP_URL and retry") from exc
 
 
 @lrm_app.command("status")
@@ -127,5 +131,5 @@ def lrm_sandbox(
     err.print(f"LRM sandbox {samu}: reading {samu}.message, answering '{mode}'")
     try:
         asyncio.run(_until_stopped(sandbox.run))
-    except OSError as exc:
+    except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:
         raise fail(f"the broker could not be reached: {exc}", FAILED) from exc

@@ -10,6 +10,9 @@
 #
 # DISPO_RABBITMQ_STATE names the state file (default .cache/rabbitmq.env) so that several can run at once.
 # When DISPO_AMQP_URL is set, `run` uses that broker and starts none.
+# DISPO_RABBITMQ_TLS=1 adds a TLS listener (TLS 1.2 and 1.3) that requires a client certificate, as the Hub Santé
+# does: a CA, the broker's certificate and a client's are made in the broker's folder, and the state file gives
+# AMQPS_URL, TLS_CA, TLS_CERT and TLS_KEY.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -70,12 +73,42 @@ launch() {
   wait_ready "$RMQ_PORT" "$!"
 }
 
+make_tls() {
+  # A throwaway CA signs the broker's certificate (for 127.0.0.1 and localhost) and a client's.
+  local d="$RMQ_WORK/tls"
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=dispo test CA" -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
+  for who in server client; do
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=$who" -keyout "$d/$who.key" -out "$d/$who.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=%s\n' \
+      "$([ "$who" = server ] && echo serverAuth || echo clientAuth)" >"$d/$who.ext"
+    openssl x509 -req -in "$d/$who.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+      -extfile "$d/$who.ext" -out "$d/$who.pem" 2>/dev/null
+  done
+  RMQ_TLS_PORT="$(free_port)"
+  {
+    echo "listeners.ssl.default = $RMQ_TLS_PORT"
+    echo "ssl_options.cacertfile = $d/ca.pem"
+    echo "ssl_options.certfile = $d/server.pem"
+    echo "ssl_options.keyfile = $d/server.key"
+    echo "ssl_options.verify = verify_peer"
+    echo "ssl_options.fail_if_no_peer_cert = true"
+    echo "ssl_options.versions.1 = tlsv1.3"
+    echo "ssl_options.versions.2 = tlsv1.2"
+  } >>"$RMQ_WORK/rabbitmq.conf"
+}
+
 save_state() {
   mkdir -p "$(dirname "$STATE_FILE")"
   {
     echo "RMQ_WORK=$RMQ_WORK"; echo "RMQ_NODE=$RMQ_NODE"; echo "RMQ_PORT=$RMQ_PORT"
     echo "RMQ_DIST_PORT=$RMQ_DIST_PORT"; echo "RMQ_EPMD_PORT=$RMQ_EPMD_PORT"
     echo "AMQP_URL=amqp://guest:guest@127.0.0.1:$RMQ_PORT/"
+    if [ -n "${RMQ_TLS_PORT:-}" ]; then
+      echo "RMQ_TLS_PORT=$RMQ_TLS_PORT"
+      echo "AMQPS_URL=amqps://guest:guest@127.0.0.1:$RMQ_TLS_PORT/"
+      echo "TLS_CA=$RMQ_WORK/tls/ca.pem"; echo "TLS_CERT=$RMQ_WORK/tls/client.pem"; echo "TLS_KEY=$RMQ_WORK/tls/client.key"
+    fi
   } >"$STATE_FILE"
 }
 
@@ -88,6 +121,8 @@ start() {
   # Only loopback clients, the default guest account (allowed from loopback only), nothing else enabled.
   printf 'loopback_users.guest = true\nlisteners.tcp.default = %s\n' "$RMQ_PORT" >"$RMQ_WORK/rabbitmq.conf"
   printf '[].\n' >"$RMQ_WORK/enabled_plugins"
+  RMQ_TLS_PORT=""
+  if [ "${DISPO_RABBITMQ_TLS:-}" = 1 ]; then make_tls; fi
   save_state
   log "starting RabbitMQ $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo '') on 127.0.0.1:$RMQ_PORT"
   launch
@@ -106,7 +141,7 @@ node_pids() {
   # mapper's port it was given; the port mapper, a daemon of its own, by the same port in its environment.
   pgrep -f "beam.smp .*-epmd_port $RMQ_EPMD_PORT( |\$)" || true
   for pid in $(pgrep -x epmd || true); do
-    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "ERL_EPMD_PORT=$RMQ_EPMD_PORT" && echo "$pid"
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "ERL_EPMD_PORT=$RMQ_EPMD_PORT"; then echo "$pid"; fi
   done
 }
 
@@ -119,7 +154,7 @@ stop_node() {
   for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
   for _ in $(seq 1 30); do
     alive=0
-    for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    for pid in $pids; do if kill -0 "$pid" 2>/dev/null; then alive=1; fi; done
     [ "$alive" = 0 ] && break
     sleep 1
   done

@@ -63,6 +63,9 @@ JSON_KEYS = {
     "loop_late_max_ms",
     "hostile_answer_mb",
     "hostile_calls",
+    "acknowledged",
+    "lost",
+    "duplicated",
     "error",
 }
 TEXTS = {"scenario", "scale", "backend", "what", "n_unit", "ratio_of", "reference", "place", "error"}
@@ -74,6 +77,7 @@ MEASURED = {
     "aggregate": "documents_written",
     "hostile": "loop_late_p99_ms",
     "verify": "pages_with_5_cards",
+    "lrm": "acknowledged",
 }
 
 

@@ -5,12 +5,15 @@ message the schema refuses is held with its reason; the Hub's and the LRM's erro
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aio_pika
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from hub_support import PRACTITIONER, amqp_url, appointment, client_ids, eventually, hub_settings, transmitting
@@ -223,3 +226,35 @@ def test_the_command_line_tells_where_messages_stand(tmp_path: Path, monkeypatch
     assert run("lrm", "status", "--state", "lost").exit_code == 2
     r = run("lrm", "run")
     assert r.exit_code == 2 and "DISPO_AMQP_URL" in r.output
+    monkeypatch.setenv("DISPO_AMQP_URL", "amqp://guest:guest@127.0.0.1:9/")  # nothing listens there
+    r = run("lrm", "run")
+    assert r.exit_code == 1 and "could not be reached" in r.output
+
+
+def test_the_hubs_errors_land_on_the_appointment(loaded: Backend, settings: Settings) -> None:
+    """The Hub refuses a message (its example: error 300, the message invalid) on the platform's `info` queue."""
+    url = amqp_url()
+    sender, samu = client_ids()
+    hub_outbox.set_recipient(loaded, "01", samu, datetime.now(UTC))
+    record(loaded, appointment())
+    with LrmSandbox(url, samu, mode="silent"), transmitting(loaded, hub_settings(settings, url, sender)):
+        eventually(lambda: loaded.get("appointments", "v:A1")["lrm_states"] == ["sent"], what="sent")
+        key = loaded.get("appointments", "v:A1")["lrm"][0]["key"]
+        error = example("error-hub-300.json")
+        error["descriptor"]["explicitAddress"]["explicitAddressValue"] = sender
+        inner = error["content"][0]["jsonContent"]["embeddedJsonContent"]["message"]["error"]
+        inner["referencedDistributionID"] = hub_messages.distribution_id(sender, key)
+        asyncio.run(_as_the_hub(url, sender, error))
+        eventually(lambda: loaded.get("appointments", "v:A1")["lrm_states"] == ["failed"], what="failed")
+    (entry,) = loaded.get("appointments", "v:A1")["lrm"]
+    assert entry["error"]["code"] == 300 and entry["error"]["by"] == "fr.health.hub"
+    assert "orientationCategory" in entry["error"]["cause"]
+
+
+async def _as_the_hub(url: str, recipient: str, message: dict) -> None:
+    connection = await aio_pika.connect_robust(url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange("hubsante")
+        body = aio_pika.Message(orjson.dumps(message), headers={"recipient": recipient, "kind": "Error"})
+        await exchange.publish(body, routing_key="fr.health.hub")
