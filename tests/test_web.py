@@ -170,17 +170,25 @@ def test_sos_medecins_places_are_cards_with_their_hours(page, stack: Stack) -> N
     card = page.locator(".card", has=page.locator(".sos", has_text="Bourg-en-Bresse")).first
     assert "SOS Médecins de l'Ain" in card.locator("h3").inner_text() and card.locator(".slot").count() > 0
     # Booked on the patient's behalf like a practitioner's slot; the vendor reports the appointment back.
+    book(page, card.locator(".slot").first)
+    page.wait_for_selector("#appointments td.status")
+    assert "réservé" in page.locator("#appointments td.status").all_inner_texts()
+
+
+def book(page, slot) -> tuple[str, str]:
+    """Choose a slot, book it on the vendor's page that opens (as the regulator reg-web), then open the follow-up;
+    returns the vendor's page address and content as the regulator saw them."""
     with page.context.expect_page() as popup_info:
-        card.locator(".slot").first.click()
+        slot.click()
     vendor_page = popup_info.value
-    vendor_page.wait_for_url("**origin=sas**")
+    vendor_page.wait_for_url("**origin=sas**")  # the tab opens at once, then goes to the vendor's page
     vendor_page.wait_for_load_state()
+    seen = vendor_page.url, vendor_page.content()
     vendor_page.select_option("#operator", "reg-web")
     vendor_page.click("#book")
     vendor_page.wait_for_load_state()
     page.click("#tab-followup")
-    page.wait_for_selector("#appointments td.status")
-    assert "réservé" in page.locator("#appointments td.status").all_inner_texts()
+    return seen
 
 
 def test_context_in_the_url_runs_the_search_at_once(page, stack: Stack) -> None:
@@ -192,16 +200,8 @@ def test_context_in_the_url_runs_the_search_at_once(page, stack: Stack) -> None:
 def test_book_a_slot_and_follow_it(page, stack: Stack) -> None:
     sign_in(page, stack)
     search(page, "12 rue de la République 01000 Bourg-en-Bresse")
-    with page.context.expect_page() as popup_info:
-        page.locator(".card").first.locator(".slot").first.click()
-    vendor_page = popup_info.value
-    vendor_page.wait_for_url("**origin=sas**")  # the tab opens at once, then goes to the vendor's page
-    vendor_page.wait_for_load_state()
-    assert "origin=sas" in vendor_page.url and "via le SAS" in vendor_page.content()
-    vendor_page.select_option("#operator", "reg-web")
-    vendor_page.click("#book")
-    vendor_page.wait_for_load_state()
-    page.click("#tab-followup")
+    url, content = book(page, page.locator(".card").first.locator(".slot").first)
+    assert "origin=sas" in url and "via le SAS" in content
     page.wait_for_selector("#appointments td.status")
     assert page.locator("#appointments td.status").first.inner_text() == "réservé"
 
@@ -214,15 +214,7 @@ def test_the_follow_up_shows_the_transmission_to_the_samu(page, stack: Stack) ->
     with LrmSandbox(url, samu), transmitting(stack.backend, hub_settings(stack.settings, url, sender)):
         sign_in(page, stack)
         search(page, "Belley (01300)")
-        with page.context.expect_page() as popup_info:
-            page.locator(".card").first.locator(".slot").first.click()
-        vendor_page = popup_info.value
-        vendor_page.wait_for_url("**origin=sas**")
-        vendor_page.wait_for_load_state()
-        vendor_page.select_option("#operator", "reg-web")
-        vendor_page.click("#book")
-        vendor_page.wait_for_load_state()
-        page.click("#tab-followup")
+        book(page, page.locator(".card").first.locator(".slot").first)
         page.wait_for_selector("#appointments td.transmission")
 
         def received() -> bool:
