@@ -114,7 +114,12 @@ save_state() {
 
 start() {
   install_prerequisites
-  [ -f "$STATE_FILE" ] && die "a broker is already recorded in $STATE_FILE: stop it first"
+  if [ -f "$STATE_FILE" ]; then
+    # shellcheck disable=SC1090
+    ( . "$STATE_FILE"; [ -n "$(node_pids)" ] ) && die "a broker recorded in $STATE_FILE is running: stop it first"
+    log "removing the record of a broker that is no longer running ($STATE_FILE)"
+    ( . "$STATE_FILE"; rm -rf "$RMQ_WORK" ); rm -f "$STATE_FILE"
+  fi
   RMQ_WORK="$(mktemp -d /tmp/dispo-rabbitmq.XXXXXX)"
   RMQ_NODE="dispo-$(basename "$RMQ_WORK" | cut -d. -f2)@localhost"
   RMQ_PORT="$(free_port)"; RMQ_DIST_PORT="$(free_port)"; RMQ_EPMD_PORT="$(free_port)"
