@@ -20,13 +20,14 @@ install: $(BIN)/.installed
 demo: install
 	bash scripts/demo.sh
 
-# Starts a throwaway Elasticsearch and RabbitMQ broker (unless DISPO_ES_URL / DISPO_AMQP_URL name running ones), runs
-# the whole suite on both backends.
+# Starts a throwaway Elasticsearch, RabbitMQ broker and Keycloak (unless DISPO_ES_URL / DISPO_AMQP_URL /
+# DISPO_OIDC_ISSUER name running ones), runs the whole suite on both backends.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	bash scripts/ensure-chromium.sh
-	bash scripts/rabbitmq.sh run -- bash scripts/elasticsearch.sh run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+	bash scripts/rabbitmq.sh run -- bash scripts/keycloak.sh run -- bash scripts/elasticsearch.sh run -- \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
