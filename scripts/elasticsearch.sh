@@ -18,7 +18,6 @@ set -euo pipefail
 
 ES_VERSION="${DISPO_ES_VERSION:-8.19.8}"
 ARTIFACT="org.elasticsearch.distribution.integ-test-zip:elasticsearch:${ES_VERSION}:zip"
-DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE_DIR="${DISPO_CACHE_DIR:-$ROOT/.cache}/elasticsearch"
 ZIP="$CACHE_DIR/elasticsearch-${ES_VERSION}.zip"
@@ -29,6 +28,8 @@ NODES="${DISPO_ES_NODES:-1}"
 
 log() { printf '[elasticsearch] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=scripts/servers.sh
+. "$ROOT/scripts/servers.sh"
 
 find_java17() {
   if [ -n "${ES_JAVA_HOME:-}" ] && "$ES_JAVA_HOME/bin/java" -version 2>&1 | grep -q 'version "17'; then
@@ -55,28 +56,9 @@ install_prerequisites() {
   fi
 }
 
-fetch_distribution() {
-  if [ -s "$ZIP" ]; then log "using cached $(basename "$ZIP")"; return 0; fi
-  mkdir -p "$CACHE_DIR"
-  log "fetching $ARTIFACT from Maven Central"
-  mvn -B -q "$DEP_PLUGIN:copy" -Dartifact="$ARTIFACT" -DoutputDirectory="$CACHE_DIR" >&2 \
-    || die "maven could not fetch $ARTIFACT (check network access to Maven Central)"
-  [ -s "$ZIP" ] || die "maven finished but $ZIP is missing"
-}
+fetch_distribution() { fetch_from_maven "$ARTIFACT" "$CACHE_DIR" "$ZIP"; }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-run_as_es_user() {
-  # Elasticsearch refuses to run as root: use a dedicated system user when we are root.
-  if [ "$(id -u)" = 0 ]; then
-    id "$ES_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$ES_USER"
-    runuser -u "$ES_USER" -- "$@"
-  else
-    "$@"
-  fi
-}
+run_as_es_user() { as_user "$ES_USER" "$@"; }  # Elasticsearch refuses to run as root
 
 start_node() {
   # Node $1 of the cluster recorded in $STATE_FILE's work folder, on the ports and data folder chosen at `start`.

@@ -13,7 +13,6 @@ set -euo pipefail
 
 KC_VERSION="${DISPO_KEYCLOAK_VERSION:-26.4.7}"
 ARTIFACT="org.keycloak:keycloak-quarkus-dist:${KC_VERSION}:zip"
-DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE_DIR="${DISPO_CACHE_DIR:-$ROOT/.cache}/keycloak"
 ZIP="$CACHE_DIR/keycloak-quarkus-dist-${KC_VERSION}.zip"
@@ -23,6 +22,8 @@ REALM_FILE="$ROOT/scripts/keycloak/dispo-realm.json"
 
 log() { printf '[keycloak] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=scripts/servers.sh
+. "$ROOT/scripts/servers.sh"
 
 find_java() {
   # Keycloak 26 needs Java 21 or later: the newest found under /usr/lib/jvm, or KC_JAVA_HOME.
@@ -35,28 +36,7 @@ find_java() {
   return 1
 }
 
-fetch_distribution() {
-  if [ -s "$ZIP" ]; then log "using cached $(basename "$ZIP")"; return 0; fi
-  command -v mvn >/dev/null || die "Maven is needed to fetch $ARTIFACT (apt-get install maven), or set DISPO_OIDC_ISSUER"
-  mkdir -p "$CACHE_DIR"
-  log "fetching $ARTIFACT from Maven Central"
-  mvn -B -q "$DEP_PLUGIN:copy" -Dartifact="$ARTIFACT" -DoutputDirectory="$CACHE_DIR" >&2 \
-    || die "maven could not fetch $ARTIFACT (check network access to Maven Central)"
-  [ -s "$ZIP" ] || die "maven finished but $ZIP is missing"
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-as_kc_user() {
-  if [ "$(id -u)" = 0 ]; then
-    id "$KC_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$KC_USER"
-    runuser -u "$KC_USER" -- "$@"
-  else
-    "$@"
-  fi
-}
+fetch_distribution() { fetch_from_maven "$ARTIFACT" "$CACHE_DIR" "$ZIP"; }
 
 start() {
   [ -f "$STATE_FILE" ] && die "a provider is already recorded in $STATE_FILE: stop it first"
@@ -71,13 +51,13 @@ start() {
   cp "$REALM_FILE" "$KC_HOME/data/import/"
   if [ "$(id -u)" = 0 ]; then
     id "$KC_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$KC_USER"
-    chown -R "$KC_USER" "$KC_WORK"
+    chown -R "$KC_USER" "$KC_WORK"  # the server writes in its own folder only
   fi
   chmod 755 "$KC_WORK"
   KC_PORT="$(free_port)"; KC_MANAGEMENT_PORT="$(free_port)"
   log "starting Keycloak $KC_VERSION on 127.0.0.1:$KC_PORT (java: $java)"
   # The bootstrap administrator exists only in this throwaway instance (loopback, its own folder).
-  as_kc_user env JAVA_HOME="$java" KC_BOOTSTRAP_ADMIN_USERNAME=admin KC_BOOTSTRAP_ADMIN_PASSWORD=admin \
+  as_user "$KC_USER" env JAVA_HOME="$java" KC_BOOTSTRAP_ADMIN_USERNAME=admin KC_BOOTSTRAP_ADMIN_PASSWORD=admin \
     setsid "$KC_HOME/bin/kc.sh" start-dev --http-host=127.0.0.1 --http-port="$KC_PORT" \
     --http-management-port="$KC_MANAGEMENT_PORT" --import-realm >"$KC_WORK/server.out" 2>&1 &
   KC_PID=$!  # the launcher: it lives as long as the server does
@@ -107,16 +87,8 @@ stop() {
   [ -f "$STATE_FILE" ] || { log "nothing to stop"; return 0; }
   # shellcheck disable=SC1090
   . "$STATE_FILE"
-  local pids alive
-  pids="$(server_pids)"
-  for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
-  for _ in $(seq 1 30); do
-    alive=0
-    for pid in $pids; do if kill -0 "$pid" 2>/dev/null; then alive=1; fi; done
-    [ "$alive" = 0 ] && break
-    sleep 1
-  done
-  for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
+  # shellcheck disable=SC2046
+  stop_pids $(server_pids)
   rm -rf "$KC_WORK" "$STATE_FILE"
   log "stopped"
 }

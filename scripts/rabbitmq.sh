@@ -20,6 +20,8 @@ STATE_FILE="${DISPO_RABBITMQ_STATE:-$ROOT/.cache/rabbitmq.env}"
 
 log() { printf '[rabbitmq] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=scripts/servers.sh
+. "$ROOT/scripts/servers.sh"
 
 install_prerequisites() {
   command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && return 0
@@ -38,9 +40,6 @@ server_bin() {
   if command -v rabbitmq-server >/dev/null 2>&1; then command -v rabbitmq-server; else echo /usr/lib/rabbitmq/bin/rabbitmq-server; fi
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 
 wait_ready() {
   # Ready when the AMQP listener answers the protocol header with Connection.Start (a method frame, type 1).
@@ -156,14 +155,8 @@ stop_node() {
   pgid="$(cat "$RMQ_WORK/launcher.pid" 2>/dev/null || true)"
   pids="$(node_pids)"
   [ -n "$pgid" ] && kill -TERM -- "-$pgid" 2>/dev/null || true
-  for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
-  for _ in $(seq 1 30); do
-    alive=0
-    for pid in $pids; do if kill -0 "$pid" 2>/dev/null; then alive=1; fi; done
-    [ "$alive" = 0 ] && break
-    sleep 1
-  done
-  for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
+  # shellcheck disable=SC2086
+  stop_pids $pids
   [ -n "$pgid" ] && kill -KILL -- "-$pgid" 2>/dev/null || true
   rm -f "$RMQ_WORK/launcher.pid"
 }
