@@ -12,9 +12,22 @@ from pydantic import BaseModel
 
 from aggregation import metrics
 from aggregation.status import vendor_statuses
-from api import bookings, coverage, directory, fhir, lrm, participations, problems, search, vendors, web
-from api.auth import Role, TokenRegistry
-from api.deps import require
+from api import (
+    accounts,
+    bookings,
+    coverage,
+    directory,
+    fhir,
+    lrm,
+    participations,
+    problems,
+    search,
+    signin,
+    vendors,
+    web,
+)
+from api.auth import TokenRegistry
+from api.deps import ADMINS, public, require
 from api.limits import BodyLimit
 from api.problems import problems as answers
 from booking import hub_outbox
@@ -42,13 +55,16 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app = FastAPI(
         title="Dispo",
         version=__version__,
-        description="National directory and availability index for the SAS. Every /v1 route needs a bearer "
-        "token with a role (regulator, maintainer, analyst, vendor). Errors are RFC 9457 problem+json (the "
+        description="National directory and availability index for the SAS. Every /v1 route needs a caller "
+        "holding one of its roles: a person signed in through Pro Santé Connect (a session cookie, and the "
+        "X-CSRF-Token header on changes), or a machine client's bearer token (regulator, maintainer, analyst, "
+        "vendor). Errors are RFC 9457 problem+json (the "
         "vendors' FHIR routes answer OperationOutcome resources); request bodies are limited in size (413).",
     )
     app.state.settings = settings
     app.state.backend = backend or make_backend(settings)
     app.state.tokens = TokenRegistry.from_settings(settings)
+    app.state.oidc = signin.OidcClient(settings) if settings.oidc_issuer else None
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(directory.router)
@@ -60,9 +76,11 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(fhir.router)
     app.include_router(coverage.router)
     app.include_router(web.router)
+    app.include_router(accounts.router)
+    app.include_router(signin.router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up", responses=answers())
-    def healthz() -> Health:
+    def healthz(_: Annotated[None, Depends(public("a liveness probe, no data"))]) -> Health:
         return Health(status="ok")
 
     not_ready = {503: {"description": "The backend does not answer, or no directory is live", "model": Readiness}}
@@ -74,7 +92,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         response_model=Readiness,
         responses={**answers(), **not_ready},
     )
-    def readyz() -> JSONResponse:
+    def readyz(_: Annotated[None, Depends(public("a readiness probe: index versions only"))]) -> JSONResponse:
         health = app.state.backend.health()
         body: dict[str, Any] = {
             "backend": health.backend,
@@ -92,11 +110,11 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     @app.get(
         "/metrics",
         tags=["health"],
-        summary="Prometheus metrics (maintainer token)",
+        summary="Prometheus metrics (administrators)",
         response_class=PlainTextResponse,
         responses=answers(401, 403, 503),
     )
-    def prometheus(_: Annotated[Any, Depends(require(Role.maintainer))]) -> Response:
+    def prometheus(_: Annotated[Any, Depends(require(*ADMINS))]) -> Response:
         # Gauges come from the persisted vendor status, so they are right whichever process aggregates.
         vendor_statuses(app.state.backend)
         lrm = hub_outbox.summary(app.state.backend, datetime.now(UTC))

@@ -1,7 +1,9 @@
-"""Bearer tokens carrying a role. Only SHA-256 digests of tokens are configured and kept in memory.
+"""Bearer tokens of machine clients (vendors, scripts, the command line), each carrying one role. Only SHA-256
+digests of tokens are configured and kept in memory.
 
 Entries are `role:sha256hex[:label]`, one per line in `DISPO_TOKENS_FILE` or comma-separated in
-`DISPO_TOKENS`. `dispo tokens create --role regulator` makes a token and prints its entry.
+`DISPO_TOKENS`. `dispo tokens create --role regulator` makes a token and prints its entry. People sign in through
+the provider instead (`api.signin`).
 """
 
 from __future__ import annotations
@@ -9,24 +11,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
+from access.roles import TOKEN_ROLES, Principal, Role, machine
 from core.settings import Settings
 
-
-class Role(StrEnum):
-    regulator = "regulator"
-    maintainer = "maintainer"
-    analyst = "analyst"
-    vendor = "vendor"
-
-
-@dataclass(frozen=True)
-class Principal:
-    role: Role
-    label: str
+__all__ = ["Principal", "Role", "TokenRegistry", "digest", "new_token"]
 
 
 def digest(token: str) -> str:
@@ -42,6 +32,7 @@ def new_token(role: Role, label: str) -> tuple[str, str]:
 class TokenRegistry:
     def __init__(self, entries: list[str]) -> None:
         self._by_digest: dict[str, Principal] = {}
+        allowed = ", ".join(TOKEN_ROLES)
         for n, entry in enumerate(entries, 1):
             entry = entry.strip()
             if not entry or entry.startswith("#"):
@@ -50,11 +41,11 @@ class TokenRegistry:
             if len(parts) < 2:
                 raise ValueError(f"token entry {n}: expected role:sha256hex[:label]")
             role, hexdigest = parts[0], parts[1].lower()
-            if role not in Role.__members__:
-                raise ValueError(f"token entry {n}: unknown role {role!r} (roles: {', '.join(Role)})")
+            if role not in TOKEN_ROLES:
+                raise ValueError(f"token entry {n}: unknown role {role!r} for a token (roles: {allowed})")
             if len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
                 raise ValueError(f"token entry {n}: the second field must be a SHA-256 hex digest")
-            self._by_digest[hexdigest] = Principal(Role(role), parts[2] if len(parts) > 2 else f"{role}-{n}")
+            self._by_digest[hexdigest] = machine(Role(role), parts[2] if len(parts) > 2 else f"{role}-{n}")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenRegistry:

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from api.auth import Principal, Role
-from api.deps import get_backend, require
+from access.roles import Principal, Role
+from api.deps import ADMINS, ANALYSTS, BOOKERS, get_backend, require
 from api.params import Instant, VendorId
 from api.problems import problems
 from booking import bookings
@@ -16,6 +16,8 @@ from booking.bookings import FollowedAppointment
 from core.records import AppointmentStatus
 from indexer.backend import Backend
 
+TERRITORY = (Role.territorial_referent, Role.territorial_admin)
+FOLLOWED = "the regulation's roles: the appointments they booked; referents and administrators: their territories'"
 router = APIRouter(prefix="/v1", tags=["bookings"], responses=problems(401, 403, 503))
 
 
@@ -44,9 +46,10 @@ class AppointmentCounts(BaseModel):
 async def start_booking(
     body: BookingStart,
     backend: Annotated[Backend, Depends(get_backend)],
-    principal: Annotated[Principal, Depends(require(Role.regulator))],
+    principal: Annotated[Principal, Depends(require(*BOOKERS))],
 ) -> BookingStarted:
-    started = await bookings.start_booking(backend, body.slot_id, principal.label)
+    # The regulator's account at the vendor (INT_R02) is the person's Dispo account: its id and name.
+    started = await bookings.start_booking(backend, body.slot_id, principal.label, principal.name)
     return BookingStarted(
         attempt_id=started.attempt.attempt_id, booking_url=started.booking_url, verified=started.attempt.verified
     )
@@ -55,24 +58,31 @@ async def start_booking(
 @router.get(
     "/appointments",
     response_model=list[FollowedAppointment],
-    summary="Appointments a regulator booked, with where their transmission to the SAMU stands",
+    summary="Appointments one booked (or, for a territory's referents and administrators, those of their territories), "
+    "with where their transmission to the SAMU stands",
     responses=problems(422),
 )
 def appointments(
     backend: Annotated[Backend, Depends(get_backend)],
-    principal: Annotated[Principal, Depends(require(Role.regulator))],
+    principal: Annotated[Principal, Depends(require(*BOOKERS, *TERRITORY, narrowed=FOLLOWED))],
     status: Annotated[list[AppointmentStatus] | None, Query()] = None,
     department: Annotated[list[str] | None, Query()] = None,
     start_from: Instant | None = None,
     start_to: Instant | None = None,
 ) -> list[FollowedAppointment]:
-    return bookings.appointments_of(backend, principal.label, status, department, start_from, start_to)
+    if principal.holds(BOOKERS):
+        return bookings.appointments_of(backend, principal.label, status, department, start_from, start_to)
+    mine = principal.territories(TERRITORY) or frozenset()
+    wanted = [d for d in (department or sorted(mine)) if d in mine]
+    if not wanted:
+        return []
+    return bookings.appointments_of(backend, None, status, wanted, start_from, start_to)
 
 
 @router.get("/appointments/counts", response_model=AppointmentCounts, summary="Appointments per territory and vendor")
 def counts(
     backend: Annotated[Backend, Depends(get_backend)],
-    _: Annotated[Any, Depends(require(Role.analyst, Role.maintainer))],
+    _: Annotated[Any, Depends(require(*ANALYSTS))],
 ) -> AppointmentCounts:
     found = bookings.appointment_counts(backend)
     return AppointmentCounts(by_department=found.by_department, by_vendor=found.by_vendor)
@@ -85,7 +95,7 @@ def counts(
 )
 def regulator_accounts(
     backend: Annotated[Backend, Depends(get_backend)],
-    _: Annotated[Any, Depends(require(Role.maintainer))],
+    _: Annotated[Any, Depends(require(*ADMINS))],
     regulator: str | None = None,
     vendor: str | None = None,
 ) -> list[dict[str, Any]]:
@@ -100,6 +110,6 @@ def regulator_accounts(
 async def push_my_account(
     vendor_id: VendorId,
     backend: Annotated[Backend, Depends(get_backend)],
-    principal: Annotated[Principal, Depends(require(Role.regulator))],
+    principal: Annotated[Principal, Depends(require(*BOOKERS, narrowed="one's own account"))],
 ) -> dict[str, Any]:
-    return await bookings.push_account(backend, vendor_id, principal.label)
+    return await bookings.push_account(backend, vendor_id, principal.label, principal.name)

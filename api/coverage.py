@@ -17,15 +17,13 @@ from pydantic import BaseModel
 from analytics import tables
 from analytics.dictionary import dictionary_markdown
 from analytics.snapshots import snapshot_now
-from api.auth import Role
-from api.deps import get_backend, get_settings, require
+from api.deps import ADMINS, ANALYSTS, get_backend, get_settings, require
 from api.params import Instant
 from api.problems import Problem, problems
 from core.settings import Settings
 from indexer.backend import Backend
 
 router = APIRouter(prefix="/v1/coverage", tags=["coverage"], responses=problems(401, 403, 422, 503))
-ANALYSTS = (Role.analyst, Role.maintainer)
 Level = Literal["national", "territory", "department", "commune"]
 Horizon = Annotated[int, Query(description="hours ahead: 24, 48 or 72")]
 MEDIA = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
@@ -225,7 +223,7 @@ async def chart_picture(
 def take_snapshot(
     backend: Store,
     settings: Annotated[Settings, Depends(get_settings)],
-    _: Annotated[Any, Depends(require(Role.maintainer))],
+    _: Annotated[Any, Depends(require(*ADMINS))],
 ) -> SnapshotTaken:
     s = snapshot_now(backend, settings)
     return SnapshotTaken(

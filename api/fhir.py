@@ -13,7 +13,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from api.auth import Principal, Role
+from access.roles import Principal, Role
 from api.deps import get_backend, require
 from api.problems import FhirResponse, Problem, fhir_resources, outcomes
 from booking.appointments import AppointmentRejected, find_by_identifier, parse_appointment, record, to_fhir
@@ -62,7 +62,7 @@ def _answer(outcome, status: int) -> JSONResponse:
 async def create(
     request: Request,
     backend: Annotated[Backend, Depends(get_backend)],
-    principal: Annotated[Principal, Depends(require(Role.vendor))],
+    principal: Annotated[Principal, Depends(require(Role.vendor, narrowed="a vendor: its own slots and appointments"))],
 ) -> JSONResponse:
     vendor = _vendor(backend, principal)
     appointment = _parse(await _body(request), vendor, backend)
@@ -81,7 +81,7 @@ async def update(
     request: Request,
     identifier: str,
     backend: Annotated[Backend, Depends(get_backend)],
-    principal: Annotated[Principal, Depends(require(Role.vendor))],
+    principal: Annotated[Principal, Depends(require(Role.vendor, narrowed="a vendor: its own slots and appointments"))],
 ) -> JSONResponse:
     vendor = _vendor(backend, principal)
     appointment = _parse(await _body(request), vendor, backend)
@@ -104,7 +104,7 @@ async def update(
 def read(
     resource_id: str,
     backend: Annotated[Backend, Depends(get_backend)],
-    principal: Annotated[Principal, Depends(require(Role.vendor))],
+    principal: Annotated[Principal, Depends(require(Role.vendor, narrowed="a vendor: its own slots and appointments"))],
 ) -> JSONResponse:
     vendor = _vendor(backend, principal)
     prefix = vendor + "-"

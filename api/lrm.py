@@ -1,5 +1,6 @@
-"""Routes of the transmission to the SAMU's regulation software (maintainers): the messages and their states, and
-which SAMU receives each department's appointments."""
+"""Routes of the transmission to the SAMU's regulation software: the messages and their states (administrators), and
+which SAMU receives each department's appointments (administrators, and a territorial administrator for their own
+departments)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel
 
-from api.auth import Role
-from api.deps import get_backend, require
+from access.roles import Principal, Role
+from api.deps import ADMINS, get_backend, require
 from api.problems import Problem, problems
 from booking import hub_outbox
 from booking.hub_outbox import State
 from indexer.backend import Backend
 
 router = APIRouter(prefix="/v1/lrm", tags=["lrm"], responses=problems(401, 403, 422, 503))
-MAINTAINER = Depends(require(Role.maintainer))
+ADMIN = Depends(require(*ADMINS))
+TERRITORY_ADMIN = Depends(
+    require(*ADMINS, Role.territorial_admin, narrowed="a territorial administrator: their departments")
+)
 DEPARTMENT = r"^(\d{2,3}|2[AB])$"
 
 
@@ -45,7 +49,7 @@ class Messages(BaseModel):
 @router.get("/messages", response_model=Messages, summary="Messages to the SAMU's regulation software")
 def messages(
     backend: Annotated[Backend, Depends(get_backend)],
-    _: Annotated[Any, MAINTAINER],
+    _: Annotated[Any, ADMIN],
     state: Annotated[State | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> Messages:
@@ -63,8 +67,11 @@ class Recipient(BaseModel):
 
 
 @router.get("/recipients", response_model=dict[str, str], summary="The SAMU set for each department")
-def recipients(backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]) -> dict[str, str]:
-    return hub_outbox.recipients(backend)
+def recipients(
+    backend: Annotated[Backend, Depends(get_backend)], principal: Annotated[Principal, TERRITORY_ADMIN]
+) -> dict[str, str]:
+    mine = principal.territories((*ADMINS, Role.territorial_admin))
+    return {d: r for d, r in hub_outbox.recipients(backend).items() if mine is None or d in mine}
 
 
 @router.put(
@@ -77,8 +84,11 @@ def set_recipient(
     department: Annotated[str, Path(pattern=DEPARTMENT)],
     body: Recipient,
     backend: Annotated[Backend, Depends(get_backend)],
-    _: Annotated[Any, MAINTAINER],
+    principal: Annotated[Principal, TERRITORY_ADMIN],
 ) -> Recipient:
+    mine = principal.territories((*ADMINS, Role.territorial_admin))
+    if mine is not None and department not in mine:
+        raise Problem(403, "Forbidden", f"Department {department} is outside your territories.", "forbidden")
     try:
         hub_outbox.set_recipient(backend, department, body.recipient, datetime.now(UTC))
     except ValueError as exc:

@@ -1,4 +1,5 @@
-"""Participation routes (maintainers): who takes part in the SAS and through which vendor."""
+"""Participation routes: who takes part in the SAS and through which vendor (administrators; a practitioner, or
+their delegate, reads their own)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from api.auth import Role
-from api.deps import get_backend, require
+from access.roles import Principal, Role
+from api.deps import ADMINS, get_backend, require
 from api.params import Idnps
 from api.problems import Problem, problems
 from core.records import Participation
@@ -16,13 +17,14 @@ from indexer.registry import get_participation, get_vendor, participants, save_p
 from rpps_import.cpts import cpts_idnst, move_member
 
 router = APIRouter(prefix="/v1/participations", tags=["participations"], responses=problems(401, 403, 422, 503))
-MAINTAINER = Depends(require(Role.maintainer))
+ADMIN = Depends(require(*ADMINS))
+ACTS_FOR = "an effecteur: themself; a delegate: their practitioners"
 
 
 @router.get("", response_model=list[Participation], summary="Participations, optionally of one vendor")
 def list_participations(
     backend: Annotated[Backend, Depends(get_backend)],
-    _: Annotated[Any, MAINTAINER],
+    _: Annotated[Any, ADMIN],
     vendor: Annotated[str | None, Query()] = None,
     active_only: bool = False,
 ) -> list[Participation]:
@@ -33,8 +35,12 @@ def list_participations(
     "/{idnps}", response_model=Participation, summary="One practitioner's participation", responses=problems(404)
 )
 def get_one(
-    idnps: Idnps, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]
+    idnps: Idnps,
+    backend: Annotated[Backend, Depends(get_backend)],
+    principal: Annotated[Principal, Depends(require(*ADMINS, Role.effecteur, Role.delegate, narrowed=ACTS_FOR))],
 ) -> Participation:
+    if not principal.holds(ADMINS) and not principal.acts_for(idnps):
+        raise Problem(403, "Forbidden", f"You do not act for practitioner {idnps}.", "forbidden")
     found = get_participation(backend, idnps)
     if found is None:
         raise Problem(404, "Not found", f"{idnps} does not take part in the SAS.", "not-found")
@@ -48,7 +54,7 @@ def put_one(
     idnps: Idnps,
     participation: Participation,
     backend: Annotated[Backend, Depends(get_backend)],
-    _: Annotated[Any, MAINTAINER],
+    _: Annotated[Any, ADMIN],
 ) -> Participation:
     if participation.idnps != idnps:
         raise Problem(422, "Inconsistent IDNPS", "The body's idnps must match the URL.", "invalid-request")

@@ -8,8 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Response
 
 from analytics.snapshots import outcome_of, record_outcome
-from api.auth import Role
-from api.deps import get_backend, get_settings, require
+from api.deps import BOOKERS, get_backend, get_settings, require
 from api.params import Instant
 from api.problems import Problem, problems
 from core.settings import Settings
@@ -33,7 +32,7 @@ def search(
     background: BackgroundTasks,
     backend: Annotated[Backend, Depends(get_backend)],
     settings: Annotated[Settings, Depends(get_settings)],
-    _: Annotated[Any, Depends(require(Role.regulator))],
+    _: Annotated[Any, Depends(require(*BOOKERS))],
     address: Annotated[str | None, Query(max_length=300)] = None,
     lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
     lon: Annotated[float | None, Query(ge=-180, le=180)] = None,

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from aggregation.holdings import VendorHoldings, vendor_holdings
-from api.auth import Role
-from api.deps import get_backend, get_settings, require
+from api.deps import ADMINS, get_backend, get_settings, require
 from api.params import VendorId
 from api.problems import Problem, problems
 from core.records import Flow, Vendor
@@ -19,7 +18,7 @@ from indexer.backend import Backend
 from indexer.registry import list_vendors, save_vendor, set_enabled
 
 router = APIRouter(prefix="/v1/vendors", tags=["vendors"], responses=problems(401, 403, 503))
-MAINTAINER = Depends(require(Role.maintainer))
+ADMIN = Depends(require(*ADMINS))
 
 
 class VendorView(BaseModel):
@@ -42,7 +41,7 @@ class VendorView(BaseModel):
 
 
 @router.get("", response_model=list[VendorView], summary="Registered vendors")
-def vendors(backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]) -> list[VendorView]:
+def vendors(backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, ADMIN]) -> list[VendorView]:
     return [VendorView.of(v) for v in list_vendors(backend)]
 
 
@@ -53,7 +52,7 @@ def put_vendor(
     vendor_id: VendorId,
     vendor: Vendor,
     backend: Annotated[Backend, Depends(get_backend)],
-    _: Annotated[Any, MAINTAINER],
+    _: Annotated[Any, ADMIN],
 ) -> VendorView:
     if vendor.vendor_id != vendor_id:
         raise Problem(422, "Inconsistent vendor id", "The body's vendor_id must match the URL.", "invalid-request")
@@ -72,7 +71,7 @@ def vendor_slots(
     vendor_id: VendorId,
     backend: Annotated[Backend, Depends(get_backend)],
     settings: Annotated[Settings, Depends(get_settings)],
-    _: Annotated[Any, MAINTAINER],
+    _: Annotated[Any, ADMIN],
     idnps: Annotated[str | None, Query(description="only this practitioner's slots")] = None,
     limit: Annotated[int, Query(ge=1)] = 50,
     cursor: str | None = None,
@@ -84,7 +83,7 @@ def vendor_slots(
     "/{vendor_id}/disable", response_model=VendorView, summary="Stop pulling a vendor", responses=problems(404, 422)
 )
 def disable(
-    vendor_id: VendorId, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]
+    vendor_id: VendorId, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, ADMIN]
 ) -> VendorView:
     return _toggle(backend, vendor_id, False)
 
@@ -93,7 +92,7 @@ def disable(
     "/{vendor_id}/enable", response_model=VendorView, summary="Resume pulling a vendor", responses=problems(404, 422)
 )
 def enable(
-    vendor_id: VendorId, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, MAINTAINER]
+    vendor_id: VendorId, backend: Annotated[Backend, Depends(get_backend)], _: Annotated[Any, ADMIN]
 ) -> VendorView:
     return _toggle(backend, vendor_id, True)
 

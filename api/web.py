@@ -9,25 +9,27 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from api.auth import Role
-from api.deps import require
+from api.deps import LOOKUP_READERS, public, require
 from api.problems import problems
 from core.geo import gazetteer
 from core.text import fold
 from search.specialties import specialty_labels
 
 router = APIRouter(tags=["web page"])
-READERS = (Role.regulator, Role.maintainer, Role.analyst)
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def page() -> str:
+def page(
+    _: Annotated[None, Depends(public("the page holds no data; its calls carry the caller's session or token"))],
+) -> str:
     # The page itself holds no data: every call it makes carries the regulator's token.
     return (resources.files("api") / "static" / "index.html").read_text(encoding="utf-8")
 
 
 @router.get("/analysts", response_class=HTMLResponse, include_in_schema=False)
-def analysts_page() -> str:
+def analysts_page(
+    _: Annotated[None, Depends(public("the page holds no data; its calls carry the caller's session or token"))],
+) -> str:
     # Like the regulators' page: no data in it, every call carries the analyst's token.
     return (resources.files("api") / "static" / "analysts.html").read_text(encoding="utf-8")
 
@@ -43,7 +45,7 @@ class SpecialtyLabel(BaseModel):
     summary="Savoir-faire codes and labels",
     responses=problems(401, 403),
 )
-def specialties(_: Annotated[Any, Depends(require(*READERS))]) -> list[SpecialtyLabel]:
+def specialties(_: Annotated[Any, Depends(require(*LOOKUP_READERS))]) -> list[SpecialtyLabel]:
     labels = specialty_labels()
     return [SpecialtyLabel(code=code, label=labels[code]) for code in sorted(labels, key=lambda c: fold(labels[c]))]
 
@@ -63,7 +65,7 @@ class PlaceSuggestion(BaseModel):
     responses=problems(401, 403, 422),
 )
 def suggest(
-    _: Annotated[Any, Depends(require(*READERS))],
+    _: Annotated[Any, Depends(require(*LOOKUP_READERS))],
     q: Annotated[str, Query(min_length=2, max_length=80)],
     limit: Annotated[int, Query(ge=1, le=20)] = 8,
 ) -> list[PlaceSuggestion]:

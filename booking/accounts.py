@@ -47,9 +47,9 @@ def practitioner_regul(regulator: str, name: str | None = None) -> dict[str, Any
     return resource
 
 
-async def _push(vendor: Vendor, regulator: str, exists: bool) -> None:
+async def _push(vendor: Vendor, regulator: str, exists: bool, name: str | None) -> None:
     """One try: POST the account (first time) or PUT it by identifier; raises httpx.HTTPError on a failure."""
-    body = practitioner_regul(regulator)
+    body = practitioner_regul(regulator, name)
     async with make_client(vendor) as client:
         base = vendor.base_url.rstrip("/")
         headers = {"Content-Type": "application/fhir+json"}
@@ -66,9 +66,16 @@ async def _push(vendor: Vendor, regulator: str, exists: bool) -> None:
 
 
 async def ensure_account(
-    backend: Backend, vendor: Vendor, regulator: str, retries: int = 2, force: bool = False, retry_base_s: float = 0.2
+    backend: Backend,
+    vendor: Vendor,
+    regulator: str,
+    retries: int = 2,
+    force: bool = False,
+    retry_base_s: float = 0.2,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Create (first time) or update (`force`) the regulator's account at the vendor; returns the state.
+    """Create (first time) or update (`force`, or the regulator's name changed in their Dispo account since it was
+    pushed) the regulator's account at the vendor; returns the state.
 
     Timeouts, lost connections, 429 and 5xx answers are retried up to `retries` times (`core.retry`); the
     state says `failed`, with the last error, when the vendor still refuses."""
@@ -81,14 +88,14 @@ async def ensure_account(
         "state": "new",
         "attempts": 0,
     }
-    if state["state"] in ("created", "updated") and not force:
+    if state["state"] in ("created", "updated") and not force and state.get("name") == name:
         return state
     exists = state["state"] in ("created", "updated")
 
     async def attempt() -> None:
         state["attempts"] += 1
         state["last_attempt_at"] = datetime.now(UTC).isoformat()
-        await _push(vendor, regulator, exists)
+        await _push(vendor, regulator, exists, name)
 
     try:
         await Retry(retries, retry_base_s).acall(attempt)
@@ -97,7 +104,9 @@ async def ensure_account(
     except Exception as exc:  # network and TLS errors, a vendor answering nonsense: recorded, not raised
         state.update(state="failed", last_error=f"{type(exc).__name__}: {exc}")
     else:
-        state.update(state="updated" if exists else "created", last_success_at=state["last_attempt_at"])
+        state.update(state="updated" if exists else "created", last_success_at=state["last_attempt_at"], name=name)
+        if name is None:
+            state.pop("name", None)
         state.pop("last_error", None)
     await asyncio.to_thread(_save, backend, index, state)
     return state

@@ -73,7 +73,7 @@ class BookingStarted:
     booking_url: str  # the vendor's page, with origin=sas
 
 
-async def start_booking(backend: Backend, slot_id: str, regulator: str) -> BookingStarted:
+async def start_booking(backend: Backend, slot_id: str, regulator: str, name: str | None = None) -> BookingStarted:
     """Start booking `slot_id` for `regulator`.
 
     Raises NotFound for a slot gone or past, InvalidRequest for a walk-in slot (nothing to book), and
@@ -101,7 +101,7 @@ async def start_booking(backend: Backend, slot_id: str, regulator: str) -> Booki
     vendor = await asyncio.to_thread(get_vendor, backend, slot["vendor"])
     if vendor is not None:
         # The regulator needs an account at the vendor before its page can book on their behalf.
-        await ensure_account(backend, vendor, regulator)
+        await ensure_account(backend, vendor, regulator, name=name)
     attempt = BookingAttempt(
         attempt_id=uuid.uuid4().hex,
         regulator=regulator,
@@ -164,14 +164,15 @@ def _followed(doc: dict[str, Any]) -> FollowedAppointment:
 
 def appointments_of(
     backend: Backend,
-    regulator: str,
+    regulator: str | None,
     statuses: list[AppointmentStatus] | None = None,
     departments: list[str] | None = None,
     start_from: datetime | None = None,
     start_to: datetime | None = None,
 ) -> list[FollowedAppointment]:
-    """A regulator's own appointments, earliest first, each with where its transmission to the SAMU stands."""
-    filters: dict[str, list[str]] = {"operator": [regulator]}
+    """A regulator's own appointments (all of the departments asked, with no regulator named), earliest first, each
+    with where its transmission to the SAMU stands."""
+    filters: dict[str, list[str]] = {"operator": [regulator]} if regulator is not None else {}
     if statuses:
         filters["status"] = [s.value for s in statuses]
     if departments:
@@ -205,9 +206,9 @@ def regulator_accounts(
     return [h.doc for h in backend.search("regulator_accounts", GeoQuery(filters=filters, limit=1000)).hits]
 
 
-async def push_account(backend: Backend, vendor_id: str, regulator: str) -> dict[str, Any]:
+async def push_account(backend: Backend, vendor_id: str, regulator: str, name: str | None = None) -> dict[str, Any]:
     """Create or update the regulator's account at the vendor now."""
     vendor = await asyncio.to_thread(get_vendor, backend, vendor_id)
     if vendor is None:
         raise NotFound("Not found", f"no vendor {vendor_id!r}", "not-found")
-    return await ensure_account(backend, vendor, regulator, force=True)
+    return await ensure_account(backend, vendor, regulator, force=True, name=name)

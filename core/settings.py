@@ -64,6 +64,21 @@ class Settings(BaseSettings):
     tokens_file: Path | None = None
     # ... and/or the same entries comma-separated in the environment.
     tokens: str = ""
+    # People sign in through Pro Santé Connect (OpenID Connect) when an issuer is set; unset, pages ask for a token.
+    oidc_issuer: str | None = None
+    oidc_client_id: str = "dispo"
+    oidc_client_secret: SecretStr | None = None
+    # Pro Santé Connect's production scopes are "openid scope_all".
+    oidc_scopes: str = "openid profile"
+    # The ID token's claims naming the person's IDNPS and profession (Pro Santé Connect's names).
+    oidc_idnps_claim: str = "SubjectNameID"
+    oidc_profession_claim: str = "SubjectRefPro"
+    # The API's address as browsers reach it (https://dispo.example.fr), for the provider's redirections and the
+    # session cookie's Secure flag; unset, each request's own address.
+    public_url: str | None = None
+    # A session ends this long after sign-in (a regulation shift) or after this long unused, whichever comes first.
+    session_lifetime_s: float = Field(default=12 * 3600, gt=0)
+    session_idle_s: float = Field(default=2 * 3600, gt=0)
     # HTTP bind address of `dispo serve`.
     host: str = "127.0.0.1"
     port: int = 8000

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from dispo import (
+    accounts,
     aggregate,
     benchmarks,
     bookings,
@@ -50,6 +51,7 @@ app.add_typer(bookings.appointments_app, name="appointments")
 app.add_typer(regulation.audit_app, name="audit")
 app.add_typer(coverage.coverage_app, name="coverage")
 app.add_typer(lrm.lrm_app, name="lrm")
+app.add_typer(accounts.accounts_app, name="accounts")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from access.roles import TOKEN_ROLES
 from api.app import create_app
 from api.auth import Role, new_token
 from core.secrets import server_key
@@ -29,8 +30,8 @@ def tokens_create(
     file: Annotated[Path | None, typer.Option(help="append the entry to this tokens file")] = None,
 ) -> None:
     """Make a token: prints the token once, and the hashed entry to configure."""
-    if role not in Role.__members__:
-        raise fail(f"unknown role {role!r}; roles: {', '.join(Role)}", INVALID)
+    if role not in TOKEN_ROLES:
+        raise fail(f"unknown role {role!r} for a token; roles: {', '.join(TOKEN_ROLES)} (people sign in)", INVALID)
     token, entry = new_token(Role(role), label or role)
     target = file or Settings().tokens_file
     if target is not None:

@@ -28,6 +28,9 @@ KINDS = (
     "regulator_accounts",
     "coverage",
     "search_outcomes",
+    "accounts",
+    "audit_log",
+    "sessions",
 )
 
 

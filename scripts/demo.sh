@@ -46,7 +46,8 @@ PARTICIPATIONS="$DISPO_DATA_DIR/generated/participations_department_1.csv"
 
 children=()
 stop_broker() { :; }
-cleanup() { for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done; stop_broker; }
+stop_provider() { :; }
+cleanup() { for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done; stop_broker; stop_provider; }
 trap cleanup EXIT INT TERM
 
 # Three sandbox vendors serve the participants and register themselves; the participation list is loaded.
@@ -84,12 +85,43 @@ else
   LRM="off: no broker (install rabbitmq-server, or set DISPO_AMQP_URL); appointments wait in their outbox"
 fi
 
+# People sign in through a provider standing in for Pro Santé Connect: the one named by DISPO_OIDC_ISSUER, else a
+# Keycloak of the demo's own (scripts/keycloak.sh: a Java 21 or later is needed); else the pages take tokens.
+if [ -z "${DISPO_OIDC_ISSUER:-}" ]; then
+  export DISPO_KEYCLOAK_STATE="$DISPO_DATA_DIR/keycloak.env"
+  echo "starting the sign-in provider (Keycloak, about a minute; log: $DISPO_DATA_DIR/keycloak.log)" >&2
+  if DISPO_OIDC_ISSUER="$(bash scripts/keycloak.sh start 2>"$DISPO_DATA_DIR/keycloak.log" | tail -n 1)" \
+      && [ -n "$DISPO_OIDC_ISSUER" ]; then
+    export DISPO_OIDC_ISSUER DISPO_OIDC_CLIENT_SECRET="${DISPO_OIDC_CLIENT_SECRET:-dispo-test-secret}"
+    stop_provider() { DISPO_KEYCLOAK_STATE="$DISPO_DATA_DIR/keycloak.env" bash "$ROOT/scripts/keycloak.sh" stop || true; }
+  else
+    unset DISPO_OIDC_ISSUER
+  fi
+fi
+if [ -n "${DISPO_OIDC_ISSUER:-}" ]; then
+  # The accounts of the realm's people (scripts/keycloak/dispo-realm.json), with their roles in Dispo.
+  "$BIN/dispo" accounts create 810100050075 --idnps --name "Pauline RICART" >/dev/null
+  "$BIN/dispo" accounts grant 810100050075 regulator -t 01 >/dev/null
+  "$BIN/dispo" accounts create 810106476764 --idnps --name "Didier MOREL" >/dev/null
+  "$BIN/dispo" accounts grant 810106476764 effecteur >/dev/null
+  "$BIN/dispo" accounts create sas-analyste --subject ced3d484-c8a5-4f5d-a1a7-474546721e50 --name "Camille ANALYSTE" >/dev/null
+  "$BIN/dispo" accounts grant sas-analyste analyst >/dev/null
+  "$BIN/dispo" accounts create sas-admin01 --subject 0b568cbc-d7e9-43e2-a870-624326470503 --name "Alex ADMIN" >/dev/null
+  "$BIN/dispo" accounts grant sas-admin01 territorial_admin -t 01 >/dev/null
+  SIGNIN="on: Pro Santé Connect stand-in at $DISPO_OIDC_ISSUER
+                   regulateur/regulateur (regulator, SAS 01), analyste/analyste, admin01/admin01 (territorial admin)"
+else
+  SIGNIN="off: no provider (a Java 21+ under /usr/lib/jvm lets the demo start Keycloak, or set DISPO_OIDC_ISSUER);
+                   the pages take the tokens below (see $DISPO_DATA_DIR/keycloak.log)"
+fi
+
 URL="http://127.0.0.1:$PORT"
 cat <<MSG
 
 Dispo demo: embedded index in $DISPO_DATA_DIR
-  Page             $URL/#token=$TOKEN   (signs in as the demo regulator)
-  Analysts' page   $URL/analysts#token=$ANALYST   (coverage map, chart, tables, exports)
+  Page             $URL/   ("Se connecter avec Pro Santé Connect"), or $URL/#token=$TOKEN
+  Analysts' page   $URL/analysts   (coverage map, chart, tables, exports), or $URL/analysts#token=$ANALYST
+  sign-in          $SIGNIN
   API              $URL   (OpenAPI docs: $URL/docs)
   regulator token  $TOKEN
   maintainer token $MAINTAINER

@@ -42,7 +42,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "dispo", tokens="")
+    # The provider named for the tests (DISPO_OIDC_ISSUER) is for the tests that sign in: the others use tokens.
+    return Settings(data_dir=tmp_path / "dispo", tokens="", oidc_issuer=None)
 
 
 @pytest.fixture

@@ -12,12 +12,15 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from access import accounts, sessions
+from access.roles import TOKEN_ROLES, Grant, machine
 from aggregation.availability import KIND as SLOTS
 from aggregation.scheduler import Aggregator
 from api.auth import Role, new_token
@@ -60,7 +63,7 @@ def make_backend(kind: str, tmp_path: Path) -> Backend:
 
 # -- the HTTP API --------------------------------------------------------------------------------------
 
-TOKENS = {role: new_token(role, f"test-{role.value}") for role in Role}  # role -> (token, stored entry)
+TOKENS = {role: new_token(role, f"test-{role.value}") for role in TOKEN_ROLES}  # role -> (token, stored entry)
 
 
 def headers(role: Role) -> dict[str, str]:
@@ -152,3 +155,21 @@ def generated_world(
         if kind == "elasticsearch":
             backend.delete_all()  # type: ignore[attr-defined]
         backend.close()
+
+
+ADMIN = machine(Role.maintainer, "test-admin")  # who makes the accounts the tests sign in with
+
+
+def person(backend: Backend, account_id: str, *grants: Grant, idnps: str | None = None, name: str | None = None) -> str:
+    """A person's account holding these grants (made now unless it exists), for `signed_in`."""
+    if accounts.get_account(backend, account_id) is None:
+        accounts.save_account(backend, ADMIN, account_id, idnps, None, name)
+    for wanted in grants:
+        accounts.grant(backend, ADMIN, account_id, wanted)
+    return account_id
+
+
+def signed_in(backend: Backend, account_id: str) -> dict[str, str]:
+    """The headers a browser sends for a person with a fresh session: the session cookie and its CSRF token."""
+    opened = sessions.open_session(backend, account_id, timedelta(hours=1), timedelta(hours=1))
+    return {"Cookie": f"dispo_session={opened.value}", "X-CSRF-Token": opened.csrf}

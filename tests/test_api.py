@@ -39,10 +39,11 @@ def test_v1_routes_need_a_token(client: TestClient) -> None:
         assert_problem(client.get(path, headers={"Authorization": "Bearer not-a-token"}), 401)
 
 
-def test_the_vendor_role_cannot_read_the_directory(client: TestClient) -> None:
+def test_vendors_and_analysts_cannot_read_the_directory(client: TestClient) -> None:
     body = assert_problem(client.get("/v1/practitioners/810106476764", headers=headers(Role.vendor)), 403)
     assert "vendor" in body["detail"]
-    for role in (Role.regulator, Role.maintainer, Role.analyst):
+    assert_problem(client.get("/v1/practitioners/810106476764", headers=headers(Role.analyst)), 403)
+    for role in (Role.regulator, Role.maintainer):
         assert client.get("/v1/practitioners/810106476764", headers=headers(role)).status_code == 200
 
 

@@ -15,8 +15,10 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import CHEPY, KRISTIAN
+from support import ADMIN, CHEPY, KRISTIAN, person, signed_in
 
+from access import accounts
+from access.roles import Grant
 from aggregation.scheduler import Aggregator
 from api.app import create_app
 from api.auth import Role, new_token
@@ -393,3 +395,23 @@ def test_a_slot_taken_elsewhere_is_a_409_with_the_next_slots(loop: Loop) -> None
     assert body["next_slots"] and all(s["slot_id"] != taken["slot_id"] for s in body["next_slots"])
     assert loop.backend.get("slots", taken["slot_id"]) is None
     assert httpx.post(f"{api}/v1/bookings", json={"slot_id": "nope"}, headers=reg).status_code == 404
+
+
+def test_a_regulators_account_at_a_vendor_is_their_dispo_account(loop: Loop) -> None:
+    """INT_R02 from the people's accounts: the id and name a regulator signed in with, pushed again when the name
+    changes in Dispo."""
+    api = loop.api.url
+    reg = signed_in(
+        loop.backend, person(loop.backend, "sas-ricart", Grant(Role.regulator, frozenset({"01"})), name="P. RICART")
+    )
+    assert httpx.post(f"{api}/v1/regulator-accounts/v", headers=reg).json()["state"] == "created"
+    pushed = loop.sandbox.app.state.accounts["sas-ricart"]
+    assert pushed["identifier"][0]["value"] == "sas-ricart" and pushed["name"] == [{"text": "P. RICART"}]
+
+    accounts.save_account(loop.backend, ADMIN, "sas-ricart", None, None, "Pauline RICART")
+    found = httpx.get(
+        f"{api}/v1/search", params={"lat": 45.76, "lon": 5.69, "profession": "94", "radius_km": 80}, headers=reg
+    ).json()
+    slot = next(s for c in found["cards"] for day in c["slots"].values() for s in day if s["booking_url"])
+    assert httpx.post(f"{api}/v1/bookings", json={"slot_id": slot["slot_id"]}, headers=reg).status_code == 201
+    assert loop.sandbox.app.state.accounts["sas-ricart"]["name"] == [{"text": "Pauline RICART"}]

@@ -82,6 +82,12 @@ DOCUMENTED = [
     "lrm recipients set",
     "lrm recipients list",
     "lrm-sandbox",
+    "accounts create",
+    "accounts grant",
+    "accounts revoke",
+    "accounts list",
+    "accounts show",
+    "accounts audit",
 ]
 ANALYTICS_EXTRA = ("matplotlib", "pandas", "pyarrow", "numpy")
 
@@ -335,3 +341,26 @@ def test_bench_refuses_a_backend_it_cannot_measure(monkeypatch: pytest.MonkeyPat
     assert r.exit_code == 2 and "DISPO_ES_URL" in r.output
     r = run("bench", "search", "--backend", "solr")
     assert r.exit_code == 2 and "backends: sqlite, elasticsearch" in r.output
+
+
+def test_accounts_are_granted_revoked_and_audited_from_the_command_line(env: Path) -> None:
+    assert run("accounts", "create", "810100050075", "--idnps", "--name", "Pauline RICART").exit_code == 0
+    assert run("accounts", "grant", "810100050075", "regulator", "-t", "01", "-t", "69").exit_code == 0
+    refused = run("accounts", "grant", "810100050075", "regulator")
+    assert refused.exit_code == 2 and "name at least one" in refused.output
+    assert run("accounts", "grant", "810100050075", "vendor").exit_code == 2  # a machine role
+    assert run("accounts", "grant", "sas-nobody", "analyst").exit_code == 1
+    assert run("accounts", "revoke", "810100050075", "regulator", "--scope", "69").exit_code == 0
+    shown = json.loads(run("accounts", "show", "810100050075").output)
+    assert [(g["role"], g["territories"]) for g in shown["grants"]] == [("regulator", ["01"])]
+    audit = json.loads(run("accounts", "audit", "--json").output)
+    assert [(e["action"], e.get("territories")) for e in audit] == [
+        ("revoked", ["69"]),
+        ("granted", ["01", "69"]),
+        ("created", None),
+    ]
+    assert all(e["actor"].startswith("cli:") for e in audit)
+    listed = run("accounts", "list", "--territory", "01")
+    assert "Pauline RICART" in listed.output and "regulator (01)" in listed.output
+    gone = run("accounts", "revoke", "810100050075", "regulator")
+    assert gone.exit_code == 0 and "no role left" in gone.output

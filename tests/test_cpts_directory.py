@@ -89,9 +89,9 @@ def test_a_vendors_answers_teach_the_directory_its_cpts(loaded: Backend, setting
     with TestClient(create_app(api_settings(settings), loaded)) as c:
         r = c.get(f"/v1/cpts/{CPTS.idnst}", headers=headers(Role.regulator))
         assert r.status_code == 200 and r.json()["seen_members"] == [MEMBER.idnps]
-        listed = c.get("/v1/cpts", params={"member": MEMBER.idnps}, headers=headers(Role.analyst)).json()
+        listed = c.get("/v1/cpts", params={"member": MEMBER.idnps}, headers=headers(Role.maintainer)).json()
         assert [x["idnst"] for x in listed["cpts"]] == [CPTS.idnst]
-        assert c.get("/v1/cpts", params={"department": "95"}, headers=headers(Role.analyst)).json()["cpts"] == []
+        assert c.get("/v1/cpts", params={"department": "95"}, headers=headers(Role.maintainer)).json()["cpts"] == []
         assert c.get("/v1/cpts/1999999999", headers=headers(Role.regulator)).status_code == 404
         assert c.get("/v1/cpts/abc", headers=headers(Role.regulator)).status_code == 422
         assert c.get(f"/v1/cpts/{CPTS.idnst}").status_code == 401

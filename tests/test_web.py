@@ -305,5 +305,5 @@ def test_the_analysts_page_refuses_a_regulator_token(page, stack: Stack) -> None
     page.fill("#token", stack.token)
     page.keyboard.press("Enter")
     page.wait_for_function("document.querySelector('#signin-error').textContent.length > 0")
-    assert "rôle analyste" in page.inner_text("#signin-error")
+    assert "pas de rôle d'analyse" in page.inner_text("#signin-error")
     assert page.locator("#app").is_hidden()
