@@ -57,10 +57,14 @@ class OidcClient:
                 self._provider = discover(self.issuer, client)
             return self._provider
 
-    @property
     def end_session_endpoint(self) -> str | None:
-        """Where the provider ends its own session, once its endpoints are known."""
-        return self._provider.end_session_endpoint if self._provider else None
+        """Where the provider ends its own session; this process may not have met the provider yet (another worker
+        signed the person in), and None when it cannot be asked now."""
+        try:
+            with httpx.Client(timeout=DEFAULT_TIMEOUT) as client:
+                return self.provider(client).end_session_endpoint
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None
 
     def claims(self, client: httpx.Client, id_token: str, nonce: str) -> dict[str, Any]:
         provider = self.provider(client)
@@ -239,11 +243,12 @@ def signout(
     sessions.close(backend, principal.session)
     end: str | None = None
     oidc = _oidc(request)
-    if oidc is not None and oidc.end_session_endpoint:
+    ending = oidc.end_session_endpoint() if oidc is not None else None
+    if ending:
         query = {"client_id": settings.oidc_client_id, "post_logout_redirect_uri": base_url(request, settings) + "/"}
         with contextlib.suppress(InvalidToken):
             query["id_token_hint"] = _cipher(settings).decrypt(stored.get("logout_hint", "").encode()).decode()
-        end = f"{oidc.end_session_endpoint}?{urlencode(query)}"
+        end = f"{ending}?{urlencode(query)}"
     response = JSONResponse({"signed_out": True, "end_session_url": end}, headers={"Cache-Control": "no-store"})
     is_secure = secure(request, settings)
     response.delete_cookie(

@@ -193,3 +193,22 @@ def test_behind_https_the_cookies_are_secure_and_the_provider_sends_back_there(
         assert pending.startswith("dispo_signin=") and "Secure" in pending and "HttpOnly" in pending
         assert "Path=/auth" in pending
     backend.close()
+
+
+def test_another_api_process_signs_out_at_the_provider_too(api: Api, settings: Settings, issuer: str) -> None:  # noqa: F811
+    """Sessions live in the index: a second API process (a second worker) that never met the provider ends one there
+    too, which leaves the provider's session nothing to sign the person in again with."""
+    with httpx.Client(timeout=30) as client:
+        assert sign_in(client, api, "regulateur", "regulateur").status_code == 303
+        csrf = client.get(f"{api.url}/v1/me").json()["csrf_token"]
+        with ThreadedServer(create_app(oidc_settings(settings, issuer), api.backend), name="api-2") as other:
+            out = client.post(f"{other.url}/auth/signout", headers={"X-CSRF-Token": csrf})
+            assert out.status_code == 200, out.text
+            ending = out.json()["end_session_url"]
+            assert ending and "id_token_hint=" in ending
+        assert client.get(f"{api.url}/v1/me").status_code == 401
+        bye = client.get(ending, headers={"Cookie": _provider_cookies(client)})
+        assert bye.status_code == 302
+        again = client.get(f"{api.url}/auth/signin")
+        login = client.get(again.headers["location"], headers={"Cookie": _provider_cookies(client)})
+        assert 'id="kc-form-login"' in login.text  # the provider asks for the password again
