@@ -137,6 +137,12 @@ def _audit(
     return entry
 
 
+def record_change(backend: Backend, actor: Principal, subject: str, action: str, detail: dict[str, Any]) -> None:
+    """Keep in the audit log a change made to what a practitioner declares (participation, calendar, periods away):
+    who made it, when, and what it was."""
+    _audit(backend, actor, subject, action, None, datetime.now(UTC), **detail)
+
+
 def save_account(
     backend: Backend,
     actor: Principal,
@@ -150,7 +156,7 @@ def save_account(
     if not ACCOUNT_ID.fullmatch(account_id):
         raise InvalidAccount(f"{account_id!r} is not an account id (3 to 64 letters, digits, '.', '_' or '-')")
     if idnps is not None and not IDNPS.fullmatch(idnps):
-        raise InvalidAccount(f"{idnps!r} is not an IDNPS (11 or 12 digits)")
+        raise InvalidAccount(f"{idnps!r} is not an IDNPS (8 + the RPPS number, or 0 + the ADELI number)")
     if idnps is not None and account_id != idnps:
         raise InvalidAccount("a person with an IDNPS is known by it: the account id must be the IDNPS")
     at = now or datetime.now(UTC)

@@ -59,7 +59,7 @@ TERRITORIAL_GRANTS = (Role.regulator, Role.osnp, Role.ioa, Role.territorial_refe
 ADMINS = (Role.national_admin, Role.maintainer)
 
 DEPARTMENT = re.compile(r"^(0[1-9]|[1-8][0-9]|9[0-5]|2A|2B|97[1-6])$")
-IDNPS = re.compile(r"^[0-9]{11,12}$")
+IDNPS = re.compile(r"^(8\d{11}|0\d{9})$")  # 8 + RPPS number, or 0 + ADELI number
 STRUCTURE = re.compile(r"^[0-9A-Za-z]{9,15}$")
 
 

@@ -22,6 +22,7 @@ import orjson
 
 from aggregation.rules import NOT_ASKED
 from aggregation.status import STATUS, failing_groups
+from aggregation.unavailability import away_at, periods_by_practitioner
 from core.geo import gazetteer
 from core.records import Address, Position, PositionPrecision, Slot, SlotPlace, is_association
 from core.text import fold
@@ -36,6 +37,7 @@ _VOLATILE = {"fetched_at", "content_hash"}
 # Where a slot's site comes from: the national directory, the vendor's own address for a site the directory lacks, or
 # an SOS Médecins consultation place (its association takes part in the SAS by SIRET: no practitioner behind it).
 DIRECTORY, VENDOR, SOS = "directory", "vendor", "sos"
+SAS_VENDOR = "sas"  # the slots of the SAS calendars practitioners keep in Dispo (`aggregation.sas_calendar`)
 EXAMPLES = 3  # slot ids kept per reason a slot was dropped, for a maintainer to look one up at the vendor
 NOT_IN_DIRECTORY = "practitioner not in the directory"
 NO_ADDRESS = "no matching site and no usable vendor address"
@@ -50,6 +52,7 @@ class ReconcileStats:
     unchanged: int = 0
     expired: int = 0
     vendor_declared: int = 0  # slots written or kept on a vendor-declared site
+    unavailable: int = 0  # slots in a period the practitioner declared unavailable: left out
 
     def add(self, other: ReconcileStats) -> None:
         for name in self.__dataclass_fields__:
@@ -231,6 +234,8 @@ class SiteMapper:
         sites = self.sites(slot.idnps)
         if not sites:  # a vendor's word alone does not make a practitioner: the directory must know them
             return None
+        if slot.site_id is not None:  # a slot Dispo makes itself (a SAS calendar's) names its site
+            return next((s for s in sites if s["site_id"] == slot.site_id), None)
         idnst = slot.structure_idnst or ""
         prefix, number = idnst[:1], idnst[1:]
         for site in sites:
@@ -306,6 +311,7 @@ def reconcile(
     index = ensure_slots_index(backend)
     asked = set(idnps)
     mapper.prefetch(idnps)
+    away = periods_by_practitioner(backend, idnps)
     stats = ReconcileStats()
     unplaced = Unplaced()
     existing = {
@@ -329,6 +335,9 @@ def reconcile(
             continue
         if slot.start < now:  # already started: no longer bookable
             stats.expired += 1
+            continue
+        if slot.idnps in away and away_at(away[slot.idnps], slot.start):
+            stats.unavailable += 1  # and removed if it was indexed: it is not among those seen
             continue
         site = mapper.place(slot)
         if site is None:
@@ -407,6 +416,8 @@ class Freshness:
     def age_s(self, slot_doc: dict[str, Any], now: datetime) -> float:
         """How old the information is: since the vendor last confirmed this practitioner's agenda."""
         vendor = slot_doc.get("vendor", "")
+        if vendor == SAS_VENDOR:  # a SAS calendar lives in Dispo: the index is its agenda
+            return 0.0
         confirmed = datetime.fromisoformat(slot_doc["fetched_at"])
         success = self.statuses.last_success.get(vendor)
         if success is not None and slot_doc.get("idnps") not in self.failing(vendor):
@@ -451,5 +462,6 @@ def freshness(backend: Backend, now: datetime, limit_s: float) -> Freshness:
     cutoff = now.timestamp() - limit_s
     statuses = read_statuses(backend)
     fresh = {vendor for vendor, at in statuses.last_success.items() if at.timestamp() >= cutoff}
+    fresh.add(SAS_VENDOR)  # the SAS calendars live in Dispo itself: their slots are as fresh as the index
     stale = {vendor: statuses.failed_before(vendor, cutoff) for vendor in statuses.instants}
     return Freshness(fresh, {vendor: ids for vendor, ids in stale.items() if ids}, statuses)

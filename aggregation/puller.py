@@ -159,6 +159,7 @@ class CycleReport:
             "removed": self.stats.removed,
             "unchanged": self.stats.unchanged,
             "expired": self.stats.expired,
+            "unavailable": self.stats.unavailable,
             "rejected": dict(self.rejected),
             "unplaced": dict(self.unplaced),
             "examples": {"rejected": self.rejected_examples, "unplaced": self.unplaced_examples},

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from aggregation import metrics
+from aggregation import metrics, sas_calendar
 from aggregation.lease import LeaseLost, Leases, vendor_key
 from aggregation.puller import CycleReport, VendorPuller
 from core.records import Vendor
@@ -86,8 +86,20 @@ class Aggregator:
             reports = await asyncio.gather(*(self.cycle(v) for v in sorted(self.pullers)))
         finally:
             await asyncio.to_thread(self.release)
+        await self.publish_calendars()
         await self.snapshot()
         return [r for r in reports if r is not None]
+
+    async def publish_calendars(self) -> None:
+        """The SAS calendars' slots as days pass (each calendar's are written when it changes too); a failure is
+        logged and waits for the next turn."""
+        try:
+            stats = await asyncio.to_thread(sas_calendar.publish_all, self.backend)
+        except Exception:
+            log.exception("publishing the SAS calendars failed")
+            return
+        if stats.inserted or stats.removed:
+            log.info("SAS calendars: %d slots added, %d removed", stats.inserted, stats.removed)
 
     def release(self) -> None:
         """Give back every lease held, so that a standby scheduler pulls at once rather than when they run out."""
@@ -131,7 +143,7 @@ class Aggregator:
 
         async def sync_jobs() -> None:
             await asyncio.to_thread(self.refresh_vendors)
-            jobs = {job.id for job in scheduler.get_jobs()} - {"sync", "coverage", "leases"}
+            jobs = {job.id for job in scheduler.get_jobs()} - {"sync", "coverage", "leases", "sas-calendars"}
             for vendor_id in self.pullers:
                 if f"vendor:{vendor_id}" not in jobs:
                     scheduler.add_job(
@@ -153,6 +165,15 @@ class Aggregator:
             "interval",
             seconds=interval,
             id="sync",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
+        scheduler.add_job(
+            self.publish_calendars,
+            "interval",
+            seconds=interval,
+            id="sas-calendars",
             max_instances=1,
             coalesce=True,
             next_run_time=datetime.now(UTC),

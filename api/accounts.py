@@ -15,7 +15,7 @@ from api.deps import ADMINS, get_backend, require, session_principal
 from api.problems import Problem, problems
 from indexer.backend import Backend
 
-router = APIRouter(prefix="/v1", tags=["accounts"], responses=problems(401, 403, 422, 503))
+router = APIRouter(prefix="/v1", tags=["accounts"], responses=problems(400, 401, 403, 422, 503))
 MANAGERS = Depends(
     require(
         *ADMINS,
@@ -56,7 +56,7 @@ class Me(BaseModel):
 
 
 class Identity(BaseModel):
-    idnps: str | None = Field(default=None, description="11 or 12 digits; the account id must then be it")
+    idnps: str | None = Field(default=None, description="8 + RPPS or 0 + ADELI; the account id must then be it")
     subject: str | None = Field(default=None, max_length=200, description="the provider's subject, without IDNPS")
     name: str | None = Field(default=None, max_length=200)
 

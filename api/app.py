@@ -23,6 +23,7 @@ from api import (
     problems,
     search,
     signin,
+    space,
     vendors,
     web,
 )
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(web.router)
     app.include_router(accounts.router)
     app.include_router(signin.router)
+    app.include_router(space.router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up", responses=answers())
     def healthz(_: Annotated[None, Depends(public("a liveness probe, no data"))]) -> Health:

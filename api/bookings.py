@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from access.roles import Principal, Role
 from api.deps import ADMINS, ANALYSTS, BOOKERS, get_backend, require
 from api.params import Instant, VendorId
 from api.problems import problems
-from booking import bookings
+from booking import bookings, sas_booking
 from booking.bookings import FollowedAppointment
 from core.records import AppointmentStatus
 from indexer.backend import Backend
@@ -26,9 +27,10 @@ class BookingStart(BaseModel):
 
 
 class BookingStarted(BaseModel):
-    attempt_id: str
-    booking_url: str  # the vendor's page, with origin=sas
+    attempt_id: str | None  # a vendor's slot: the opening of its page
+    booking_url: str | None  # the vendor's page, with origin=sas; none for a SAS-calendar slot, booked here
     verified: bool  # the vendor confirmed the slot just now (False when it did not answer in time)
+    appointment_id: str | None = None  # a SAS-calendar slot: the appointment, booked already
 
 
 class AppointmentCounts(BaseModel):
@@ -40,7 +42,7 @@ class AppointmentCounts(BaseModel):
     "/bookings",
     response_model=BookingStarted,
     status_code=201,
-    summary="Start booking a slot",
+    summary="Start booking a slot (a vendor's: its page; a SAS calendar's: booked at once)",
     responses=problems(400, 404, 409, 422),
 )
 async def start_booking(
@@ -48,6 +50,9 @@ async def start_booking(
     backend: Annotated[Backend, Depends(get_backend)],
     principal: Annotated[Principal, Depends(require(*BOOKERS))],
 ) -> BookingStarted:
+    if sas_booking.is_sas_slot(body.slot_id):
+        booked = await run_in_threadpool(sas_booking.book, backend, body.slot_id, principal.label)
+        return BookingStarted(attempt_id=None, booking_url=None, verified=True, appointment_id=booked.appointment_id)
     # The regulator's account at the vendor (INT_R02) is the person's Dispo account: its id and name.
     started = await bookings.start_booking(backend, body.slot_id, principal.label, principal.name)
     return BookingStarted(

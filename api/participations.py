@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from access.roles import Principal, Role
+from aggregation.availability import SAS_VENDOR
 from api.deps import ADMINS, get_backend, require
 from api.params import Idnps
 from api.problems import Problem, problems
@@ -58,7 +59,13 @@ def put_one(
 ) -> Participation:
     if participation.idnps != idnps:
         raise Problem(422, "Inconsistent IDNPS", "The body's idnps must match the URL.", "invalid-request")
-    unknown = [v for v in participation.vendors if get_vendor(backend, v) is None]
+    return checked(backend, participation)
+
+
+def checked(backend: Backend, participation: Participation) -> Participation:
+    """Save a participation once its vendors are registered (or the SAS calendar) and its CPTS well named."""
+    idnps = participation.idnps
+    unknown = [v for v in participation.vendors if v != SAS_VENDOR and get_vendor(backend, v) is None]
     if unknown:
         raise Problem(
             422,

@@ -16,11 +16,12 @@ from core.text import fold
 from search.specialties import specialty_labels
 
 router = APIRouter(tags=["web page"])
+PAGE = "the page holds no data; its calls carry the caller's session or token"
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def page(
-    _: Annotated[None, Depends(public("the page holds no data; its calls carry the caller's session or token"))],
+    _: Annotated[None, Depends(public(PAGE))],
 ) -> str:
     # The page itself holds no data: every call it makes carries the regulator's token.
     return (resources.files("api") / "static" / "index.html").read_text(encoding="utf-8")
@@ -28,10 +29,16 @@ def page(
 
 @router.get("/analysts", response_class=HTMLResponse, include_in_schema=False)
 def analysts_page(
-    _: Annotated[None, Depends(public("the page holds no data; its calls carry the caller's session or token"))],
+    _: Annotated[None, Depends(public(PAGE))],
 ) -> str:
     # Like the regulators' page: no data in it, every call carries the analyst's token.
     return (resources.files("api") / "static" / "analysts.html").read_text(encoding="utf-8")
+
+
+@router.get("/espace", response_class=HTMLResponse, include_in_schema=False)
+def space_page(_: Annotated[None, Depends(public(PAGE))]) -> str:
+    # The practitioners' space: no data in it either; its calls carry the practitioner's (or delegate's) session.
+    return (resources.files("api") / "static" / "space.html").read_text(encoding="utf-8")
 
 
 class SpecialtyLabel(BaseModel):

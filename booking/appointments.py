@@ -110,7 +110,7 @@ def parse_appointment(resource: Any, vendor: str, backend: Backend, now: datetim
         raise AppointmentRejected(
             422, "participant.actor.identifier must name the practitioner's IDNPS (or the SOS association's IDNST)"
         )
-    department = _department(backend, vendor, idnps)
+    department = participant_department(backend, vendor, idnps)
     operator = None
     for ext in _list(resource.get("extension")):
         if isinstance(ext, dict) and ext.get("url") == OPERATOR_EXTENSION:
@@ -140,7 +140,7 @@ def parse_appointment(resource: Any, vendor: str, backend: Backend, now: datetim
     )
 
 
-def _department(backend: Backend, vendor: str, participant: str) -> str | None:
+def participant_department(backend: Backend, vendor: str, participant: str) -> str | None:
     """The department of the participant's site, for territory follow-up: the directory's site of a practitioner
     (who must be in it); the place of an SOS association's slot at this vendor (its places are the vendor's word)."""
     if not is_association(participant):

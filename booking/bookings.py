@@ -182,6 +182,14 @@ def appointments_of(
     return sorted((_followed(h.doc) for h in hits), key=lambda a: (a.start, a.appointment_id))
 
 
+def appointments_of_practitioner(backend: Backend, idnps: str, since: datetime) -> list[FollowedAppointment]:
+    """The SAS appointments a practitioner received (starting since `since`), earliest first."""
+    if backend.live_index("appointments") is None:
+        return []
+    query = GeoQuery(filters={"idnps": [idnps]}, ranges={"start": (since.timestamp(), None)}, limit=1000)
+    return sorted((_followed(h.doc) for h in backend.search("appointments", query).hits), key=lambda a: a.start)
+
+
 @dataclass(frozen=True)
 class AppointmentCounts:
     by_department: dict[str, dict[str, int]]  # department -> status -> count

@@ -318,6 +318,7 @@ class Participation(BaseModel):
     vendors: list[str]
     via: ParticipationVia = ParticipationVia.practice
     extra_patients: bool = False  # accepts patients beyond visible slots (surnuméraire)
+    er_redirection: bool = False  # accepts patients redirected from emergency departments (réorientation des urgences)
     active: bool = True
     cpts: str | None = None  # the IDNST of the CPTS the practitioner belongs to, if any
 

@@ -14,6 +14,7 @@ from dispo import (
     aggregate,
     benchmarks,
     bookings,
+    calendar,
     coverage,
     directory,
     imports,
@@ -52,6 +53,7 @@ app.add_typer(regulation.audit_app, name="audit")
 app.add_typer(coverage.coverage_app, name="coverage")
 app.add_typer(lrm.lrm_app, name="lrm")
 app.add_typer(accounts.accounts_app, name="accounts")
+app.add_typer(calendar.calendar_app, name="calendar")
 
 
 def main() -> None:

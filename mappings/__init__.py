@@ -31,6 +31,9 @@ KINDS = (
     "accounts",
     "audit_log",
     "sessions",
+    "unavailability",
+    "sas_calendars",
+    "sas_bookings",
 )
 
 

@@ -1,9 +1,9 @@
 """Reader for the SAS participation list: a CSV naming each participating practitioner and their vendors.
 
 Columns (header required, `,` or `;` separated, UTF-8):
-    idnps, vendors, via, extra_patients, active, siret, cpts
+    idnps, vendors, via, extra_patients, active, siret, cpts, er_redirection
 `vendors` lists vendor ids separated by `|`; `via` is practice, cpts, msp or sos (default practice);
-booleans accept true/false, 1/0, oui/non, yes/no (defaults: extra_patients false, active true).
+booleans accept true/false, 1/0, oui/non, yes/no (defaults: extra_patients and er_redirection false, active true).
 An SOS Médecins association takes part by SIRET: its row has an empty `idnps`, its `siret` and `via` sos (or
 empty); it is registered under its structure identifier, 3 + SIRET (`core.records.association_idnst`).
 `cpts` names the CPTS the practitioner belongs to (its FINESS, 1 + FINESS or 3 + SIRET), whatever their `via`: the
@@ -23,7 +23,7 @@ from rpps_import.cpts import cpts_idnst
 from rpps_import.lines import BOM, describe_bad_bytes, numbered_lines, open_binary, split_row
 
 REQUIRED = ("idnps", "vendors")
-OPTIONAL = ("via", "extra_patients", "active", "siret", "cpts")
+OPTIONAL = ("via", "extra_patients", "active", "siret", "cpts", "er_redirection")
 IDNPS = re.compile(r"^(8\d{11}|0\d{9})$")
 SIRET = re.compile(r"^\d{14}$")
 TRUE, FALSE = {"true", "1", "oui", "yes", "o", "y"}, {"false", "0", "non", "no", "n"}
@@ -140,6 +140,7 @@ class ParticipationReader:
             return None
         try:
             extra = _flag(get("extra_patients"), False)
+            er_redirection = _flag(get("er_redirection"), False)
             active = _flag(get("active"), True)
         except ValueError as exc:
             self.report.reject(no, "invalid yes/no value", str(exc))
@@ -155,5 +156,11 @@ class ParticipationReader:
                 self.report.reject(no, "invalid CPTS", str(exc))
                 return None
         return Participation(
-            idnps=idnps, vendors=vendors, via=ParticipationVia(via), extra_patients=extra, active=active, cpts=cpts
+            idnps=idnps,
+            vendors=vendors,
+            via=ParticipationVia(via),
+            extra_patients=extra,
+            active=active,
+            cpts=cpts,
+            er_redirection=er_redirection,
         )

@@ -14,6 +14,7 @@ export DISPO_AGGREGATION_INTERVAL_S="${DISPO_AGGREGATION_INTERVAL_S:-60}"
 export DISPO_COVERAGE_INTERVAL_S="${DISPO_COVERAGE_INTERVAL_S:-120}"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT="${DISPO_PORT:-$(free_port)}"
+URL="http://127.0.0.1:$PORT"
 SANDBOX_PORT="${DISPO_SANDBOX_PORT:-$(free_port)}"
 
 # The FINESS sample: from the shared data folder when present, else the copy shipped here.
@@ -59,6 +60,15 @@ for _ in $(seq 1 50); do
   [ "$n" = 3 ] && break
   sleep 0.2
 done
+# A general practitioner of the Ain without booking software keeps a SAS calendar in Dispo: regulators book its slots
+# on the page itself (no vendor's page).
+DEMO_GP="$("$BIN/dispo" sites --postcode 01000 --radius 15 --specialty SM54 --json | python3 -c '
+import csv, json, sys
+taking_part = {row["idnps"] for row in csv.DictReader(open(sys.argv[1], encoding="utf-8"))}
+hits = json.load(sys.stdin)["results"]
+print(next(h["site"]["practitioner"]["idnps"] for h in hits if h["site"]["practitioner"]["idnps"] not in taking_part))
+' "$PARTICIPATIONS")"
+"$BIN/dispo" calendar set "$DEMO_GP" --hours 08:00-12:00 --hours 14:00-19:00 --minutes 20
 "$BIN/dispo" aggregate --once   # then a first coverage snapshot for the analysts' page
 "$BIN/dispo" aggregate >"$DISPO_DATA_DIR/aggregate.log" 2>&1 &
 children+=($!)
@@ -102,24 +112,26 @@ if [ -n "${DISPO_OIDC_ISSUER:-}" ]; then
   # The accounts of the realm's people (scripts/keycloak/dispo-realm.json), with their roles in Dispo.
   "$BIN/dispo" accounts create 810100050075 --idnps --name "Pauline RICART" >/dev/null
   "$BIN/dispo" accounts grant 810100050075 regulator -t 01 >/dev/null
-  "$BIN/dispo" accounts create 810106476764 --idnps --name "Didier MOREL" >/dev/null
-  "$BIN/dispo" accounts grant 810106476764 effecteur >/dev/null
+  # The realm's `medecin` is the demo's general practitioner with a SAS calendar (known by the provider's subject).
+  "$BIN/dispo" accounts create "$DEMO_GP" --idnps --subject 5d1f6a0e-3c2b-4f7e-9a51-2b8c7d4e6f10 --name "Médecin du SAS" >/dev/null
+  "$BIN/dispo" accounts grant "$DEMO_GP" effecteur >/dev/null
   "$BIN/dispo" accounts create sas-analyste --subject ced3d484-c8a5-4f5d-a1a7-474546721e50 --name "Camille ANALYSTE" >/dev/null
   "$BIN/dispo" accounts grant sas-analyste analyst >/dev/null
   "$BIN/dispo" accounts create sas-admin01 --subject 0b568cbc-d7e9-43e2-a870-624326470503 --name "Alex ADMIN" >/dev/null
   "$BIN/dispo" accounts grant sas-admin01 territorial_admin -t 01 >/dev/null
   SIGNIN="on: Pro Santé Connect stand-in at $DISPO_OIDC_ISSUER
-                   regulateur/regulateur (regulator, SAS 01), analyste/analyste, admin01/admin01 (territorial admin)"
+                   regulateur/regulateur (regulator, SAS 01), medecin/medecin (a GP with a SAS calendar: $URL/espace),
+                   analyste/analyste, admin01/admin01 (territorial admin)"
 else
   SIGNIN="off: no provider (a Java 21+ under /usr/lib/jvm lets the demo start Keycloak, or set DISPO_OIDC_ISSUER);
                    the pages take the tokens below (see $DISPO_DATA_DIR/keycloak.log)"
 fi
 
-URL="http://127.0.0.1:$PORT"
 cat <<MSG
 
 Dispo demo: embedded index in $DISPO_DATA_DIR
   Page             $URL/   ("Se connecter avec Pro Santé Connect"), or $URL/#token=$TOKEN
+  Practitioners    $URL/espace   (participation, SAS calendar, periods away; $DEMO_GP keeps a SAS calendar)
   Analysts' page   $URL/analysts   (coverage map, chart, tables, exports), or $URL/analysts#token=$ANALYST
   sign-in          $SIGNIN
   API              $URL   (OpenAPI docs: $URL/docs)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from aggregation.availability import SOS, VENDOR, declared_sites
+from aggregation.availability import SAS_VENDOR, SOS, VENDOR, declared_sites
 from core.geo import PARIS
 from core.records import Address, Position
 from core.secrets import derive, server_key
@@ -26,6 +26,8 @@ from rpps_import.geocode import AddokGeocoder
 from search.candidates import participations_of, sites_of
 from search.engine import SearchRequest, SearchResult, run_search
 from search.radius import MIN_WITH_SLOTS
+
+SAS_CALENDAR_NAME = "Agenda SAS"  # how a SAS calendar's slots name their source on cards
 
 DAYS = ("today", "tomorrow", "day_after")
 
@@ -69,6 +71,7 @@ class CardParticipation(BaseModel):
     via: str
     extra_patients: bool
     vendors: list[str]
+    er_redirection: bool = False  # takes patients redirected from emergency departments
 
 
 class CardCpts(BaseModel):
@@ -239,7 +242,9 @@ def build_answer(backend: Backend, settings: Settings, result: SearchResult, req
                     modalities=doc["modalities"],
                     appointment_type=doc["appointment_type"],
                     vendor=doc["vendor"],
-                    vendor_name=vendors.get(doc["vendor"], doc["vendor"]),
+                    vendor_name=vendors.get(
+                        doc["vendor"], SAS_CALENDAR_NAME if doc["vendor"] == SAS_VENDOR else doc["vendor"]
+                    ),
                     booking_url=doc.get("booking_url"),
                     age_s=0 if doc.get("verified") else int(fresh.age_s(doc, now)),
                     verified=bool(doc.get("verified")),
@@ -272,7 +277,10 @@ def build_answer(backend: Backend, settings: Settings, result: SearchResult, req
                     hours_today=_hours_on(site.get("hours") or [], today),
                 ),
                 participation=CardParticipation(
-                    via=part["via"], extra_patients=part["extra_patients"], vendors=part["vendors"]
+                    via=part["via"],
+                    extra_patients=part["extra_patients"],
+                    vendors=part["vendors"],
+                    er_redirection=bool(part.get("er_redirection")),
                 )
                 if part
                 else None,

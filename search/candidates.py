@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
 from aggregation.availability import Freshness
+from aggregation.unavailability import Period, away_at
 from indexer.availability import SlotMatch
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import scan
@@ -74,13 +76,24 @@ def in_circle(backend: Backend, place: Place, radius_km: float, match: SlotMatch
     ]
 
 
-def read_slots(backend: Backend, candidates: list[Candidate], match: SlotMatch, fresh: Freshness) -> list[Candidate]:
+def read_slots(
+    backend: Backend,
+    candidates: list[Candidate],
+    match: SlotMatch,
+    fresh: Freshness,
+    away: dict[str, list[Period]] | None = None,
+) -> list[Candidate]:
     """These candidates, in their order, each with its matching fresh free slots as they are now (earliest first);
-    one left without any since it was ranked is dropped, one without slots by design kept."""
+    one left without any since it was ranked is dropped, one without slots by design kept. No slot starts in a period
+    its practitioner declared away (reconciliation keeps them out of the index; this catches one written while the
+    period was being declared)."""
     wanted = {c.site_id: c for c in candidates if c.group is not Group.no_slots}
     for cand in wanted.values():
         cand.slots = []
     for doc in backend.slots_of_sites(wanted, match, SLOT_FIELDS):
+        periods = (away or {}).get(doc.get("idnps") or "")
+        if periods and away_at(periods, datetime.fromisoformat(doc["start"])):
+            continue
         if fresh.is_fresh(doc):
             wanted[doc["site_id"]].slots.append(doc)
     for cand in wanted.values():
@@ -118,16 +131,26 @@ def participations_of(backend: Backend, idnps: Iterable[str]) -> dict[str, dict[
 
 
 def admit(
-    candidates: list[Candidate], participations: dict[str, dict[str, Any]], req: SearchRequest
+    candidates: list[Candidate],
+    participations: dict[str, dict[str, Any]],
+    req: SearchRequest,
+    away: dict[str, list[Period]] | None = None,
+    now: datetime | None = None,
 ) -> list[Candidate]:
     """The candidates whose practitioner's SAS participation passes the request's filters: one of the ways asked for
-    (`via`: individually, through a CPTS, an MSP, SOS Médecins) and taking extra patients or not."""
+    (`via`: individually, through a CPTS, an MSP, SOS Médecins), taking extra patients or not, taking patients
+    redirected from emergency departments or not; and not shown as a card without slots while away."""
     kept = []
     for c in candidates:
         p = participations.get(c.idnps)
         if req.via and (p is None or p.get("via") not in req.via):
             continue
         if req.extra_patients is not None and (p is None or bool(p.get("extra_patients")) != req.extra_patients):
+            continue
+        if req.er_redirection is not None and (p is None or bool(p.get("er_redirection")) != req.er_redirection):
+            continue
+        periods = (away or {}).get(c.idnps)
+        if periods and c.group is Group.no_slots and now is not None and away_at(periods, now):
             continue
         kept.append(c)
     return kept

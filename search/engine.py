@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aggregation.availability import Freshness, freshness
+from aggregation.unavailability import Period, periods_by_practitioner
 from aggregation.verify import VerifyReport
 from core.secrets import PROCESS_KEY, derive
 from indexer.availability import SlotMatch
@@ -80,6 +81,8 @@ class SearchState:
     # without a participation included): read once, whatever the radii tried.
     participations: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
     asked: set[str] = field(default_factory=set, init=False)
+    # The unavailability periods of those of them who declared some.
+    away: dict[str, list[Period]] = field(default_factory=dict, init=False)
     tried: list[RadiusTried] = field(init=False)
     ranked: list[Candidate] = field(init=False)  # in order, from the page's first rank
     offset: int = field(default=0, init=False)  # the rank `ranked` starts at in the whole order
@@ -183,8 +186,9 @@ def admitted(state: SearchState, candidates: list[Candidate]) -> list[Candidate]
     new = {c.idnps for c in candidates} - state.asked
     if new:
         state.participations |= participations_of(state.backend, new)
+        state.away |= periods_by_practitioner(state.backend, new)
         state.asked |= new
-    return admit(candidates, state.participations, state.req)
+    return admit(candidates, state.participations, state.req, state.away, state.now)
 
 
 def gather_candidates(state: SearchState) -> None:
@@ -266,7 +270,7 @@ def fill_page(state: SearchState) -> None:
 
     def load(batch: list[Candidate]) -> list[Candidate]:
         nonlocal dropped
-        kept = read_slots(state.backend, batch, state.match, state.fresh)
+        kept = read_slots(state.backend, batch, state.match, state.fresh, state.away)
         dropped += len(batch) - len(kept)
         return kept
 

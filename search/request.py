@@ -52,6 +52,7 @@ class SearchRequest:
     appointment: str | None = None  # "with" (ROUTINE) or "without" (WALKIN)
     via: list[str] = field(default_factory=list)
     extra_patients: bool | None = None
+    er_redirection: bool | None = None  # takes patients redirected from emergency departments
     preferred: str | None = None
     radius_km: float | None = None
     include_without_slots: bool = False

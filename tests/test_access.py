@@ -41,6 +41,7 @@ PATH_VALUES = {
     "role": "regulator",
     "table": "coverage",
     "fmt": "csv",
+    "period_id": "0123456789ab",
 }
 
 

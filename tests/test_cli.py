@@ -88,6 +88,9 @@ DOCUMENTED = [
     "accounts list",
     "accounts show",
     "accounts audit",
+    "calendar set",
+    "calendar show",
+    "calendar publish",
 ]
 ANALYTICS_EXTRA = ("matplotlib", "pandas", "pyarrow", "numpy")
 

@@ -8,14 +8,17 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from hub_support import amqp_url, client_ids, eventually, hub_settings, transmitting
 from playwright.sync_api import sync_playwright
+from support import person, signed_in
 
+from access.roles import Grant
 from aggregation.scheduler import Aggregator
 from analytics.snapshots import snapshot_now
 from api.app import create_app
@@ -26,11 +29,13 @@ from core.settings import Settings
 from editor_sandbox.fleet import DEMO_ASSOCIATIONS, start_fleet
 from editor_sandbox.lrm import LrmSandbox
 from editor_sandbox.server import ThreadedServer
+from indexer.backend import GeoQuery
 from indexer.es_backend import ElasticsearchBackend
 from indexer.sqlite_backend import SqliteBackend
 from rpps_import.pipeline import import_rpps
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PARIS = ZoneInfo("Europe/Paris")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 FLAGS = [
     "--headless",
@@ -307,3 +312,75 @@ def test_the_analysts_page_refuses_a_regulator_token(page, stack: Stack) -> None
     page.wait_for_function("document.querySelector('#signin-error').textContent.length > 0")
     assert "pas de rôle d'analyse" in page.inner_text("#signin-error")
     assert page.locator("#app").is_hidden()
+
+
+def test_a_practitioner_opens_a_sas_calendar_and_a_regulator_books_it_on_the_page(page, stack: Stack) -> None:
+    """The practitioner's space, then a SAS-calendar slot booked on the regulators' page (no vendor's page): a
+    general practitioner of the Ain without booking software, signed in, declares their participation, opens a
+    weekly range and a period away; a regulator finds the range's slots, books one, follows it; the practitioner
+    sees it in their space."""
+    backend = stack.backend
+    sites = backend.search("practice_sites", GeoQuery(filters={"specialty": ["SM54"]}, limit=500)).hits
+    doctor = next(
+        h.doc
+        for h in sites
+        if h.doc.get("location") and backend.get("participations", h.doc["practitioner"]["idnps"]) is None
+    )
+    idnps = doctor["practitioner"]["idnps"]
+    person(backend, idnps, Grant(Role.effecteur), idnps=idnps, name="Dr Agenda")
+    cookie = signed_in(backend, idnps)["Cookie"].split("=", 1)[1]
+    tomorrow = datetime.now(PARIS).date() + timedelta(days=1)
+    own = page.context.browser.new_context(viewport={"width": 1280, "height": 900}, locale="fr-FR")
+    own.add_cookies([{"name": "dispo_session", "value": cookie, "url": stack.url}])
+    space = own.new_page()
+    space.goto(f"{stack.url}/espace")
+    space.wait_for_selector("#app:not([hidden])")
+    assert space.evaluate("document.activeElement.id") == "via"  # keyboard first
+    assert space.input_value("#vendor") == ""  # no booking software: the SAS calendar
+    space.check("#er")
+    space.click("#save-participation")
+    space.wait_for_function("document.querySelector('#participation-status').textContent.includes('enregistrée')")
+
+    space.select_option("#weekday", str(tomorrow.weekday()))
+    space.select_option("#site", doctor["site_id"])
+    space.fill("#open-start", "09:00")
+    space.fill("#open-end", "12:00")
+    space.fill("#minutes", "30")
+    space.click("#opening button[type=submit]")
+    space.wait_for_function("document.querySelector('#calendar-status').textContent.includes('6 créneau(x) ajouté(s)')")
+    assert space.locator("#weekly tr").count() == 1
+    away = tomorrow + timedelta(days=2)
+    space.fill("#from", away.isoformat())
+    space.fill("#to", away.isoformat())
+    space.fill("#reason", "congés")
+    space.click("#period button[type=submit]")
+    space.wait_for_function("document.querySelector('#periods').textContent.includes('congés')")
+    ARTIFACTS.mkdir(exist_ok=True)
+    space.screenshot(path=str(ARTIFACTS / "practitioner-space.png"), full_page=True)
+
+    page.goto(f"{stack.url}/?postcode={doctor['address']['postcode']}&specialty=SM54#token={stack.token}")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('praticien')")
+    card = page.locator(f"article.card[data-site='{doctor['site_id']}']")
+    while not card.count() and page.is_visible("#more"):
+        page.click("#more")
+        page.wait_for_timeout(300)
+    slot = card.locator("button.slot").first
+    assert "Agenda SAS" in slot.inner_text() and "SNP" in slot.inner_text()
+    assert "Accepte la réorientation des urgences" in card.inner_text()
+    slot.focus()
+    page.keyboard.press("Enter")
+    card.locator(".card-message.ok").wait_for()
+    assert "réservé" in card.locator(".card-message").inner_text()
+    assert card.locator("button.slot").count() == 5
+    page.screenshot(path=str(ARTIFACTS / "sas-calendar-booked.png"))
+    page.click("#tab-followup")
+    page.wait_for_function("document.querySelector('#appointments').textContent.includes('sas')")
+
+    space.reload()
+    space.wait_for_selector("#app:not([hidden])")
+    space.wait_for_function("document.querySelector('#appointments').textContent.includes('agenda SAS')")
+    assert "réservé" in space.inner_text("#appointments")
+    assert "5 créneau(x) libre(s)" in space.inner_text("#figures")
+    own.close()
+    (booked,) = backend.search("appointments", GeoQuery(filters={"idnps": [idnps]})).hits
+    assert datetime.fromisoformat(booked.doc["start"]).astimezone(PARIS).date() == tomorrow
