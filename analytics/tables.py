@@ -109,6 +109,17 @@ class AppointmentRow(BaseModel):
     appointments: int = Field(description="Number of appointments.")
 
 
+class OrientationRow(BaseModel):
+    """Orientations without a slot that regulators recorded, by territory, kind and week, in a period."""
+
+    territory: str = Field(description="SAS territory of the site the patient was sent to (unknown when not placed).")
+    department: str | None = Field(description="Department of that site.")
+    kind: str = Field(description="extra_patients (surnuméraire), sos (an SOS Médecins place) or er_redirection.")
+    week: str = Field(description="ISO week of the orientation, 2026-W49.")
+    orientations: int = Field(description="Number of orientations.")
+    accepted: int = Field(description="Of which the regulator recorded as accepted.")
+
+
 @dataclass(frozen=True)
 class Period:
     start: datetime
@@ -343,6 +354,24 @@ def appointments(backend: Backend, period: Period | None = None) -> list[Appoint
     ]
 
 
+def orientations(backend: Backend, period: Period | None = None) -> list[OrientationRow]:
+    period = period or Period.last()
+    if backend.live_index("orientations") is None:
+        return []
+    counts: Counter[tuple[str, str | None, str, str]] = Counter()
+    accepted: Counter[tuple[str, str | None, str, str]] = Counter()
+    for hit in scan(backend, "orientations", GeoQuery(ranges={"at": period.ranges})):
+        dep = hit.doc.get("department_code")
+        iso = datetime.fromisoformat(hit.doc["at"]).isocalendar()
+        key = (areas.territory_of(dep) or "unknown", dep, hit.doc["kind"], f"{iso.year}-W{iso.week:02d}")
+        counts[key] += 1
+        accepted[key] += hit.doc.get("outcome") == "accepted"
+    return [
+        OrientationRow(territory=t, department=d, kind=k, week=w, orientations=n, accepted=accepted[(t, d, k, w)])
+        for (t, d, k, w), n in sorted(counts.items(), key=lambda kv: (kv[0][3], kv[0][0], kv[0][2]))
+    ]
+
+
 @dataclass(frozen=True)
 class Table:
     name: str
@@ -375,6 +404,7 @@ TABLES = {
         Table("search_activity", SearchActivity, search_activity, "Regulator searches per clock hour."),
         Table("vendors", VendorRow, vendors, "Vendor table over the period."),
         Table("appointments", AppointmentRow, appointments, "Appointments by territory and status."),
+        Table("orientations", OrientationRow, orientations, "Orientations without a slot by territory, kind and week."),
     )
 }
 

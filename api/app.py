@@ -19,6 +19,7 @@ from api import (
     directory,
     fhir,
     lrm,
+    orientations,
     participations,
     problems,
     search,
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(accounts.router)
     app.include_router(signin.router)
     app.include_router(space.router)
+    app.include_router(orientations.router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up", responses=answers())
     def healthz(_: Annotated[None, Depends(public("a liveness probe, no data"))]) -> Health:

@@ -135,6 +135,15 @@ def appointments(backend: Store, _: Reader, span: Span) -> list[tables.Appointme
 
 
 @router.get(
+    "/orientations",
+    response_model=list[tables.OrientationRow],
+    summary="Orientations without a slot by territory, kind and week",
+)
+def orientations(backend: Store, _: Reader, span: Span) -> list[tables.OrientationRow]:
+    return tables.orientations(backend, span)
+
+
+@router.get(
     "/dictionary",
     summary="Data dictionary of the exports (Markdown)",
     response_class=Response,

@@ -1,4 +1,5 @@
-"""Directory routes: practice sites around a point, practitioners by IDNPS, structures by FINESS, CPTS."""
+"""Directory routes: practice sites around a point, practitioners by IDNPS, structures by FINESS, CPTS; and a CPTS's
+members, kept by its structure managers."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from api.deps import DIRECTORY_READERS, get_backend, get_settings, require
+from access.accounts import record_change
+from access.roles import Principal, Role
+from api.deps import ADMINS, DIRECTORY_READERS, get_backend, get_settings, require
 from api.params import Finess, Idnps
-from api.problems import problems
-from core.records import CptsStructure, Structure
+from api.problems import Problem, problems
+from core.records import CptsStructure, Participation, Structure
 from core.settings import Settings
 from indexer.backend import Backend
+from indexer.registry import get_participation, save_participation
+from rpps_import.cpts import move_member
 from search.directory import (
     CptsListing,
     PractitionerAnswer,
@@ -101,10 +106,65 @@ def list_cpts(
     return cpts_listing(backend, department, member)
 
 
+Idnst = Annotated[str, Path(pattern=r"^(1[0-9][0-9AB][0-9]{7}|3[0-9]{14})$", description="1 + FINESS or 3 + SIRET")]
+MANAGES = "a structure manager: their structures"
+
+
 @router.get("/cpts/{idnst}", response_model=CptsStructure, summary="A CPTS and its members", responses=problems(404))
 def get_cpts(
-    idnst: Annotated[str, Path(pattern=r"^(1[0-9][0-9AB][0-9]{7}|3[0-9]{14})$", description="1 + FINESS or 3 + SIRET")],
+    idnst: Idnst,
     backend: Annotated[Backend, Depends(get_backend)],
-    _: Annotated[Any, Depends(require(*DIRECTORY_READERS))],
+    principal: Annotated[Principal, Depends(require(*DIRECTORY_READERS, Role.structure_manager, narrowed=MANAGES))],
 ) -> CptsStructure:
+    _manages(principal, idnst)
     return cpts_answer(backend, idnst)
+
+
+def _manages(principal: Principal, idnst: str) -> None:
+    if not principal.holds(DIRECTORY_READERS) and not principal.manages(idnst):
+        raise Problem(403, "Forbidden", f"You do not manage structure {idnst}.", "forbidden")
+
+
+@router.put(
+    "/cpts/{idnst}/members/{idnps}",
+    response_model=Participation,
+    summary="Name a participating practitioner a member of the CPTS",
+    responses=problems(404),
+)
+def add_member(
+    idnst: Idnst,
+    idnps: Idnps,
+    backend: Annotated[Backend, Depends(get_backend)],
+    principal: Annotated[Principal, Depends(require(*ADMINS, Role.structure_manager, narrowed=MANAGES))],
+) -> Participation:
+    return _member(backend, principal, idnst, idnps, idnst)
+
+
+@router.delete(
+    "/cpts/{idnst}/members/{idnps}",
+    response_model=Participation,
+    summary="Take a practitioner out of the CPTS's members",
+    responses=problems(404),
+)
+def remove_member(
+    idnst: Idnst,
+    idnps: Idnps,
+    backend: Annotated[Backend, Depends(get_backend)],
+    principal: Annotated[Principal, Depends(require(*ADMINS, Role.structure_manager, narrowed=MANAGES))],
+) -> Participation:
+    return _member(backend, principal, idnst, idnps, None)
+
+
+def _member(backend: Backend, principal: Principal, idnst: str, idnps: str, after: str | None) -> Participation:
+    """A CPTS's manager keeps its list of members: the practitioners' participations name it (or no longer do)."""
+    if not principal.holds(ADMINS) and not principal.manages(idnst):
+        raise Problem(403, "Forbidden", f"You do not manage CPTS {idnst}.", "forbidden")
+    before = get_participation(backend, idnps)
+    if before is None:
+        raise Problem(404, "Not found", f"{idnps} takes no part in the SAS: they declare it first.", "not-found")
+    if after is None and before.cpts != idnst:
+        raise Problem(404, "Not found", f"{idnps} is not a member of CPTS {idnst}.", "not-found")
+    saved = save_participation(backend, before.model_copy(update={"cpts": after}))
+    move_member(backend, idnps, before.cpts, after)
+    record_change(backend, principal, idnps, "cpts-member", {"cpts": idnst, "before": before.cpts, "after": after})
+    return saved

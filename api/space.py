@@ -20,9 +20,10 @@ from api.deps import ADMINS, get_backend, get_settings, require
 from api.params import Idnps
 from api.participations import checked
 from api.problems import Problem, problems
+from booking import orientations
 from booking.bookings import FollowedAppointment, appointments_of_practitioner
 from core.errors import DispoError
-from core.records import Participation, ParticipationVia
+from core.records import Orientation, Participation, ParticipationVia
 from core.settings import Settings
 from indexer.backend import Backend
 from indexer.registry import get_participation, list_vendors
@@ -56,6 +57,7 @@ class Figures(BaseModel):
     slots_offered: int  # free slots indexed now, every source
     sas_calendar_slots: int  # of which from the SAS calendar
     appointments_by_week: dict[str, int]  # ISO week (2026-W49) -> SAS appointments starting that week
+    orientations_by_week: dict[str, int]  # ISO week -> orientations without a slot received
 
 
 class Space(BaseModel):
@@ -65,6 +67,7 @@ class Space(BaseModel):
     calendar_updated_by: str | None
     unavailability: list[PeriodView]
     appointments: list[FollowedAppointment]
+    orientations: list[Orientation]  # patients sent without a slot, of the last eight weeks
     figures: Figures
     vendors: list[Choice]  # the booking software one may choose, besides the SAS calendar
     cpts: list[Choice]  # the CPTS of the practitioner's departments
@@ -85,7 +88,8 @@ def space(
     stored = sas_calendar.calendar_document(backend, idnps)
     now = datetime.now(UTC)
     appointments = appointments_of_practitioner(backend, idnps, now - timedelta(days=56))
-    weeks = Counter(f"{a.start.isocalendar().year}-W{a.start.isocalendar().week:02d}" for a in appointments)
+    weeks = Counter(_week(a.start) for a in appointments)
+    sent = orientations.orientations(backend, idnps=idnps, since=now - timedelta(days=56))
     indexed = backend.live_index("slots") is not None
     offered = backend.count("slots", {"idnps": [idnps]}) if indexed else 0
     from_calendar = backend.count("slots", {"idnps": [idnps], "vendor": [SAS_VENDOR]}) if indexed else 0
@@ -102,14 +106,21 @@ def space(
             if p.end > now
         ],
         appointments=appointments,
+        orientations=sent,
         figures=Figures(
             slots_offered=offered,
             sas_calendar_slots=from_calendar,
             appointments_by_week=dict(sorted(weeks.items())),
+            orientations_by_week=dict(sorted(Counter(_week(o.at) for o in sent).items())),
         ),
         vendors=[Choice(id=v.vendor_id, name=v.name) for v in list_vendors(backend, enabled_only=True)],
         cpts=[Choice(id=c.idnst, name=c.name) for c in cpts],
     )
+
+
+def _week(instant: datetime) -> str:
+    iso = instant.isocalendar()
+    return f"{iso.year}-W{iso.week:02d}"
 
 
 class ParticipationChoice(BaseModel):

@@ -356,6 +356,35 @@ class Appointment(BaseModel):
     history: list[StatusChange] = Field(default_factory=list)
 
 
+class OrientationKind(StrEnum):
+    """Where a regulator sends a patient without booking a slot."""
+
+    extra_patients = "extra_patients"  # to a practitioner who accepts patients beyond their slots (surnuméraire)
+    sos = "sos"  # to an SOS Médecins consultation place
+    er_redirection = "er_redirection"  # redirected from an emergency department (réorientation des urgences)
+
+
+class OrientationOutcome(StrEnum):
+    pending = "pending"  # the regulator has not heard back yet
+    accepted = "accepted"
+    refused = "refused"
+    no_answer = "no_answer"
+
+
+class Orientation(BaseModel):
+    """A patient sent to a practitioner or a place without a slot, as the regulator records it (no patient data)."""
+
+    orientation_id: str
+    kind: OrientationKind
+    idnps: str  # the practitioner, or the SOS Médecins association (3 + SIRET)
+    site_id: str
+    department_code: str | None = None
+    operator: str  # the regulator
+    outcome: OrientationOutcome = OrientationOutcome.pending
+    at: datetime
+    outcome_at: datetime | None = None
+
+
 class BookingAttempt(BaseModel):
     """A regulator opening a vendor's booking page for a slot (no patient data)."""
 

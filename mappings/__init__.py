@@ -34,6 +34,7 @@ KINDS = (
     "unavailability",
     "sas_calendars",
     "sas_bookings",
+    "orientations",
 )
 
 

@@ -28,7 +28,7 @@ STRUCTURE = "010000024"
 # Each person role's grant in the matrix: on the territory, practitioner or structure the paths below name.
 SCOPED = {
     Role.delegate: Grant(Role.delegate, practitioners=frozenset({PRACTITIONER})),
-    Role.structure_manager: Grant(Role.structure_manager, structures=frozenset({STRUCTURE})),
+    Role.structure_manager: Grant(Role.structure_manager, structures=frozenset({"1010000001"})),  # the path's CPTS
 }
 PATH_VALUES = {
     "account_id": "sas-nobody",
@@ -42,6 +42,7 @@ PATH_VALUES = {
     "table": "coverage",
     "fmt": "csv",
     "period_id": "0123456789ab",
+    "orientation_id": "0123456789abcdef0123456789abcdef",
 }
 
 

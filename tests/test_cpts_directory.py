@@ -9,13 +9,13 @@ import asyncio
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from support import CHEPY, KRISTIAN, api_settings, headers
+from support import CHEPY, KRISTIAN, api_settings, assert_problem, headers, person, signed_in
 from test_cli import run
 from test_cpts import CPTS, MEMBER, _pull
 
+from access.roles import Grant, Role
 from aggregation.scheduler import Aggregator
 from api.app import create_app
-from api.auth import Role
 from core.records import Address, Flow, Participation, ParticipationVia, Structure, Vendor
 from core.settings import Settings
 from editor_sandbox.agenda import SandboxConfig, SandboxCpts
@@ -133,3 +133,23 @@ def test_dispo_show_cpts(tmp_path: Path, monkeypatch) -> None:
     r = run("show", "cpts", BUGEY)
     assert r.exit_code == 0 and f"IDNST {BUGEY}" in r.output and "named by the participation list: 1" in r.output
     assert run("show", "cpts", "1999999999").exit_code == 1
+
+
+def test_a_structure_manager_keeps_their_cpts_members_and_no_other(loaded: Backend, settings: Settings) -> None:
+    save_participation(loaded, Participation(idnps=CHEPY.idnps, vendors=["sas"]))
+    client = TestClient(create_app(api_settings(settings), loaded))
+    mine, theirs = "1010006040", "1010006041"
+    manager = signed_in(
+        loaded, person(loaded, "sas-cpts-manager", Grant(Role.structure_manager, structures=frozenset({mine})))
+    )
+    added = client.put(f"/v1/cpts/{mine}/members/{CHEPY.idnps}", headers=manager)
+    assert added.status_code == 200, added.text
+    assert added.json()["cpts"] == mine
+    assert CHEPY.idnps in client.get(f"/v1/cpts/{mine}", headers=manager).json()["members"]
+    assert_problem(client.get(f"/v1/cpts/{theirs}", headers=manager), 403)
+    assert_problem(client.put(f"/v1/cpts/{theirs}/members/{CHEPY.idnps}", headers=manager), 403)
+    assert_problem(client.put(f"/v1/cpts/{mine}/members/{KRISTIAN.idnps}", headers=manager), 404)  # not taking part
+    assert client.delete(f"/v1/cpts/{mine}/members/{CHEPY.idnps}", headers=manager).json()["cpts"] is None
+    assert_problem(client.delete(f"/v1/cpts/{mine}/members/{CHEPY.idnps}", headers=manager), 404)
+    changes = client.get("/v1/audit", params={"account": CHEPY.idnps}, headers=headers(Role.maintainer)).json()
+    assert [e["action"] for e in changes if e["actor"] == "sas-cpts-manager"] == ["cpts-member", "cpts-member"]

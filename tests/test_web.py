@@ -297,7 +297,7 @@ def test_the_analysts_page_shows_the_map_the_chart_and_the_tables(page, stack: S
     assert "01 Ain" in page.inner_text("#departments")
     assert "Agenda Alpha" in page.inner_text("#vendors")
     assert "SAS-01" in page.inner_text("#underserved")
-    assert page.locator("#exports a.download").count() == 13  # six tables x two formats, and the dictionary
+    assert page.locator("#exports a.download").count() == 15  # seven tables x two formats, and the dictionary
     assert "Instantané du" in page.inner_text("#status")
     box = page.locator("#map").bounding_box()
     assert box and box["width"] > 300 and box["height"] > 300
@@ -373,14 +373,20 @@ def test_a_practitioner_opens_a_sas_calendar_and_a_regulator_books_it_on_the_pag
     assert "réservé" in card.locator(".card-message").inner_text()
     assert card.locator("button.slot").count() == 5
     page.screenshot(path=str(ARTIFACTS / "sas-calendar-booked.png"))
+    # The same card takes patients redirected from emergencies: one is sent there, without a slot.
+    card.locator("form.orient select[name=outcome]").select_option("accepted")
+    card.locator("form.orient button").click()
+    page.wait_for_function("document.querySelector('.card-message.ok')?.textContent.includes('Orientation')")
     page.click("#tab-followup")
     page.wait_for_function("document.querySelector('#appointments').textContent.includes('sas')")
+    page.wait_for_function("document.querySelector('#orientations').textContent.includes('réorientation des urgences')")
 
     space.reload()
     space.wait_for_selector("#app:not([hidden])")
     space.wait_for_function("document.querySelector('#appointments').textContent.includes('agenda SAS')")
     assert "réservé" in space.inner_text("#appointments")
     assert "5 créneau(x) libre(s)" in space.inner_text("#figures")
+    assert "accepté" in space.inner_text("#orientations")
     own.close()
     (booked,) = backend.search("appointments", GeoQuery(filters={"idnps": [idnps]})).hits
     assert datetime.fromisoformat(booked.doc["start"]).astimezone(PARIS).date() == tomorrow
