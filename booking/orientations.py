@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from aggregation.availability import declared_sites
 from core.errors import InvalidRequest, NotFound
@@ -31,7 +32,7 @@ def record_orientation(
     """Keep an orientation once the site is the practitioner's (or the association's place) and the practitioner
     takes such patients; raises NotFound or InvalidRequest saying which."""
     at = now or datetime.now(UTC)
-    site = backend.get("practice_sites", site_id) or declared_sites(backend, [site_id]).get(site_id)
+    site = _site(backend, site_id)
     owner = (site or {}).get("practitioner", {}).get("idnps") if site else None
     if site is None or (owner != idnps and not is_association(idnps)):
         raise NotFound("Site not found", f"{site_id} is not a site of {idnps}.", "not-found")
@@ -63,6 +64,15 @@ def record_orientation(
     return orientation
 
 
+def _site(backend: Backend, site_id: str) -> dict[str, Any] | None:
+    """A directory practice site, or a site a vendor declared (an SOS Médecins place)."""
+    if backend.live_index("practice_sites") is not None:
+        found = backend.get("practice_sites", site_id)
+        if found is not None:
+            return found
+    return declared_sites(backend, [site_id]).get(site_id) if backend.live_index("slots") is not None else None
+
+
 def _department(postcode: str | None) -> str | None:
     return department_of_postcode(postcode) if postcode else None
 
@@ -74,7 +84,7 @@ def set_outcome(
     at = now or datetime.now(UTC)
     ensure_live(backend, KIND)
 
-    def change(doc: dict | None) -> dict | None:  # type: ignore[type-arg]
+    def change(doc: dict[str, Any] | None) -> dict[str, Any] | None:
         if doc is None or doc.get("operator") != operator:
             return None
         return {**doc, "outcome": outcome.value, "outcome_at": at.isoformat()}

@@ -33,13 +33,21 @@ from api.auth import Role, new_token
 from bench.generate import generate
 from booking.appointments import record
 from core.geo import gazetteer
-from core.records import Appointment, AppointmentStatus, SearchOutcome, StatusChange
+from core.records import (
+    Appointment,
+    AppointmentStatus,
+    Orientation,
+    OrientationKind,
+    OrientationOutcome,
+    SearchOutcome,
+    StatusChange,
+)
 from core.settings import Settings
 from dispo.cli import app
 from editor_sandbox.fleet import start_fleet
 from indexer.backend import Backend
 from indexer.factory import make_backend
-from indexer.lifecycle import iterate_all
+from indexer.lifecycle import ensure_live, iterate_all
 from mappings import definition
 from rpps_import.pipeline import import_rpps
 from search.engine import rule_for
@@ -88,8 +96,8 @@ def aggregated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     backend.close()
 
 
-# What the tests write: snapshots, search outcomes and appointments. Each test starts without any.
-WRITTEN = (COVERAGE, OUTCOMES, "appointments")
+# What the tests write: snapshots, search outcomes, appointments and orientations. Each test starts without any.
+WRITTEN = (COVERAGE, OUTCOMES, "appointments", "orientations")
 
 
 def _forget(backend: Backend, kind: str) -> None:
@@ -306,6 +314,24 @@ def _report_appointments(world: World, now: datetime, statuses: list[str], first
     backend.refresh(backend.live_index("appointments") or "")
 
 
+def _record_orientation(world: World, at: datetime) -> None:
+    """A patient sent without a slot to a practitioner of the Ain, as a regulator records it."""
+    site = next(iterate_all(world.backend, "practice_sites", {"department": ["01"]}))
+    orientation = Orientation(
+        orientation_id="cov-orientation",
+        kind=OrientationKind.extra_patients,
+        idnps=site["practitioner"]["idnps"],
+        site_id=site["site_id"],
+        department_code="01",
+        operator="regulator-cov",
+        outcome=OrientationOutcome.accepted,
+        at=at,
+    )
+    index = ensure_live(world.backend, "orientations")
+    world.backend.write(index, [orientation.model_dump(mode="json", exclude_none=True)])
+    world.backend.refresh(index)
+
+
 def test_appointments_by_territory_and_status(world: World) -> None:
     now = _now()
     _report_appointments(world, now, ["booked", "booked", "cancelled"], now + timedelta(hours=3))
@@ -324,6 +350,7 @@ def test_exports_round_trip_with_their_dictionary(world: World, tmp_path: Path) 
     backend.refresh(backend.live_index(OUTCOMES) or "")
     now = _now()
     _report_appointments(world, now, ["booked", "cancelled"], now - timedelta(hours=3))
+    _record_orientation(world, now - timedelta(hours=1))
     take_snapshot(backend, now, staleness_limit_s=3600)
     period = tables.Period.last(1, now + timedelta(seconds=1))
     written = export_all(backend, tmp_path, period)

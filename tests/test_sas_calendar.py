@@ -16,12 +16,14 @@ from access.roles import Grant, Role
 from aggregation import sas_calendar, unavailability
 from aggregation.availability import SAS_VENDOR, SiteMapper, reconcile
 from aggregation.sas_calendar import OneOffOpening, SasCalendar, WeeklyOpening, slots_of
+from aggregation.status import STATUS
 from api.app import create_app
 from booking import hub_outbox, sas_booking
 from core.errors import Conflict
 from core.records import Modality, Participation, Slot, SlotType
 from core.settings import Settings
 from indexer.backend import Backend, GeoQuery
+from indexer.lifecycle import ensure_live
 from indexer.registry import save_participation
 
 PARIS_MONDAY = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)  # 07:00 in Paris, winter time
@@ -144,14 +146,14 @@ def test_an_unavailability_period_hides_a_vendor_practitioners_slots_and_cards(
     save_participation(loaded, Participation(idnps=CHEPY.idnps, vendors=["v"]))
     now = datetime.now(UTC)
     vendor_slots = [_vendor_slot(site["site_id"], now + timedelta(hours=h)) for h in (2, 30, 60)]
-    reconcile(loaded, "v", [CHEPY.idnps], vendor_slots, SiteMapper(loaded), now)
+    _pulled(loaded, vendor_slots, now)
     client = TestClient(create_app(api_settings(settings.model_copy(update={"staleness_limit_s": 1e9})), loaded))
     _vendor_fresh(loaded, now)
     assert _slots_shown(client, site) == 3
 
     period = unavailability.add_period(loaded, CHEPY.idnps, now, now + timedelta(hours=40), "congés", "test")
     assert _slots_shown(client, site) == 1  # the one after the period
-    stats, _ = reconcile(loaded, "v", [CHEPY.idnps], vendor_slots, SiteMapper(loaded), now)
+    stats, _ = _pulled(loaded, vendor_slots, now)
     assert (stats.unavailable, stats.inserted) == (2, 0)  # whatever the vendor says
     # Nor a card without slots while away.
     unavailability.add_period(loaded, CHEPY.idnps, now, now + timedelta(days=5), None, "test")
@@ -161,8 +163,15 @@ def test_an_unavailability_period_hides_a_vendor_practitioners_slots_and_cards(
     for p in unavailability.periods(loaded, CHEPY.idnps):
         assert unavailability.remove_period(loaded, CHEPY.idnps, p.period_id, "test")
     assert period.period_id not in {p.period_id for p in unavailability.periods(loaded, CHEPY.idnps)}
-    reconcile(loaded, "v", [CHEPY.idnps], vendor_slots, SiteMapper(loaded), now)
+    _pulled(loaded, vendor_slots, now)
     assert _slots_shown(client, site) == 3
+
+
+def _pulled(backend: Backend, slots: list[Slot], now: datetime) -> tuple:
+    """A vendor's answer for CHEPY reconciled, and visible to searches at once (as the aggregator's cycle ends)."""
+    done = reconcile(backend, "v", [CHEPY.idnps], slots, SiteMapper(backend), now)
+    backend.refresh(ensure_live(backend, "slots"))
+    return done
 
 
 def _vendor_slot(site_id: str, start: datetime) -> Slot:
@@ -184,7 +193,6 @@ def _vendor_slot(site_id: str, start: datetime) -> Slot:
 
 
 def _vendor_fresh(backend: Backend, now: datetime) -> None:
-    from aggregation.status import STATUS
     from indexer.lifecycle import ensure_live
 
     index = ensure_live(backend, STATUS)

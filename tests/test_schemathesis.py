@@ -33,7 +33,7 @@ from editor_sandbox.server import ThreadedServer
 from indexer.backend import Backend
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-EXAMPLES = 20  # per operation and role: the file runs in about a minute
+EXAMPLES = 15  # per operation and role: the file runs in about a minute
 # A picture of 4000 px squared takes a second to draw: enough that so many examples of it would be the whole run.
 # The machine roles, and a national administrator signed in (a session, reaching the accounts' routes and every route
 # an analyst reaches).
