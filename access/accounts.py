@@ -278,9 +278,13 @@ def _change(
     return Change(written, _audit(backend, actor, account_id, action, what, at))
 
 
-def signed_in(backend: Backend, account_id: str, now: datetime) -> None:
+def signed_in(backend: Backend, account_id: str, now: datetime, profession: str | None = None) -> None:
+    """Note the sign-in, and the profession the provider vouches for (its code, as Pro Santé Connect gives it)."""
+
     def change(doc: dict[str, Any] | None) -> dict[str, Any] | None:
-        return {**doc, "last_sign_in_at": now.isoformat()} if doc else None
+        if doc is None:
+            return None
+        return {**doc, "last_sign_in_at": now.isoformat()} | ({"profession": profession} if profession else {})
 
     backend.update(ACCOUNTS, account_id, change)
 

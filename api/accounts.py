@@ -40,6 +40,7 @@ class Account(BaseModel):
     idnps: str | None = None
     subject: str | None = None  # the provider's subject, for a person without an IDNPS
     name: str | None = None
+    profession: str | None = None  # as the provider gave it at the last sign-in (Pro Santé Connect: SubjectRefPro)
     grants: list[GrantView]
     created_at: datetime
     updated_at: datetime

@@ -212,7 +212,8 @@ def _callback(
         now,
         logout_hint=hint,
     )
-    accounts.signed_in(backend, account["account_id"], now)
+    profession = claims.get(settings.oidc_profession_claim)
+    accounts.signed_in(backend, account["account_id"], now, profession if isinstance(profession, str) else None)
     log.info("signed in: account %s", account["account_id"])
     response = RedirectResponse(pending["back"], status_code=303)
     is_secure = secure(request, settings)

@@ -81,7 +81,9 @@ def test_a_regulator_signs_in_through_the_provider_and_out_again(api: Api) -> No
         me = client.get(f"{api.url}/v1/me").json()
         assert (me["id"], me["kind"], me["name"]) == (REGULATOR, "person", "Pauline RICART")
         assert [g["role"] for g in me["grants"]] == ["regulator"]
-        assert accounts.get_account(api.backend, REGULATOR)["last_sign_in_at"] is not None
+        account = accounts.get_account(api.backend, REGULATOR)
+        assert account["last_sign_in_at"] is not None
+        assert account["profession"] == "10"  # the provider's SubjectRefPro: médecin
         assert client.get(f"{api.url}/v1/specialties").status_code == 200
 
         out = client.post(f"{api.url}/auth/signout", headers={"X-CSRF-Token": me["csrf_token"]})
