@@ -28,40 +28,33 @@ HORIZON_DAYS = 7
 PARIS = ZoneInfo("Europe/Paris")
 
 
-class WeeklyOpening(BaseModel):
-    """Every week on this day, from `start` to `end` (Paris time), slots of `slot_minutes` at this site."""
+class Opening(BaseModel):
+    """From `start` to `end` (Paris time), slots of `slot_minutes` at this practice site."""
 
     site_id: str = Field(min_length=1, max_length=120)
+    start: time
+    end: time
+    slot_minutes: int = Field(default=15, ge=5, le=240)
+    slot_type: SlotType = SlotType.SNP
+    modality: Modality = Modality.AMB
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Opening:
+        if self.end <= self.start:
+            raise ValueError("an opening ends after it starts")
+        return self
+
+
+class WeeklyOpening(Opening):
+    """An opening every week on this day."""
+
     weekday: int = Field(ge=0, le=6)  # 0 Monday … 6 Sunday
-    start: time
-    end: time
-    slot_minutes: int = Field(default=15, ge=5, le=240)
-    slot_type: SlotType = SlotType.SNP
-    modality: Modality = Modality.AMB
-
-    @model_validator(mode="after")
-    def _ordered(self) -> WeeklyOpening:
-        if self.end <= self.start:
-            raise ValueError("an opening ends after it starts")
-        return self
 
 
-class OneOffOpening(BaseModel):
-    """One opening on one day (Paris time), beside the weekly pattern."""
+class OneOffOpening(Opening):
+    """An opening on one day, beside the weekly pattern."""
 
-    site_id: str = Field(min_length=1, max_length=120)
     day: date
-    start: time
-    end: time
-    slot_minutes: int = Field(default=15, ge=5, le=240)
-    slot_type: SlotType = SlotType.SNP
-    modality: Modality = Modality.AMB
-
-    @model_validator(mode="after")
-    def _ordered(self) -> OneOffOpening:
-        if self.end <= self.start:
-            raise ValueError("an opening ends after it starts")
-        return self
 
 
 class SasCalendar(BaseModel):
@@ -105,7 +98,7 @@ def slots_of(idnps: str, calendar: SasCalendar, now: datetime, days: int = HORIZ
     """The calendar's slots from now over the next `days` days, earliest first."""
     today = now.astimezone(PARIS).date()
     closed = set(calendar.closed_days)
-    openings: list[tuple[date, WeeklyOpening | OneOffOpening]] = []
+    openings: list[tuple[date, Opening]] = []
     for n in range(days + 1):
         day = today + timedelta(days=n)
         if day not in closed:
@@ -124,7 +117,7 @@ def slots_of(idnps: str, calendar: SasCalendar, now: datetime, days: int = HORIZ
     return sorted(out.values(), key=lambda s: (s.start, s.slot_id))
 
 
-def _slot(idnps: str, opening: WeeklyOpening | OneOffOpening, begin: datetime, end: datetime, now: datetime) -> Slot:
+def _slot(idnps: str, opening: Opening, begin: datetime, end: datetime, now: datetime) -> Slot:
     # One id per practitioner, site and start: the same slot whatever rule gives it, stable from one writing to the
     # next (so that a booked one is known again).
     site_key = opening.site_id.replace(":", "_")

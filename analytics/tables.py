@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from analytics import areas
 from analytics.snapshots import AREA_LEVELS, HORIZONS, KIND, NATIONAL, OUTCOMES
+from core.records import iso_week
 from indexer.backend import Backend, GeoQuery
 from indexer.lifecycle import scan
 from indexer.registry import list_vendors
@@ -362,8 +363,8 @@ def orientations(backend: Backend, period: Period | None = None) -> list[Orienta
     accepted: Counter[tuple[str, str | None, str, str]] = Counter()
     for hit in scan(backend, "orientations", GeoQuery(ranges={"at": period.ranges})):
         dep = hit.doc.get("department_code")
-        iso = datetime.fromisoformat(hit.doc["at"]).isocalendar()
-        key = (areas.territory_of(dep) or "unknown", dep, hit.doc["kind"], f"{iso.year}-W{iso.week:02d}")
+        week = iso_week(datetime.fromisoformat(hit.doc["at"]))
+        key = (areas.territory_of(dep) or "unknown", dep, hit.doc["kind"], week)
         counts[key] += 1
         accepted[key] += hit.doc.get("outcome") == "accepted"
     return [

@@ -1,30 +1,39 @@
-"""Directory routes: practice sites around a point, practitioners by IDNPS, structures by FINESS, CPTS; and a CPTS's
-members, kept by its structure managers."""
+"""Directory routes: practice sites around a point, practitioners by IDNPS, structures by FINESS, CPTS, SOS Médecins
+associations; and what structure managers keep: a CPTS's members, an SOS association's participation and vendor."""
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel
 
 from access.accounts import record_change
 from access.roles import Principal, Role
+from aggregation.availability import SAS_VENDOR
 from api.deps import ADMINS, DIRECTORY_READERS, get_backend, get_settings, require
 from api.params import Finess, Idnps
+from api.participations import checked
 from api.problems import Problem, problems
-from core.records import CptsStructure, Participation, Structure
+from booking import orientations
+from core.errors import DispoError
+from core.records import CptsStructure, Participation, ParticipationVia, Structure, iso_week
 from core.settings import Settings
 from indexer.backend import Backend
-from indexer.registry import get_participation, save_participation
+from indexer.registry import get_participation, list_vendors, save_participation
 from rpps_import.cpts import move_member
 from search.directory import (
     CptsListing,
     PractitionerAnswer,
     SiteSearchAnswer,
+    SosAssociation,
     cpts_answer,
     cpts_listing,
     practitioner_answer,
     site_search,
+    sos_answer,
     structure_answer,
 )
 
@@ -167,4 +176,76 @@ def _member(backend: Backend, principal: Principal, idnst: str, idnps: str, afte
     saved = save_participation(backend, before.model_copy(update={"cpts": after}))
     move_member(backend, idnps, before.cpts, after)
     record_change(backend, principal, idnps, "cpts-member", {"cpts": idnst, "before": before.cpts, "after": after})
+    return saved
+
+
+SosIdnst = Annotated[str, Path(pattern=r"^3[0-9]{14}$", description="an SOS Médecins association: 3 + its SIRET")]
+
+
+class VendorChoice(BaseModel):
+    id: str
+    name: str | None
+
+
+class SosSpace(BaseModel):
+    association: SosAssociation
+    orientations_by_week: dict[str, int]  # ISO week -> patients sent to its places without a slot (eight weeks)
+    vendors: list[VendorChoice]  # the registered booking software its places' slots may come from
+
+
+@router.get("/sos/{idnst}", response_model=SosSpace, summary="An SOS Médecins association", responses=problems(404))
+def get_sos(
+    idnst: SosIdnst,
+    backend: Annotated[Backend, Depends(get_backend)],
+    principal: Annotated[Principal, Depends(require(*DIRECTORY_READERS, Role.structure_manager, narrowed=MANAGES))],
+) -> SosSpace:
+    _manages(principal, idnst)
+    try:
+        association = sos_answer(backend, idnst)
+    except DispoError as exc:
+        raise Problem(404, "Not found", exc.detail, "not-found") from exc
+    since = datetime.now(UTC) - timedelta(days=56)
+    weeks = Counter(iso_week(o.at) for o in orientations.orientations(backend, idnps=idnst, since=since))
+    vendors = [VendorChoice(id=v.vendor_id, name=v.name) for v in list_vendors(backend, enabled_only=True)]
+    return SosSpace(association=association, orientations_by_week=dict(sorted(weeks.items())), vendors=vendors)
+
+
+class SosParticipationChoice(BaseModel):
+    """What an association declares: the booking software its places' slots come from, and what it accepts."""
+
+    vendor: str
+    extra_patients: bool = False
+    er_redirection: bool = False
+    active: bool = True
+
+
+@router.put(
+    "/sos/{idnst}/participation",
+    response_model=Participation,
+    summary="Declare or change an SOS Médecins association's participation",
+    responses=problems(400, 404),
+)
+def put_sos_participation(
+    idnst: SosIdnst,
+    body: SosParticipationChoice,
+    backend: Annotated[Backend, Depends(get_backend)],
+    principal: Annotated[Principal, Depends(require(*ADMINS, Role.structure_manager, narrowed=MANAGES))],
+) -> Participation:
+    if not principal.holds(ADMINS) and not principal.manages(idnst):
+        raise Problem(403, "Forbidden", f"You do not manage association {idnst}.", "forbidden")
+    if body.vendor == SAS_VENDOR:
+        why = "An association's places come from its booking software: the SAS calendar is a practitioner's."
+        raise Problem(422, "Unknown vendor", why, "unknown-vendor")
+    before = get_participation(backend, idnst)
+    wanted = Participation(
+        idnps=idnst,
+        vendors=[body.vendor],
+        via=ParticipationVia.sos,
+        extra_patients=body.extra_patients,
+        er_redirection=body.er_redirection,
+        active=body.active,
+    )
+    saved = checked(backend, wanted)
+    was = before.model_dump(mode="json") if before else None
+    record_change(backend, principal, idnst, "participation", {"before": was, "after": saved.model_dump(mode="json")})
     return saved

@@ -23,7 +23,7 @@ from api.problems import Problem, problems
 from booking import orientations
 from booking.bookings import FollowedAppointment, appointments_of_practitioner
 from core.errors import DispoError
-from core.records import Orientation, Participation, ParticipationVia
+from core.records import Orientation, Participation, ParticipationVia, iso_week
 from core.settings import Settings
 from indexer.backend import Backend
 from indexer.registry import get_participation, list_vendors
@@ -88,7 +88,7 @@ def space(
     stored = sas_calendar.calendar_document(backend, idnps)
     now = datetime.now(UTC)
     appointments = appointments_of_practitioner(backend, idnps, now - timedelta(days=56))
-    weeks = Counter(_week(a.start) for a in appointments)
+    weeks = Counter(iso_week(a.start) for a in appointments)
     sent = orientations.orientations(backend, idnps=idnps, since=now - timedelta(days=56))
     indexed = backend.live_index("slots") is not None
     offered = backend.count("slots", {"idnps": [idnps]}) if indexed else 0
@@ -111,16 +111,11 @@ def space(
             slots_offered=offered,
             sas_calendar_slots=from_calendar,
             appointments_by_week=dict(sorted(weeks.items())),
-            orientations_by_week=dict(sorted(Counter(_week(o.at) for o in sent).items())),
+            orientations_by_week=dict(sorted(Counter(iso_week(o.at) for o in sent).items())),
         ),
         vendors=[Choice(id=v.vendor_id, name=v.name) for v in list_vendors(backend, enabled_only=True)],
         cpts=[Choice(id=c.idnst, name=c.name) for c in cpts],
     )
-
-
-def _week(instant: datetime) -> str:
-    iso = instant.isocalendar()
-    return f"{iso.year}-W{iso.week:02d}"
 
 
 class ParticipationChoice(BaseModel):

@@ -41,6 +41,12 @@ def space_page(_: Annotated[None, Depends(public(PAGE))]) -> str:
     return (resources.files("api") / "static" / "space.html").read_text(encoding="utf-8")
 
 
+@router.get("/structures", response_class=HTMLResponse, include_in_schema=False)
+def structures_page(_: Annotated[None, Depends(public(PAGE))]) -> str:
+    # The structure managers' page (a CPTS's members, an SOS association's participation and places): no data in it.
+    return (resources.files("api") / "static" / "structures.html").read_text(encoding="utf-8")
+
+
 class SpecialtyLabel(BaseModel):
     code: str
     label: str

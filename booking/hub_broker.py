@@ -170,11 +170,7 @@ class Transmitter:
         await publish(exchange, message, expires, now)
         self.counts["sent"] += 1
 
-        def sent(e: dict[str, Any]) -> dict[str, Any] | None:
-            if e["state"] != State.queued:  # answered already (an answer can overtake this write)
-                return None
-            return e | {"state": State.sent.value, "sent_at": now.isoformat(), "attempts": e.get("attempts", 0) + 1}
-
+        sent = hub_outbox.mark_sent(now)
         await asyncio.to_thread(hub_outbox.change_entry, self.backend, appointment_id, key, sent)
         return await asyncio.to_thread(self.backend.get, hub_outbox.KIND, appointment_id)
 
@@ -202,18 +198,11 @@ class Transmitter:
             if doc is None:
                 log.warning("lrm: an answer about an unknown message was dropped")
                 return
-            now = datetime.now(UTC).isoformat()
             error = None
             if answer.code is not None:
                 error = {"code": answer.code, "text": answer.text, "cause": answer.cause, "by": answer.sender}
             state = State.acknowledged if answer.acknowledged else State.failed
-
-            def record(e: dict[str, Any]) -> dict[str, Any] | None:
-                if e["state"] == State.acknowledged:
-                    return None  # a final acknowledgement stays final
-                done = {"state": state.value, ("acknowledged_at" if answer.acknowledged else "failed_at"): now}
-                return e | done | ({"error": error} if error else {})
-
+            record = hub_outbox.mark_answered(state, datetime.now(UTC), error)
             written = await asyncio.to_thread(hub_outbox.change_entry, self.backend, doc["appointment_id"], key, record)
             if written is not None:
                 self.counts[state.value] += 1

@@ -41,6 +41,7 @@ class State(StrEnum):
 
 
 UNANSWERED = (State.queued, State.sent)  # what an unacknowledged message's age counts
+Change = Callable[[dict[str, Any]], dict[str, Any] | None]  # one entry changed, or None to leave it
 
 
 def entry_key(appointment_id: str, seq: int) -> str:
@@ -104,9 +105,7 @@ def by_key(backend: Backend, key: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-def change_entry(
-    backend: Backend, appointment_id: str, key: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
-) -> dict[str, Any] | None:
+def change_entry(backend: Backend, appointment_id: str, key: str, change: Change) -> dict[str, Any] | None:
     """Compare-and-set one entry of an appointment's outbox: `change` gets the entry and returns it changed, or
     None to leave it. Returns the entry as written (None when nothing was)."""
     written: dict[str, Any] | None = None
@@ -128,6 +127,35 @@ def change_entry(
 
     backend.update(KIND, appointment_id, update)
     return written
+
+
+def mark_sent(now: datetime) -> Change:
+    """The broker confirmed the entry at `now`. An answer can overtake this write (the LRM acknowledges before the
+    transmitter records the send): the answer's state then stays, and the publish time replaces the one it assumed."""
+
+    def change(e: dict[str, Any]) -> dict[str, Any] | None:
+        attempt = {"sent_at": now.isoformat(), "attempts": e.get("attempts", 0) + 1}
+        if e["state"] == State.queued:
+            return e | attempt | {"state": State.sent.value}
+        if e["state"] in (State.acknowledged, State.failed) and e.get("attempts", 0) == 0:
+            return e | attempt
+        return None
+
+    return change
+
+
+def mark_answered(state: State, now: datetime, error: dict[str, Any] | None) -> Change:
+    """The Hub or the LRM answered the entry (`acknowledged` or `failed`). A final acknowledgement stays final. An
+    answer names a message the broker had, so the entry was sent even when the send is not recorded yet."""
+    stamp = "acknowledged_at" if state == State.acknowledged else "failed_at"
+
+    def change(e: dict[str, Any]) -> dict[str, Any] | None:
+        if e["state"] == State.acknowledged:
+            return None
+        done = {"state": state.value, stamp: now.isoformat(), "sent_at": e.get("sent_at") or now.isoformat()}
+        return e | done | ({"error": error} if error else {})
+
+    return change
 
 
 @dataclass(frozen=True)

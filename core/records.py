@@ -10,6 +10,7 @@ import re
 from datetime import datetime
 from enum import StrEnum
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -421,3 +422,9 @@ class SearchOutcome(BaseModel):
     verified: bool  # the page was re-checked live
     verification_changed: bool  # the live re-check removed slots or emptied cards
     latency_ms: float
+
+
+def iso_week(instant: datetime) -> str:
+    """The ISO week (2026-W49) an instant falls in, in France's time: what weekly figures are counted by."""
+    iso = instant.astimezone(ZoneInfo("Europe/Paris")).isocalendar()
+    return f"{iso.year}-W{iso.week:02d}"

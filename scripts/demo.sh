@@ -119,9 +119,13 @@ if [ -n "${DISPO_OIDC_ISSUER:-}" ]; then
   "$BIN/dispo" accounts grant sas-analyste analyst >/dev/null
   "$BIN/dispo" accounts create sas-admin01 --subject 0b568cbc-d7e9-43e2-a870-624326470503 --name "Alex ADMIN" >/dev/null
   "$BIN/dispo" accounts grant sas-admin01 territorial_admin -t 01 >/dev/null
+  # The realm's `structure` manages the demo's SOS Médecins association (3 + its SIRET).
+  "$BIN/dispo" accounts create sas-structure --subject 6e0f5a43-9b1c-4d2e-8f37-a1c2d3e4f506 --name "Dominique GESTIONNAIRE" >/dev/null
+  "$BIN/dispo" accounts grant sas-structure structure_manager -s 330000000100012 >/dev/null
   SIGNIN="on: Pro Santé Connect stand-in at $DISPO_OIDC_ISSUER
                    regulateur/regulateur (regulator, SAS 01), medecin/medecin (a GP with a SAS calendar: $URL/espace),
-                   analyste/analyste, admin01/admin01 (territorial admin)"
+                   analyste/analyste, admin01/admin01 (territorial admin),
+                   structure/structure (the demo's SOS Médecins association: $URL/structures)"
 else
   SIGNIN="off: no provider (a Java 21+ under /usr/lib/jvm lets the demo start Keycloak, or set DISPO_OIDC_ISSUER);
                    the pages take the tokens below (see $DISPO_DATA_DIR/keycloak.log)"
@@ -132,6 +136,7 @@ cat <<MSG
 Dispo demo: embedded index in $DISPO_DATA_DIR
   Page             $URL/   ("Se connecter avec Pro Santé Connect"), or $URL/#token=$TOKEN
   Practitioners    $URL/espace   (participation, SAS calendar, periods away; $DEMO_GP keeps a SAS calendar)
+  Structures       $URL/structures   (a CPTS's members; an SOS Médecins association's participation and places)
   Analysts' page   $URL/analysts   (coverage map, chart, tables, exports), or $URL/analysts#token=$ANALYST
   sign-in          $SIGNIN
   API              $URL   (OpenAPI docs: $URL/docs)

@@ -9,13 +9,25 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
+from aggregation.availability import KIND as SLOTS
 from aggregation.availability import freshness
 from core.errors import InvalidRequest, NotFound
 from core.geo import gazetteer
-from core.records import CptsStructure, PracticeSite, Practitioner, Slot, Structure
+from core.records import (
+    CptsStructure,
+    Participation,
+    PracticeSite,
+    Practitioner,
+    Slot,
+    SlotPlace,
+    Structure,
+    is_association,
+)
 from core.settings import Settings
 from core.text import fold, split_codes
 from indexer.backend import Backend, GeoQuery, decode_cursor, encode_cursor
+from indexer.lifecycle import scan
+from indexer.registry import get_participation
 from rpps_import.cpts import get_cpts, list_cpts
 from search.place import resolve_place
 
@@ -162,3 +174,47 @@ class CptsListing(BaseModel):
 def cpts_listing(backend: Backend, department: str | None = None, member: str | None = None) -> CptsListing:
     """The CPTS of a department, or a practitioner's, by IDNST."""
     return CptsListing(cpts=list_cpts(backend, department, member))
+
+
+class SosPlace(BaseModel):
+    """An SOS Médecins consultation place as its association's vendor declares it, with its free slots now."""
+
+    site_id: str
+    vendor: str
+    place: SlotPlace
+    free_slots: int
+
+
+class SosAssociation(BaseModel):
+    idnst: str  # 3 + SIRET
+    name: str | None  # as the vendor names the association
+    participation: Participation | None
+    places: list[SosPlace]
+
+
+def sos_answer(backend: Backend, idnst: str) -> SosAssociation:
+    """An SOS Médecins association: its participation and its consultation places. The places are those its vendor
+    declares with the slots it offers now (the registers know none): a place without a free slot is not listed."""
+    if not is_association(idnst):
+        raise InvalidRequest("Invalid association", f"{idnst!r} is not 3 + a SIRET.", "invalid-request")
+    participation = get_participation(backend, idnst)
+    places: dict[str, SosPlace] = {}
+    name = None
+    if backend.live_index(SLOTS) is not None:
+        fields = ("site_id", "vendor", "place", "structure_name")
+        # One association's slots over the window: a bounded set, read for their places only.
+        for hit in scan(backend, SLOTS, GeoQuery(filters={"idnps": [idnst]}, fields=fields)):
+            doc = hit.doc
+            name = name or doc.get("structure_name")
+            known = places.get(doc["site_id"])
+            if known is None:
+                place = SlotPlace.model_validate(doc.get("place") or {})
+                places[doc["site_id"]] = SosPlace(
+                    site_id=doc["site_id"], vendor=doc["vendor"], place=place, free_slots=1
+                )
+            else:
+                known.free_slots += 1
+    if participation is None and not places:
+        raise NotFound("Not found", f"No SOS Médecins association {idnst!r} takes part in the SAS.", "not-found")
+    ordered = sorted(places.values(), key=lambda p: (fold(p.place.name or ""), p.site_id))
+    return SosAssociation(idnst=idnst, name=name, participation=participation, places=ordered)

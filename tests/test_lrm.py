@@ -117,6 +117,25 @@ def test_a_recorded_appointment_queues_one_message_in_the_same_write(loaded: Bac
     assert entries[1]["content"]["status"] == "cancelled" and entries[0]["key"] != entries[1]["key"]
 
 
+@pytest.mark.parametrize("answer_first", [False, True])
+def test_an_answer_that_overtakes_the_send_leaves_both_recorded(loaded: Backend, answer_first: bool) -> None:
+    record(loaded, appointment())
+    key = loaded.get("appointments", "v:A1")["lrm"][0]["key"]
+    published, answered = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC), datetime(2026, 3, 2, 9, 0, 1, tzinfo=UTC)
+    writes = [hub_outbox.mark_sent(published), hub_outbox.mark_answered(hub_outbox.State.acknowledged, answered, None)]
+    for change in reversed(writes) if answer_first else writes:
+        assert hub_outbox.change_entry(loaded, "v:A1", key, change) is not None
+    (entry,) = loaded.get("appointments", "v:A1")["lrm"]
+    assert entry["state"] == "acknowledged" and entry["attempts"] == 1
+    assert entry["sent_at"] == published.isoformat() and entry["acknowledged_at"] == answered.isoformat()
+    # A final acknowledgement stays final, and a send is counted once.
+    assert (
+        hub_outbox.change_entry(loaded, "v:A1", key, hub_outbox.mark_answered(hub_outbox.State.failed, answered, None))
+        is None
+    )
+    assert hub_outbox.change_entry(loaded, "v:A1", key, hub_outbox.mark_sent(answered)) is None
+
+
 def test_an_appointment_is_sent_once_and_acknowledged_end_to_end(loaded: Backend, settings: Settings) -> None:
     url = amqp_url()
     sender, samu = client_ids()

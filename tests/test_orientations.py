@@ -13,7 +13,7 @@ from access.roles import Grant, Role
 from aggregation.availability import SiteMapper
 from analytics.tables import Period, orientations
 from api.app import create_app
-from core.records import Participation
+from core.records import Participation, iso_week
 from core.settings import Settings
 from indexer.backend import Backend
 from indexer.registry import save_participation
@@ -63,7 +63,6 @@ def test_orientations_are_recorded_followed_and_counted(loaded: Backend, setting
     assert sum(space["figures"]["orientations_by_week"].values()) == 2
 
     (row,) = orientations(loaded, Period.last(1))
-    iso = datetime.now(UTC).isocalendar()
     assert (row.territory, row.department, row.kind, row.orientations, row.accepted) == (
         "SAS-01",
         "01",
@@ -71,7 +70,7 @@ def test_orientations_are_recorded_followed_and_counted(loaded: Backend, setting
         2,
         1,
     )
-    assert row.week == f"{iso.year}-W{iso.week:02d}"
+    assert row.week == iso_week(datetime.now(UTC))
     assert (
         orientations(loaded, Period(datetime.now(UTC) - timedelta(days=30), datetime.now(UTC) - timedelta(days=20)))
         == []

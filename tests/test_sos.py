@@ -11,8 +11,10 @@ import httpx
 import pytest
 from addok_like import AddokLike
 from fastapi.testclient import TestClient
-from support import CHEPY, api_settings, headers, indexed
+from support import ADMIN, CHEPY, api_settings, headers, indexed, person, signed_in
 
+from access.accounts import audit_entries
+from access.roles import Grant
 from aggregation.client import VendorError, make_client, search_schedules
 from aggregation.contract import IDNST_SYSTEM, ParseResult, association_idnst, schedule_search_params
 from aggregation.scheduler import Aggregator
@@ -26,7 +28,7 @@ from core.settings import Settings
 from editor_sandbox.agenda import SandboxAssociation, SandboxConfig, SandboxPlace
 from editor_sandbox.server import SandboxServer
 from indexer.backend import Backend
-from indexer.registry import save_participation, save_vendor
+from indexer.registry import get_participation, save_participation, save_vendor
 
 BOURG = SandboxAssociation(
     siret="31234567800017",
@@ -195,3 +197,49 @@ def test_the_places_of_an_association_are_geocoded_like_any_site(
     card = next(c for c in r.json()["cards"] if c["site"]["site_id"].endswith(":lfc-bourg-2"))
     assert card["site"]["position_precision"] == "housenumber"
     assert card["site"]["lat"] == pytest.approx(viriat.lat + 0.001) and card["distance_km"] < 0.2
+
+
+def test_an_associations_manager_sees_its_places_and_keeps_its_participation(
+    loaded: Backend, settings: Settings
+) -> None:
+    """The manager of an SOS association sees its consultation places with their free slots, changes its vendor and
+    what it accepts (kept in the audit log), and reaches no other association."""
+    config = SandboxConfig(vendor_id="v", seed=4, associations=[BOURG], churn_rate=0)
+    association, other = association_idnst(BOURG.siret), association_idnst(OTHER.siret)
+    with SandboxServer(config) as server:
+        save_vendor(loaded, Vendor(vendor_id="v", name="Vendor V", base_url=server.fhir_base, flows=[Flow.sos]))
+        save_vendor(loaded, Vendor(vendor_id="w", name="Vendor W", base_url=server.fhir_base, flows=[Flow.sos]))
+        save_participation(loaded, Participation(idnps=association, vendors=["v"], via=ParticipationVia.sos))
+        asyncio.run(Aggregator(loaded, settings).run_once())
+    slots = [s for s in indexed(loaded, "v").values() if s["idnps"] == association]
+    manager = signed_in(
+        loaded, person(loaded, "sas-sos-manager", Grant(Role.structure_manager, structures=frozenset({association})))
+    )
+    with TestClient(create_app(api_settings(settings), loaded)) as client:
+        r = client.get(f"/v1/sos/{association}", headers=manager)
+        assert r.status_code == 200, r.text
+        seen = r.json()
+        assert seen["association"]["name"] == BOURG.name
+        assert {v["id"] for v in seen["vendors"]} == {"v", "w"}
+        places = {p["place"]["place_id"]: p for p in seen["association"]["places"]}
+        assert set(places) == {p.place_id for p in BOURG.places}
+        assert sum(p["free_slots"] for p in places.values()) == len(slots) > 0
+        assert places["lfc-bourg-1"]["place"]["phone"] == "+33474000001"
+
+        choice = {"vendor": "w", "er_redirection": True}
+        r = client.put(f"/v1/sos/{association}/participation", json=choice, headers=manager)
+        assert r.status_code == 200, r.text
+        assert r.json()["vendors"] == ["w"] and r.json()["via"] == "sos" and r.json()["er_redirection"] is True
+        r = client.put(f"/v1/sos/{association}/participation", json={"vendor": "sas"}, headers=manager)
+        assert r.status_code == 422 and "SAS calendar" in r.json()["detail"]
+        r = client.put(f"/v1/sos/{association}/participation", json={"vendor": "nobody"}, headers=manager)
+        assert r.status_code == 422 and r.json()["type"].endswith("unknown-vendor")
+
+        assert client.get(f"/v1/sos/{other}", headers=manager).status_code == 403
+        r = client.put(f"/v1/sos/{other}/participation", json={"vendor": "v"}, headers=manager)
+        assert r.status_code == 403
+        assert client.get(f"/v1/sos/{other}", headers=headers(Role.regulator)).status_code == 404
+    saved = get_participation(loaded, association)
+    assert saved is not None and saved.vendors == ["w"] and saved.er_redirection
+    (entry,) = [e for e in audit_entries(loaded, ADMIN, association) if e["action"] == "participation"]
+    assert entry["actor"] == "sas-sos-manager" and entry["detail"]["before"]["vendors"] == ["v"]

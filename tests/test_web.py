@@ -25,13 +25,17 @@ from api.app import create_app
 from api.auth import Role, new_token
 from bench.generate import generate
 from booking import hub_outbox
+from core.records import association_idnst, is_association
 from core.settings import Settings
 from editor_sandbox.fleet import DEMO_ASSOCIATIONS, start_fleet
 from editor_sandbox.lrm import LrmSandbox
 from editor_sandbox.server import ThreadedServer
 from indexer.backend import GeoQuery
 from indexer.es_backend import ElasticsearchBackend
+from indexer.lifecycle import iterate_all
+from indexer.registry import get_participation
 from indexer.sqlite_backend import SqliteBackend
+from rpps_import.cpts import list_cpts
 from rpps_import.pipeline import import_rpps
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -349,6 +353,24 @@ def test_a_practitioner_opens_a_sas_calendar_and_a_regulator_books_it_on_the_pag
     space.click("#opening button[type=submit]")
     space.wait_for_function("document.querySelector('#calendar-status').textContent.includes('6 créneau(x) ajouté(s)')")
     assert space.locator("#weekly tr").count() == 1
+    # A one-off range, withdrawn; a closed day takes the week's range away, and reopening it brings it back.
+    space.fill("#one-off-day", (tomorrow + timedelta(days=1)).isoformat())
+    space.select_option("#one-off-site", doctor["site_id"])
+    space.fill("#one-off-start", "14:00")
+    space.fill("#one-off-end", "15:00")
+    space.fill("#one-off-minutes", "20")
+    space.click("#one-off button[type=submit]")
+    space.wait_for_function("document.querySelector('#calendar-status').textContent.includes('3 créneau(x) ajouté(s)')")
+    assert "14:00" in space.inner_text("#one-offs")
+    space.click("#one-offs button")
+    space.wait_for_function("document.querySelector('#calendar-status').textContent.includes('3 retiré(s)')")
+    space.fill("#closed-day", tomorrow.isoformat())
+    space.click("#close-day button[type=submit]")
+    space.wait_for_function("document.querySelector('#calendar-status').textContent.includes('6 retiré(s)')")
+    assert space.locator("#closed button").count() == 1
+    space.locator("#closed button").focus()
+    space.keyboard.press("Enter")
+    space.wait_for_function("document.querySelector('#calendar-status').textContent.includes('6 créneau(x) ajouté(s)')")
     away = tomorrow + timedelta(days=2)
     space.fill("#from", away.isoformat())
     space.fill("#to", away.isoformat())
@@ -390,3 +412,48 @@ def test_a_practitioner_opens_a_sas_calendar_and_a_regulator_books_it_on_the_pag
     own.close()
     (booked,) = backend.search("appointments", GeoQuery(filters={"idnps": [idnps]})).hits
     assert datetime.fromisoformat(booked.doc["start"]).astimezone(PARIS).date() == tomorrow
+
+
+def test_structure_managers_keep_their_cpts_members_and_their_associations_participation(page, stack: Stack) -> None:
+    """The structure managers' page: a CPTS's manager names a participating practitioner a member and takes them
+    out again; an SOS Médecins association's manager sees its consultation places and changes what it accepts."""
+    backend = stack.backend
+    (cpts, *_) = list_cpts(backend)
+    association = association_idnst(DEMO_ASSOCIATIONS[0].siret)
+    member = next(
+        p["idnps"]
+        for p in iterate_all(backend, "participations")
+        if not is_association(p["idnps"]) and p.get("cpts") != cpts.idnst
+    )
+    grant = Grant(Role.structure_manager, structures=frozenset({cpts.idnst, association}))
+    person(backend, "sas-structures-web", grant, name="Gestionnaire")
+    cookie = signed_in(backend, "sas-structures-web")["Cookie"].split("=", 1)[1]
+    own = page.context.browser.new_context(viewport={"width": 1280, "height": 900}, locale="fr-FR")
+    own.add_cookies([{"name": "dispo_session", "value": cookie, "url": stack.url}])
+    view = own.new_page()
+    view.goto(f"{stack.url}/structures")
+    view.wait_for_selector("#which")
+    view.select_option("#which", cpts.idnst)
+    view.wait_for_selector("#cpts-app:not([hidden])")
+    view.fill("#member-idnps", member)
+    view.keyboard.press("Enter")
+    view.wait_for_function("document.querySelector('#members-status').textContent.includes('rattaché')")
+    assert member in view.inner_text("#members")
+    assert get_participation(backend, member).cpts == cpts.idnst
+    view.get_by_role("button", name=f"Retirer {member} de la CPTS").click()
+    view.wait_for_function("document.querySelector('#members-status').textContent.includes('ne figure plus')")
+    assert get_participation(backend, member).cpts is None
+
+    view.select_option("#which", association)
+    view.wait_for_selector("#sos-app:not([hidden])")
+    assert view.inner_text("#sos-name") == DEMO_ASSOCIATIONS[0].name
+    places = view.locator("#places tr")
+    assert places.count() == len(DEMO_ASSOCIATIONS[0].places)
+    assert DEMO_ASSOCIATIONS[0].places[0].name in view.inner_text("#places")
+    view.check("#sos-er")
+    view.click("#save-sos")
+    view.wait_for_function("document.querySelector('#sos-status').textContent.includes('enregistrée')")
+    ARTIFACTS.mkdir(exist_ok=True)
+    view.screenshot(path=str(ARTIFACTS / "structure-manager.png"), full_page=True)
+    own.close()
+    assert get_participation(backend, association).er_redirection is True
