@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -38,4 +42,35 @@ LRM_OLDEST = Gauge(
     "dispo_lrm_oldest_unacknowledged_seconds",
     "Age of the oldest message not yet acknowledged (queued or sent); 0 when there is none",
     registry=REGISTRY,
+)
+
+
+class StoredCounter(Collector):
+    """A counter kept in the index rather than in a process (whichever process counted, the API exports the sum):
+    set from the stored values before each scrape."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str], registry: CollectorRegistry) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self.values: dict[tuple[str, ...], float] = {}
+        registry.register(self)
+
+    def set(self, values: Mapping[tuple[str, ...], float]) -> None:
+        self.values = dict(values)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for key, value in sorted(self.values.items()):
+            family.add_metric(list(key), value)
+        yield family
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+
+
+# SAS alerts raised by the national files' imports that switched (`rpps_import.history`), by import kind and alert.
+IMPORT_SAS_ALERTS = StoredCounter(
+    "dispo_import_sas_alerts",
+    "SAS alerts raised by imports of the national files (participants gone or moved, CPTS closed)",
+    ["kind", "alert"],
+    REGISTRY,
 )

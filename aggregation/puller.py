@@ -27,13 +27,13 @@ from aggregation import metrics
 from aggregation.availability import EXAMPLES, ReconcileStats, SiteMapper, is_association, reconcile
 from aggregation.client import VendorError, make_client, search_participants
 from aggregation.contract import MAX_ASSOCIATIONS, MAX_IDENTIFIERS, ParseResult
-from aggregation.lease import LeaseLost
 from aggregation.status import STATUS, group_failing
 from core.geo import PARIS
 from core.records import Cpts, Flow, Vendor
 from core.retry import Retry
 from core.settings import Settings
 from indexer.backend import Backend
+from indexer.lease import LeaseLost
 from indexer.lifecycle import ensure_live
 from indexer.registry import participants
 from rpps_import.cpts import learn
@@ -220,7 +220,7 @@ class VendorPuller:
         self.last_success_at: datetime | None = None
         self.last_error: str | None = None
         # Called before each write; raises LeaseLost once another scheduler may be pulling this vendor
-        # (`aggregation.lease`). Nothing to check when one scheduler runs alone.
+        # (`indexer.lease`). Nothing to check when one scheduler runs alone.
         self.guard: Callable[[], None] = lambda: None
 
     async def cycle(self) -> CycleReport:

@@ -13,18 +13,19 @@ import orjson
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from aggregation import metrics, sas_calendar
-from aggregation.lease import LeaseLost, Leases, vendor_key
 from aggregation.puller import CycleReport, VendorPuller
 from core.records import Vendor
 from core.settings import Settings
 from indexer.backend import Backend
+from indexer.lease import LeaseLost, Leases, vendor_key
 from indexer.registry import list_vendors
+from rpps_import import scheduled
 
 log = logging.getLogger("dispo.aggregate")
 
 
 class Aggregator:
-    """Pulls every enabled vendor whose lease it holds (`aggregation.lease`): several schedulers may run against one
+    """Pulls every enabled vendor whose lease it holds (`indexer.lease`): several schedulers may run against one
     backend, each vendor is pulled by one of them at a time, and the others stand by. Two hooks: `on_cycle` after
     each vendor's cycle, and `snapshot`, a periodic job over the whole index (the coverage snapshot, given by the
     command line: analytics sits above aggregation)."""
@@ -136,6 +137,30 @@ class Aggregator:
             return
         log.info("coverage snapshot: %s", summary)
 
+    def add_import_jobs(self, scheduler: AsyncIOScheduler) -> list[str]:
+        """The national files' scheduled imports, for each kind with a URL; one run at a time per kind here, and the
+        import's lease keeps any other process's import of the kind from overlapping it."""
+        added = []
+        for kind in scheduled.KINDS:
+            if scheduled.url_of(kind, self.settings):
+                scheduler.add_job(
+                    self.scheduled_import,
+                    scheduled.trigger(kind, self.settings),
+                    args=[kind],
+                    id=f"import:{kind}",
+                    max_instances=1,
+                    coalesce=True,
+                    misfire_grace_time=3600,
+                )
+                added.append(f"import:{kind}")
+        return added
+
+    async def scheduled_import(self, kind: str) -> None:
+        try:
+            await asyncio.to_thread(scheduled.run_import, kind, self.backend, self.settings)
+        except Exception:  # a broken import must not stop the scheduler
+            log.exception("scheduled %s import failed", kind)
+
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         """Cycles every `aggregation_interval_s` per vendor; picks up vendor changes at the same pace."""
         scheduler = AsyncIOScheduler(timezone=UTC)
@@ -143,7 +168,7 @@ class Aggregator:
 
         async def sync_jobs() -> None:
             await asyncio.to_thread(self.refresh_vendors)
-            jobs = {job.id for job in scheduler.get_jobs()} - {"sync", "coverage", "leases", "sas-calendars"}
+            jobs = {job.id for job in scheduler.get_jobs() if job.id.startswith("vendor:")}
             for vendor_id in self.pullers:
                 if f"vendor:{vendor_id}" not in jobs:
                     scheduler.add_job(
@@ -189,6 +214,7 @@ class Aggregator:
                 # The first one once every vendor had a chance to answer.
                 next_run_time=datetime.now(UTC) + timedelta(seconds=min(60.0, self.settings.coverage_interval_s)),
             )
+        self.add_import_jobs(scheduler)
         scheduler.add_job(
             self.keep_leases,
             "interval",

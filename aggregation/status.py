@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aggregation import metrics
-from aggregation.lease import leases, vendor_key
 from indexer.backend import Backend
+from indexer.lease import leases, vendor_key
 from indexer.registry import list_vendors
 
 STATUS = "vendor_status"
@@ -70,7 +70,7 @@ def vendor_statuses(backend: Backend, now: datetime | None = None) -> list[dict[
             "slots_held": held,
             "staleness_s": staleness,
             "last_cycle": status.get("last_cycle"),
-            # The scheduler holding the vendor's lease (`aggregation.lease`), None when no scheduler pulls it now.
+            # The scheduler holding the vendor's lease (`indexer.lease`), None when no scheduler pulls it now.
             "pulled_by": pulled_by.holder if pulled_by else None,
             "lease_until": datetime.fromtimestamp(pulled_by.expires_at, UTC).isoformat() if pulled_by else None,
         }

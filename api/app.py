@@ -18,6 +18,7 @@ from api import (
     coverage,
     directory,
     fhir,
+    imports,
     lrm,
     orientations,
     participations,
@@ -37,6 +38,7 @@ from core import __version__
 from core.settings import Settings, get_settings
 from indexer.backend import Backend
 from indexer.factory import make_backend
+from rpps_import import history
 
 
 class Health(BaseModel):
@@ -82,6 +84,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(signin.router)
     app.include_router(space.router)
     app.include_router(orientations.router)
+    app.include_router(imports.router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up", responses=answers())
     def healthz(_: Annotated[None, Depends(public("a liveness probe, no data"))]) -> Health:
@@ -125,6 +128,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         for state, count in lrm.by_state.items():
             metrics.LRM_MESSAGES.labels(state).set(count)
         metrics.LRM_OLDEST.set(lrm.oldest_unacknowledged_s or 0.0)
+        metrics.IMPORT_SAS_ALERTS.set(history.sas_alert_totals(app.state.backend))
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     def openapi() -> dict[str, Any]:

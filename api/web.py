@@ -6,7 +6,7 @@ from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 
 from api.deps import LOOKUP_READERS, public, require
@@ -41,10 +41,22 @@ def space_page(_: Annotated[None, Depends(public(PAGE))]) -> str:
     return (resources.files("api") / "static" / "space.html").read_text(encoding="utf-8")
 
 
+@router.get("/assets/pages.css", include_in_schema=False)
+def pages_css(_: Annotated[None, Depends(public("the pages' shared style sheet: no data"))]) -> Response:
+    css = (resources.files("api") / "static" / "pages.css").read_text(encoding="utf-8")
+    return Response(css, media_type="text/css; charset=utf-8", headers={"Cache-Control": "public, max-age=3600"})
+
+
 @router.get("/structures", response_class=HTMLResponse, include_in_schema=False)
 def structures_page(_: Annotated[None, Depends(public(PAGE))]) -> str:
     # The structure managers' page (a CPTS's members, an SOS association's participation and places): no data in it.
     return (resources.files("api") / "static" / "structures.html").read_text(encoding="utf-8")
+
+
+@router.get("/imports", response_class=HTMLResponse, include_in_schema=False)
+def imports_page(_: Annotated[None, Depends(public(PAGE))]) -> str:
+    # The maintainers' page of the national files' imports and what they changed: no data in it either.
+    return (resources.files("api") / "static" / "imports.html").read_text(encoding="utf-8")
 
 
 class SpecialtyLabel(BaseModel):

@@ -36,7 +36,7 @@ from importlib import resources
 from pathlib import Path
 
 from analytics.areas import departments as known
-from core.geo import department_of_insee, gazetteer
+from core.geo import department_of_insee, gazetteer, haversine_km
 
 SCALES = {"department": ["01"], "region": ["01", "03", "07", "15", "26", "38", "42", "43", "63", "69", "73", "74"]}
 # (profession code, label, id type, people per liberal GP, share liberal); ADELI professions have id type 0.
@@ -325,6 +325,105 @@ def generate_rpps(
                         done.lines += 1
                         done.dirty[kind] += 1
     return done
+
+
+@dataclass
+class Mutation:
+    """What `mutate_rpps` changed: the change report an import of the new file after the old one must give."""
+
+    added: set[str]  # IDNPS of practitioners new to the register
+    removed: set[str]
+    moved: dict[str, float]  # site id -> distance between the two communes' centres (km)
+    specialties: dict[str, tuple[str, str]]  # IDNPS -> (savoir-faire before, after)
+
+
+def mutate_rpps(
+    src: Path,
+    dst: Path,
+    seed: int = 0,
+    added: int = 5,
+    removed: int = 5,
+    moved: int = 5,
+    specialties: int = 5,
+    among: set[str] | frozenset[str] = frozenset(),
+) -> Mutation:
+    """The next extraction of a generated RPPS file: some practitioners added (copies of others under new RPPS
+    numbers), some removed, some sites moved to another commune of their department more than 5 km away, some
+    specialties changed; each set drawn among distinct practitioners, half the removed and moved ones `among` these
+    (the participants, whose changes the SAS must hear of). Lines that do not read stay as they were."""
+    rng = random.Random(seed)
+    lines = src.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("|")[:-1]
+    col = {name: i for i, name in enumerate(header)}
+    by_person: dict[str, list[int]] = defaultdict(list)
+    for no, line in enumerate(lines[1:], start=1):
+        fields = line.split("|")
+        if len(fields) == len(header) + 1 and fields[col["Nom d'exercice"]] and fields[col["Identifiant PP"]].isdigit():
+            by_person[fields[col["Identification nationale PP"]]].append(no)
+    people = sorted(by_person)
+    rng.shuffle(people)
+    gaz = gazetteer()
+
+    def field(no: int, name: str) -> str:
+        return lines[no].split("|")[col[name]]
+
+    def single_site(idnps: str) -> bool:
+        (no,) = by_person[idnps] if len(by_person[idnps]) == 1 else (None,)
+        return no is not None and bool(field(no, "Numéro SIRET site")) and not field(no, "Numéro FINESS site")
+
+    def half_among(candidates: list[str], n: int) -> list[str]:
+        inside = [p for p in candidates if p in among][: (n + 1) // 2 if among else 0]
+        return inside + [p for p in candidates if p not in among][: n - len(inside)]
+
+    commune = "Code commune (coord. structure)"
+    movable = [p for p in people if single_site(p) and field(by_person[p][0], commune) in gaz.communes]
+    chosen_moves = half_among(movable, moved)
+    rest = [p for p in people if p not in set(chosen_moves)]
+    gone = half_among(rest, removed)
+    rest = [p for p in rest if p not in set(gone)]
+    changed = [p for p in rest if field(by_person[p][0], "Code savoir-faire")][:specialties]
+    copied = [p for p in rest if p.startswith("8") and p not in set(changed)][:added]
+
+    out = Mutation(set(), set(gone), {}, {})
+    for idnps in chosen_moves:
+        (no,) = by_person[idnps]
+        fields = lines[no].split("|")
+        here = gaz.communes[fields[col["Code commune (coord. structure)"]]]
+        far = [
+            c
+            for c in gaz.communes.values()
+            if c.department == here.department and c.postcodes and haversine_km(here.lat, here.lon, c.lat, c.lon) > 5
+        ]
+        there = rng.choice(sorted(far, key=lambda c: c.insee))
+        fields[col["Code commune (coord. structure)"]] = there.insee
+        fields[col["Code postal (coord. structure)"]] = there.postcodes[0]
+        fields[col["Libellé commune (coord. structure)"]] = there.name.title()
+        fields[col["Bureau cedex (coord. structure)"]] = f"{there.postcodes[0]} {there.name}"
+        lines[no] = "|".join(fields)
+        site_id = f"{idnps}:C{fields[col['Numéro SIRET site']]}:{fields[col['Code mode exercice']] or '-'}"
+        out.moved[site_id] = round(haversine_km(here.lat, here.lon, there.lat, there.lon), 3)
+    codes = sorted({c for c, _, _ in SPECIALTIES})
+    for idnps in changed:
+        before = field(by_person[idnps][0], "Code savoir-faire")
+        after = next(c for c in codes[rng.randrange(len(codes)) :] + codes if c != before)
+        for no in by_person[idnps]:
+            fields = lines[no].split("|")
+            fields[col["Code savoir-faire"]] = after
+            fields[col["Libellé savoir-faire"]] = dict((c, lbl) for c, lbl, _ in SPECIALTIES)[after]
+            lines[no] = "|".join(fields)
+        out.specialties[idnps] = (before, after)
+    extra = []
+    for n, idnps in enumerate(copied):
+        pp_id = f"99{seed % 100:02d}{n:07d}"
+        out.added.add("8" + pp_id)
+        for no in by_person[idnps]:
+            fields = lines[no].split("|")
+            fields[col["Identifiant PP"]], fields[col["Identification nationale PP"]] = pp_id, "8" + pp_id
+            extra.append("|".join(fields))
+    dropped = {no for idnps in gone for no in by_person[idnps]}
+    kept = [line for no, line in enumerate(lines) if no not in dropped]
+    dst.write_text("\n".join(kept + extra) + "\n", encoding="utf-8")
+    return out
 
 
 def participation_rows(

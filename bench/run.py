@@ -36,7 +36,7 @@ from aggregation.client import VendorError, make_client, search_slots
 from aggregation.puller import slot_window
 from aggregation.scheduler import Aggregator
 from api.auth import Role, new_token
-from bench.generate import generate
+from bench.generate import generate, mutate_rpps
 from bench.lrm import bench_lrm
 from bench.report import Row
 from core.geo import gazetteer, haversine_km
@@ -48,6 +48,7 @@ from indexer.backend import GeoQuery
 from indexer.factory import make_backend
 from indexer.lifecycle import scan
 from indexer.registry import list_vendors, participants, save_participation, save_vendor
+from rpps_import import history
 from rpps_import.pipeline import import_rpps
 from search.audit import sample_points as weighted_points
 from search.engine import SearchRequest, run_search
@@ -180,6 +181,80 @@ def bench_import(scale: str, work: Path) -> list[Row]:
             ),
         ]
     rows.append(pandas)
+    return rows
+
+
+def bench_changes(scale: str, work: Path, changes: int | None = None) -> list[Row]:
+    """What comparing the new version with the live one adds to an import: the generated RPPS file imported, then
+    its next extraction (`bench.generate.mutate_rpps`: practitioners added, removed, moved, with another specialty),
+    compared before the switch; the first import, with nothing to compare, is the reference."""
+    files = generate_cached(scale, work)
+    rpps = Path(files["rpps"])
+    n = changes or (1_000 if scale == "national" else 50)
+    after = rpps.with_name(f"{rpps.stem}_next.txt")
+    if not after.exists():
+        with Path(files["participations"]).open(encoding="utf-8") as fh:
+            among = {line.split(",", 1)[0] for line in fh}
+        mutate_rpps(rpps, after, seed=1, added=n, removed=n, moved=n, specialties=n, among=frozenset(among))
+    lines = int(files["lines"])
+    rows = []
+    for backend, es_url in backends():
+        settings = Settings(
+            data_dir=work / f"changes-{backend}-{time.time_ns()}",
+            backend=backend,
+            es_url=es_url,
+            index_prefix="benchchanges",
+            tokens="",
+        )
+        env = {
+            **os.environ,
+            "DISPO_DATA_DIR": str(settings.data_dir),
+            "DISPO_BACKEND": backend,
+            "DISPO_INDEX_PREFIX": settings.index_prefix,
+        }
+        if es_url:
+            env["DISPO_ES_URL"] = es_url
+        cli = [sys.executable, "-m", "dispo.cli", "import", "rpps"]
+        first_wall, first_rss = _child_run([*cli, str(rpps), "--force"], env)
+        wall, rss = _child_run([*cli, str(after)], env)
+        store = make_backend(settings)
+        try:
+            latest = history.list_imports(store, "rpps", 1)[0]
+            compared = latest.changes.duration_s if latest.changes else float("nan")
+            found = latest.changes
+            if es_url:
+                store.delete_all()  # type: ignore[attr-defined]
+        finally:
+            store.close()
+        first = Row(
+            "changes",
+            scale,
+            backend,
+            "reference: dispo import rpps, nothing live to compare with",
+            lines,
+            "lines",
+            wall_s=first_wall,
+            peak_memory_mb=first_rss,
+            throughput_per_s=lines / first_wall,
+        )
+        moved = found.sites_moved if found else 0
+        rows += [
+            Row(
+                "changes",
+                scale,
+                backend,
+                f"dispo import rpps of the next extraction, compared with the live one ({moved} sites moved)",
+                lines,
+                "lines",
+                wall_s=wall,
+                peak_memory_mb=rss,
+                throughput_per_s=lines / wall,
+                reference=first,
+                ratio_of="wall_s",
+            ),
+            Row("changes", scale, backend, "of which the comparison", lines, "lines", wall_s=compared),
+            first,
+        ]
     return rows
 
 
@@ -892,6 +967,7 @@ def bench_embedded(scale: str, work: Path, n: int = 300) -> list[Row]:
 
 SCENARIOS: dict[str, Callable[..., list[Row]]] = {  # in the order they run
     "import": bench_import,
+    "changes": bench_changes,
     "search": bench_search,
     "embedded": bench_embedded,
     "aggregate": bench_aggregate,
@@ -903,6 +979,7 @@ SCENARIOS: dict[str, Callable[..., list[Row]]] = {  # in the order they run
 
 # Repetitions of a quick run (the test suite's smoke test): enough to exercise every path, no more.
 QUICK = {
+    "changes": {"changes": 5},
     "search": {"requests": 32},
     "verify": {"n": 2},
     "embedded": {"n": 10},

@@ -49,6 +49,27 @@ class Settings(BaseSettings):
     # Documents per bulk request.
     bulk_size: int = 2_000
 
+    # Where the national files are published, fetched by `dispo import rpps|finess` without a file and by the
+    # scheduled imports (the annuaire santé's extraction; data.gouv.fr's etalab FINESS file): HTTPS, a zip or the file.
+    rpps_url: str | None = None
+    finess_url: str | None = None
+    # A download larger than this is refused (the national RPPS extraction is under 1 GB unzipped), as is a zip
+    # member that would unpack larger.
+    import_max_bytes: int = Field(default=3_000_000_000, ge=1_000)
+    # Seconds a whole download may take, and a read may wait, before it is given up (it resumes at the next try).
+    import_download_timeout_s: float = Field(default=3_600.0, gt=0)
+    import_read_timeout_s: float = Field(default=60.0, gt=0)
+    # Downloaded files kept per kind (the latest ones), to re-import or compare by hand.
+    import_keep_files: int = Field(default=3, ge=1, le=100)
+    # When the scheduler imports (Paris time): RPPS every day, FINESS every month on this day; off without a URL.
+    rpps_import_at: str = Field(default="05:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    finess_import_day: int = Field(default=5, ge=1, le=28)
+    finess_import_at: str = Field(default="06:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    # How long an import holds its kind's lease: another import of the kind waits this long after a crash.
+    import_lease_s: float = Field(default=300.0, ge=5.0)
+    # Where imports that raise SAS alerts are announced (a JSON POST: counts and ids, never names); off when unset.
+    import_webhook_url: str | None = None
+
     # Address geocoder (BAN/addok `/search/csv/`); off unless a base URL is given.
     geocoder_url: str | None = None
     # Minimum addok score for an address result to be trusted over the commune centroid.

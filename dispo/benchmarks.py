@@ -10,11 +10,13 @@ import typer
 
 from bench.generate import SCALES as GENERATED_SCALES
 from bench.generate import generate as generate_files
+from bench.generate import mutate_rpps
 from bench.report import Row
 from bench.report import print_table as print_figures
 from bench.run import SCALES, SCENARIOS
 from bench.run import run as run_benchmarks
-from dispo.console import INVALID, fail, out, write_json
+from dispo.console import INVALID, fail, open_backend, out, write_json
+from indexer.registry import participants
 
 BACKENDS = (None, "sqlite", "elasticsearch")
 
@@ -44,8 +46,29 @@ def generate(
     seed: Annotated[int, typer.Option()] = 0,
     vendors: Annotated[int, typer.Option(help="sandbox vendors the participants are spread over")] = 3,
     finess: Annotated[bool, typer.Option(help="also write a FINESS etalab stock file")] = True,
+    next_of: Annotated[
+        Path | None,
+        typer.Option(
+            "--next-of",
+            help="instead, write the next extraction of this generated RPPS file: practitioners added, removed, "
+            "moved and with another specialty (half the removed and moved among the live index's participants)",
+        ),
+    ] = None,
+    changes: Annotated[int, typer.Option(help="with --next-of: how many of each change")] = 20,
 ) -> None:
     """Deterministic data in the real formats: PS_LibreAcces, FINESS etalab stock, participation CSV."""
+    if next_of is not None:
+        if not next_of.is_file():
+            raise fail(f"{next_of}: no such file", INVALID, hint="give a file `dispo generate` wrote")
+        among = {p.idnps for p in participants(open_backend())}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        dst = out_dir / f"{next_of.stem}_next.txt"
+        done = mutate_rpps(next_of, dst, seed, changes, changes, changes, changes, among=frozenset(among))
+        out.print(
+            f"{len(done.added)} added, {len(done.removed)} removed ({len(done.removed & among)} taking part), "
+            f"{len(done.moved)} sites moved, {len(done.specialties)} specialties changed -> {dst}"
+        )
+        return
     if scale not in (*GENERATED_SCALES, "national"):
         raise fail(f"unknown scale {scale!r}: department, region or national", INVALID)
     with out.status(f"generating the {scale} scale..."):
@@ -56,7 +79,7 @@ def generate(
 def bench(
     scenario: Annotated[
         list[str] | None,
-        typer.Argument(help="import, search, verify, aggregate, embedded, hostile, lrm (default: all)"),
+        typer.Argument(help="import, changes, search, verify, aggregate, embedded, hostile, lrm (default: all)"),
     ] = None,
     scale: Annotated[str, typer.Option(help="department | region | national")] = "department",
     repeat: Annotated[

@@ -50,6 +50,9 @@ class GeoQuery:
     # Only these top-level fields of each document (None: whole documents). A reconciliation compares the
     # hashes of a thousand slots per batch: decoding their whole documents cost more than the comparison.
     fields: tuple[str, ...] | None = None
+    # A version of the kind other than the live one: an import compares the version it wrote with the live one before
+    # switching (`rpps_import.changes`).
+    version: str | None = None
 
     @property
     def has_centre(self) -> bool:

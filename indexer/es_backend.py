@@ -368,7 +368,7 @@ class ElasticsearchBackend(Backend):
         if query.fields is not None:
             body["_source"] = list(query.fields)
         try:
-            answer = self._call(self.es.search, index=self.alias(kind), **body)
+            answer = self._call(self.es.search, index=query.version or self.alias(kind), **body)
         except NotFoundError:
             return SearchPage(hits=[], total=0)
         hits = []

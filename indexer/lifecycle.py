@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from core.report import ImportReport, ImportSummary
+from core.report import ChangeReport, ImportReport, ImportSummary
 from indexer.backend import Backend, GeoQuery, Hit
 
 
@@ -27,8 +27,12 @@ def publish(
     max_drop_ratio: float = 0.10,
     force: bool = False,
     on_batch: Callable[[int], None] | None = None,
+    compare: Callable[[str, str], ChangeReport] | None = None,
 ) -> ImportSummary:
     """Load `batches` into a new version of `kind` and make it live if it passes validation.
+
+    `compare(live, new)`, when there is a live version, gives what the new one changes: kept in the report before
+    the validation, so that a refused import tells what it would have changed too.
 
     Raises ImportRefused (after dropping the new version) when validation fails; any other error is
     re-raised after dropping it. Reading the first batch happens before anything is created, so a file
@@ -58,6 +62,8 @@ def publish(
         backend.seal(index)
         count = backend.count(kind, index=index)
         report.summary.records_written = count
+        if compare is not None and live is not None:
+            report.summary.changes = compare(live, index)
     except BaseException as exc:
         backend.drop(index)
         report.finish("failed", f"{type(exc).__name__}: {exc}")

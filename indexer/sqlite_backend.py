@@ -405,7 +405,7 @@ class SqliteBackend(Backend):
         return where, params
 
     def search(self, kind: str, query: GeoQuery) -> SearchPage:
-        db = self._live_db(kind)
+        db = self._live_db(kind, query.version)
         if db is None:
             return SearchPage(hits=[], total=0)
         after = query.checked_after()

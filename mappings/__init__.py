@@ -35,6 +35,7 @@ KINDS = (
     "sas_calendars",
     "sas_bookings",
     "orientations",
+    "imports",
 )
 
 

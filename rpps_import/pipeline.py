@@ -4,6 +4,11 @@
     RPPS file    -> PracticeSite records -> positions (FINESS coordinates, geocoder, commune) -> practice_sites index
 
 Import FINESS first: practice sites that are FINESS establishments take the establishment's position.
+
+One import of a kind runs at a time (a lease, `import:<kind>`, whichever process runs it: by hand or scheduled). A file
+older than the live one is refused. Before the switch, the new version is compared with the live one
+(`rpps_import.changes`); the report, whatever the outcome, is kept (`rpps_import.history`) and its SAS alerts
+announced (`rpps_import.alerts`).
 """
 
 from __future__ import annotations
@@ -13,13 +18,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.records import Participation, Position, PositionPrecision, PracticeSite, Structure
-from core.report import ImportReport, ImportSummary
+from core.report import ChangeReport, ImportReport, ImportSummary, SourceFile
 from core.settings import Settings
 from indexer.backend import Backend
 from indexer.documents import site_document, structure_document
-from indexer.lifecycle import iterate_all, publish
+from indexer.lease import Leases
+from indexer.lifecycle import ImportRefused, iterate_all, publish
 from indexer.registry import list_vendors
+from rpps_import import alerts, history
+from rpps_import.changes import compare_sites, compare_structures
 from rpps_import.cpts import record_members
+from rpps_import.fetch import describe
 from rpps_import.finess import FinessReader
 from rpps_import.geocode import CommuneGeocoder, Geocoder, Positioner, make_geocoder
 from rpps_import.participations import ParticipationReader
@@ -40,6 +49,10 @@ def establishment_positions(backend: Backend) -> dict[str, Position]:
     return out
 
 
+class ImportBusy(Exception):
+    """Another import of the same kind is running: this one did not start."""
+
+
 def _publish(
     kind: str,
     chunks: Iterator[list[T]],
@@ -49,6 +62,7 @@ def _publish(
     settings: Settings,
     force: bool,
     progress: Callable[[int], None] | None,
+    compare: Callable[[Backend, str, str], ChangeReport] | None = None,
 ) -> ImportSummary:
     """Records chunk by chunk into documents, then through the index lifecycle, reporting progress."""
 
@@ -59,7 +73,54 @@ def _publish(
                 progress(report.summary.lines_read)
             yield docs
 
-    return publish(backend, kind, batches(), report, settings.max_drop_ratio, force)
+    def changes(live: str, new: str) -> ChangeReport:
+        assert compare is not None
+        return compare(backend, live, new)
+
+    return publish(
+        backend, kind, batches(), report, settings.max_drop_ratio, force, compare=changes if compare else None
+    )
+
+
+def _kept(
+    kind: str,
+    path: Path,
+    source: SourceFile | None,
+    backend: Backend,
+    settings: Settings,
+    force: bool,
+    run: Callable[[ImportReport], ImportSummary],
+) -> ImportSummary:
+    """An import of a national file as maintainers rely on it: alone of its kind, never older than the live file, its
+    report kept whatever happens, its SAS alerts announced."""
+    leases = Leases(backend, settings.import_lease_s)
+    key = f"import:{kind}"
+    if not leases.claim(key):
+        raise ImportBusy(f"an import of {kind} is already running: wait for it to end (`dispo imports list`)")
+    report = ImportReport(kind, str(path), _report_dir(settings))
+    try:
+        report.summary.file = source or describe(path)
+        live = history.live_file(backend, kind)
+        published, live_published = report.summary.file.published, live.published if live else None
+        if published and live_published and published < live_published and not force:
+            message = (
+                f"{report.summary.file.name} was extracted on {published:%Y-%m-%d %H:%M}, before the live file "
+                f"({live_published:%Y-%m-%d %H:%M}): the live index is kept; re-run with --force to go back to it"
+            )
+            raise ImportRefused(report.finish("refused", message))
+        with leases.kept_sync(key):
+            summary = run(report)
+    except BaseException:
+        if report.summary.outcome == "running":
+            report.finish("failed", "interrupted")
+        history.record_import(backend, report.summary)
+        alerts.announce(settings, report.summary)
+        raise
+    finally:
+        leases.release(key)
+    history.record_import(backend, summary)
+    alerts.announce(settings, summary)
+    return summary
 
 
 def import_rpps(
@@ -69,21 +130,25 @@ def import_rpps(
     force: bool = False,
     geocoder: Geocoder | None = None,
     progress: Callable[[int], None] | None = None,
+    source: SourceFile | None = None,
 ) -> ImportSummary:
-    report = ImportReport("rpps", str(path), _report_dir(settings))
-    reader = RppsReader(path, report, chunk_size=settings.import_chunk_lines)
-    positioner = Positioner(
-        establishments=establishment_positions(backend),
-        geocoder=geocoder if geocoder is not None else make_geocoder(settings),
-    )
+    def run(report: ImportReport) -> ImportSummary:
+        reader = RppsReader(path, report, chunk_size=settings.import_chunk_lines)
+        positioner = Positioner(
+            establishments=establishment_positions(backend),
+            geocoder=geocoder if geocoder is not None else make_geocoder(settings),
+        )
 
-    def to_docs(sites: list[PracticeSite]) -> list[dict[str, Any]]:
-        positioner.place(sites)
-        for site in sites:
-            report.position(site.position.precision.value if site.position else None)
-        return [site_document(site) for site in sites]
+        def to_docs(sites: list[PracticeSite]) -> list[dict[str, Any]]:
+            positioner.place(sites)
+            for site in sites:
+                report.position(site.position.precision.value if site.position else None)
+            return [site_document(site) for site in sites]
 
-    return _publish("practice_sites", reader.chunks(), to_docs, report, backend, settings, force, progress)
+        chunks = reader.chunks()
+        return _publish("practice_sites", chunks, to_docs, report, backend, settings, force, progress, compare_sites)
+
+    return _kept("rpps", path, source, backend, settings, force, run)
 
 
 def import_finess(
@@ -92,19 +157,23 @@ def import_finess(
     settings: Settings,
     force: bool = False,
     progress: Callable[[int], None] | None = None,
+    source: SourceFile | None = None,
 ) -> ImportSummary:
-    report = ImportReport("finess", str(path), _report_dir(settings))
-    reader = FinessReader(path, report, chunk_size=settings.import_chunk_lines)
-    communes = CommuneGeocoder()
+    def run(report: ImportReport) -> ImportSummary:
+        reader = FinessReader(path, report, chunk_size=settings.import_chunk_lines)
+        communes = CommuneGeocoder()
 
-    def to_docs(structures: list[Structure]) -> list[dict[str, Any]]:
-        for structure in structures:
-            if structure.position is None:
-                structure.position = communes.locate(structure.address.insee_code, structure.address.postcode)
-            report.position(structure.position.precision.value if structure.position else None)
-        return [structure_document(structure) for structure in structures]
+        def to_docs(structures: list[Structure]) -> list[dict[str, Any]]:
+            for structure in structures:
+                if structure.position is None:
+                    structure.position = communes.locate(structure.address.insee_code, structure.address.postcode)
+                report.position(structure.position.precision.value if structure.position else None)
+            return [structure_document(structure) for structure in structures]
 
-    return _publish("structures", reader.chunks(), to_docs, report, backend, settings, force, progress)
+        chunks = reader.chunks()
+        return _publish("structures", chunks, to_docs, report, backend, settings, force, progress, compare_structures)
+
+    return _kept("finess", path, source, backend, settings, force, run)
 
 
 def load_participations(

@@ -55,11 +55,18 @@ trap cleanup EXIT INT TERM
 "$BIN/dispo" sandbox --vendors 3 --sos --port "$SANDBOX_PORT" --latency-ms 250 --participations "$PARTICIPATIONS" \
   --platform-url "http://127.0.0.1:$PORT/fhir" --platform-tokens "$DISPO_DATA_DIR/vendor.tokens" &
 children+=($!)
-for _ in $(seq 1 50); do
-  n="$("$BIN/dispo" vendors list --json 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0)"
-  [ "$n" = 3 ] && break
+for _ in $(seq 1 100); do
+  n="$("$BIN/dispo" index status --json 2>/dev/null | python3 -c '
+import json, sys
+indices = json.load(sys.stdin)["indices"]
+print(indices["vendors"]["documents"] >= 3 and indices["participations"]["documents"] > 0)' 2>/dev/null || echo False)"
+  [ "$n" = True ] && break
   sleep 0.2
 done
+# The next day's extraction of the Ain arrives: practitioners added, removed (some taking part in the SAS), moved and
+# with another specialty. Its import compares it with the live version and prints what changed, the SAS alerts first.
+"$BIN/dispo" generate --next-of "$GENERATED_RPPS" --out "$DISPO_DATA_DIR/generated" --seed 1 --changes 20
+"$BIN/dispo" import rpps "$DISPO_DATA_DIR/generated/PS_LibreAcces_Personne_activite_department_1_next.txt"
 # A general practitioner of the Ain without booking software keeps a SAS calendar in Dispo: regulators book its slots
 # on the page itself (no vendor's page).
 DEMO_GP="$("$BIN/dispo" sites --postcode 01000 --radius 15 --specialty SM54 --json | python3 -c '
@@ -137,6 +144,7 @@ Dispo demo: embedded index in $DISPO_DATA_DIR
   Page             $URL/   ("Se connecter avec Pro Santé Connect"), or $URL/#token=$TOKEN
   Practitioners    $URL/espace   (participation, SAS calendar, periods away; $DEMO_GP keeps a SAS calendar)
   Structures       $URL/structures   (a CPTS's members; an SOS Médecins association's participation and places)
+  Imports          $URL/imports#token=$MAINTAINER   (the change report between two extractions of the Ain, SAS alerts first)
   Analysts' page   $URL/analysts   (coverage map, chart, tables, exports), or $URL/analysts#token=$ANALYST
   sign-in          $SIGNIN
   API              $URL   (OpenAPI docs: $URL/docs)

@@ -43,6 +43,7 @@ PATH_VALUES = {
     "fmt": "csv",
     "period_id": "0123456789ab",
     "orientation_id": "0123456789abcdef0123456789abcdef",
+    "import_id": "rpps-20261201T053000123456Z",
 }
 
 

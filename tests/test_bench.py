@@ -72,6 +72,7 @@ TEXTS = {"scenario", "scale", "backend", "what", "n_unit", "ratio_of", "referenc
 # A figure of each scenario that one of its measured rows (not its references) at least gives as a number.
 MEASURED = {
     "import": "throughput_per_s",
+    "changes": "wall_s",
     "search": "errors",
     "embedded": "slots_in_circle",
     "aggregate": "documents_written",

@@ -91,6 +91,8 @@ DOCUMENTED = [
     "calendar set",
     "calendar show",
     "calendar publish",
+    "imports list",
+    "imports show",
 ]
 ANALYTICS_EXTRA = ("matplotlib", "pandas", "pyarrow", "numpy")
 

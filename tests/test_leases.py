@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from support import CHEPY, KRISTIAN, indexed
 
-from aggregation.lease import LeaseLost, Leases, leases, vendor_key
 from aggregation.scheduler import Aggregator
 from aggregation.status import vendor_statuses
 from core.records import Participation, Vendor
@@ -29,6 +28,7 @@ from editor_sandbox.agenda import SandboxConfig
 from editor_sandbox.server import SandboxServer
 from indexer.backend import Backend
 from indexer.es_backend import ElasticsearchBackend
+from indexer.lease import LeaseLost, Leases, leases, vendor_key
 from indexer.registry import save_participation, save_vendor
 
 

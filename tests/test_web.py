@@ -23,9 +23,9 @@ from aggregation.scheduler import Aggregator
 from analytics.snapshots import snapshot_now
 from api.app import create_app
 from api.auth import Role, new_token
-from bench.generate import generate
+from bench.generate import generate, mutate_rpps
 from booking import hub_outbox
-from core.records import association_idnst, is_association
+from core.records import Vendor, association_idnst, is_association
 from core.settings import Settings
 from editor_sandbox.fleet import DEMO_ASSOCIATIONS, start_fleet
 from editor_sandbox.lrm import LrmSandbox
@@ -33,10 +33,10 @@ from editor_sandbox.server import ThreadedServer
 from indexer.backend import GeoQuery
 from indexer.es_backend import ElasticsearchBackend
 from indexer.lifecycle import iterate_all
-from indexer.registry import get_participation
+from indexer.registry import get_participation, participants, save_vendor
 from indexer.sqlite_backend import SqliteBackend
 from rpps_import.cpts import list_cpts
-from rpps_import.pipeline import import_rpps
+from rpps_import.pipeline import import_rpps, load_participations
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PARIS = ZoneInfo("Europe/Paris")
@@ -433,6 +433,7 @@ def test_structure_managers_keep_their_cpts_members_and_their_associations_parti
     view = own.new_page()
     view.goto(f"{stack.url}/structures")
     view.wait_for_selector("#which")
+    assert view.evaluate("getComputedStyle(document.querySelector('header')).display") == "flex"  # the shared sheet
     view.select_option("#which", cpts.idnst)
     view.wait_for_selector("#cpts-app:not([hidden])")
     view.fill("#member-idnps", member)
@@ -457,3 +458,40 @@ def test_structure_managers_keep_their_cpts_members_and_their_associations_parti
     view.screenshot(path=str(ARTIFACTS / "structure-manager.png"), full_page=True)
     own.close()
     assert get_participation(backend, association).er_redirection is True
+
+
+def test_maintainers_read_an_imports_changes_sas_alerts_first(page, tmp_path: Path) -> None:
+    """The maintainers' page: the latest imports, the one with SAS alerts opened first, its alerts, departments,
+    professions, moves and specialty changes; keyboard-first."""
+    backend = SqliteBackend(tmp_path / "index")
+    maintainer, entry = new_token(Role.maintainer, "maintainer-web")
+    settings = Settings(data_dir=tmp_path / "dispo", tokens=entry)
+    files = generate(tmp_path / "gen", "department", seed=5, n_vendors=1)
+    import_rpps(files["rpps"], backend, settings)
+    save_vendor(backend, Vendor(vendor_id=files["vendors"][0], name="A", base_url="https://fhir.example.invalid"))
+    load_participations(files["participations"], backend, settings)
+    taking_part = {p.idnps for p in participants(backend)}
+    after = tmp_path / "PS_LibreAcces_Personne_activite_next.txt"
+    mutation = mutate_rpps(files["rpps"], after, seed=5, removed=4, moved=4, among=taking_part)
+    changed = import_rpps(after, backend, settings)
+    assert changed.changes is not None and changed.changes.sas_alerts
+    with ThreadedServer(create_app(settings, backend), name="api") as api:
+        own = page.context.browser.new_context(viewport={"width": 1280, "height": 900}, locale="fr-FR")
+        view = own.new_page()
+        view.goto(f"{api.url}/imports#token={maintainer}")
+        view.wait_for_selector("#detail:not([hidden])")
+        assert view.evaluate("document.activeElement.textContent") == "Voir"  # keyboard first
+        assert view.locator("#imports tr").count() == 2
+        assert "RPPS" in view.inner_text("#detail-title") and "en service" in view.inner_text("#detail-title")
+        alerts = view.inner_text("#alerts")
+        gone = sorted(mutation.removed & taking_part)
+        assert gone and all(idnps in alerts for idnps in gone) and "sorti du répertoire" in alerts
+        assert view.locator("#moves tr").count() == len(mutation.moved)
+        assert "01" in view.inner_text("#departments")
+        ARTIFACTS.mkdir(exist_ok=True)
+        view.screenshot(path=str(ARTIFACTS / "imports.png"), full_page=True)
+        # The first import, compared with nothing: said so.
+        view.locator("#imports button").last.focus()
+        view.keyboard.press("Enter")
+        view.wait_for_function("document.querySelector('#alerts').textContent.includes('Pas de comparaison')")
+        own.close()

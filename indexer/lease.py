@@ -1,4 +1,5 @@
-"""Leases: one aggregation scheduler at a time pulls a vendor, and a standby takes over when it dies.
+"""Leases: one aggregation scheduler at a time pulls a vendor (a standby takes over when it dies), one import of a kind
+runs at a time.
 
 A lease is a document of the `leases` kind, taken and renewed by compare-and-set (`Backend.update`: a sequence number
 on Elasticsearch, a write transaction embedded), so two schedulers can never both hold one. Its holder renews it
@@ -16,9 +17,10 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +28,7 @@ from indexer.backend import Backend
 from indexer.lifecycle import ensure_live, iterate_all
 
 KIND = "leases"
-log = logging.getLogger("dispo.aggregate")
+log = logging.getLogger("dispo.lease")
 
 
 class LeaseLost(RuntimeError):
@@ -146,6 +148,27 @@ class Leases:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    @contextlib.contextmanager
+    def kept_sync(self, key: str) -> Iterator[None]:
+        """`kept` for a block of blocking code (an import): a thread renews the lease while it runs."""
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.ttl_s / 3):
+                try:
+                    if not self.claim(key):
+                        return
+                except Exception:
+                    log.exception("renewing lease %s failed", key)
+
+        thread = threading.Thread(target=renew, name=f"lease {key}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
 
 def leases(backend: Backend) -> dict[str, LeaseState]:
