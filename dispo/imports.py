@@ -45,7 +45,7 @@ from indexer.backend import Backend, BackendUnavailable
 from indexer.lifecycle import ImportRefused
 from rpps_import import history
 from rpps_import.fetch import FetchError, fetch
-from rpps_import.pipeline import ImportBusy, import_finess, import_rpps, load_participations
+from rpps_import.pipeline import ImportBusy, import_finess, import_lease, import_rpps, load_participations
 
 import_app = typer.Typer(
     help="Import a national file into a new index version, then switch to it.", no_args_is_help=True
@@ -67,11 +67,17 @@ def _count_lines(path: Path) -> int:
 
 
 def _load(
-    kind: str, path: Path, backend: Backend, settings: Settings, force: bool, source: SourceFile | None = None
+    kind: str,
+    path: Path,
+    backend: Backend,
+    settings: Settings,
+    force: bool,
+    source: SourceFile | None = None,
+    guard: Callable[[], None] | None = None,
 ) -> ImportSummary:
     """Runs the loader under a progress bar, telling each way the import can stop."""
     columns = (BarColumn(), MofNCompleteColumn(), TextColumn("lines"), TimeElapsedColumn())
-    extra = {"source": source} if kind != "participations" else {}
+    extra = {"source": source, "guard": guard} if kind != "participations" else {}
     with Progress(TextColumn(f"[bold]{kind}[/] {path.name}"), *columns, console=err, transient=False) as progress:
         task = progress.add_task("import", total=_count_lines(path))
 
@@ -112,20 +118,26 @@ def _download(kind: str, url: str, settings: Settings, sha256: str | None) -> tu
 def _run_import(kind: str, path: Path | None, force: bool, url: str | None = None, sha256: str | None = None) -> None:
     settings = Settings()
     backend = open_backend(settings)
-    source = None
     if path is None:
         url = url or {"rpps": settings.rpps_url, "finess": settings.finess_url}.get(kind)
         if not url:
             hint = f"give the file, or --url, or set DISPO_{kind.upper()}_URL"
             raise fail(f"no {kind} file to import", INVALID, hint=hint)
-        path, source = _download(kind, url, settings, sha256)
-    elif url:
-        raise fail("give a file or --url, not both", INVALID)
-    if not path.exists():
-        raise fail(f"{path}: no such file", INVALID)
-    if not path.is_file():
-        raise fail(f"{path}: not a file", INVALID, hint="give the path of the file itself")
-    summary = _load(kind, path, backend, settings, force, source)
+        try:
+            # The lease from the download on: no other import of the kind fetches into the same file meanwhile.
+            with import_lease(backend, settings, kind) as guard:
+                path, source = _download(kind, url, settings, sha256)
+                summary = _load(kind, path, backend, settings, force, source, guard)
+        except ImportBusy as exc:
+            raise fail(str(exc), FAILED, "import not started") from exc
+    else:
+        if url:
+            raise fail("give a file or --url, not both", INVALID)
+        if not path.exists():
+            raise fail(f"{path}: no such file", INVALID)
+        if not path.is_file():
+            raise fail(f"{path}: not a file", INVALID, hint="give the path of the file itself")
+        summary = _load(kind, path, backend, settings, force)
     _print_summary(summary)
     if summary.changes is not None:
         print_changes(summary.changes)

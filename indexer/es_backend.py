@@ -370,6 +370,8 @@ class ElasticsearchBackend(Backend):
         try:
             answer = self._call(self.es.search, index=query.version or self.alias(kind), **body)
         except NotFoundError:
+            if query.version is not None:  # a version asked for by name and gone: not an empty one
+                raise KeyError(f"no index version {query.version!r}") from None
             return SearchPage(hits=[], total=0)
         hits = []
         for h in answer["hits"]["hits"]:

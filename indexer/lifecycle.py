@@ -28,11 +28,14 @@ def publish(
     force: bool = False,
     on_batch: Callable[[int], None] | None = None,
     compare: Callable[[str, str], ChangeReport] | None = None,
+    guard: Callable[[], None] | None = None,
 ) -> ImportSummary:
     """Load `batches` into a new version of `kind` and make it live if it passes validation.
 
     `compare(live, new)`, when there is a live version, gives what the new one changes: kept in the report before
-    the validation, so that a refused import tells what it would have changed too.
+    the validation, so that a refused import tells what it would have changed too. A comparison that fails is a
+    warning of the report, not a failed import. `guard()` raises when the import may no longer switch (its lease
+    lost to another import of the kind): called before the comparison and before the switch.
 
     Raises ImportRefused (after dropping the new version) when validation fails; any other error is
     re-raised after dropping it. Reading the first batch happens before anything is created, so a file
@@ -62,8 +65,13 @@ def publish(
         backend.seal(index)
         count = backend.count(kind, index=index)
         report.summary.records_written = count
+        if guard is not None:
+            guard()
         if compare is not None and live is not None:
-            report.summary.changes = compare(live, index)
+            try:
+                report.summary.changes = compare(live, index)
+            except Exception as exc:  # the import stands; its maintainers are told the comparison is missing
+                report.warn(0, "change report failed", f"{type(exc).__name__}: {exc}")
     except BaseException as exc:
         backend.drop(index)
         report.finish("failed", f"{type(exc).__name__}: {exc}")
@@ -73,6 +81,13 @@ def publish(
         backend.drop(index)
         summary = report.finish("refused", problem)
         raise ImportRefused(summary)
+    try:
+        if guard is not None:
+            guard()
+    except BaseException as exc:
+        backend.drop(index)
+        report.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
     previous = backend.switch(kind, index)
     note = f"live index is now {index}" + (f" (was {previous})" if previous else "")
     return report.finish("switched", note)

@@ -47,7 +47,7 @@ def announce(settings: Settings, summary: ImportSummary, transport: httpx.BaseTr
 
     try:
         Retry(retries=2, base_s=0.5, max_s=5.0).call(post)
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # a refusal, an address that is not one: logged, the import stands
         log.warning("import %s: the webhook refused its SAS alerts (%s)", summary.import_id, type(exc).__name__)
         return False
     return True

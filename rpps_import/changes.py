@@ -9,7 +9,8 @@ establishment's id is its FINESS number.
     in the live version only                       removed
     a site id in one version only                  site added / removed
     the same site at another address, or its       moved, with the distance between the two positions
-    position more than `MOVE_KM` away
+    position, placed the same way, more than
+    `MOVE_KM` away
     another set of savoir-faire codes              specialty change
 
 What concerns the SAS comes first: a practitioner taking part (an active participation) gone from the register, one
@@ -18,6 +19,8 @@ of their sites gone, or moved more than `SAS_MOVE_KM`; and, for FINESS, a partic
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -41,8 +44,17 @@ from indexer.registry import participants
 MOVE_KM = 1.0  # a position that moved farther than this without a change of address is a move all the same
 SAS_MOVE_KM = 1.0  # a participant's site moved farther than this: regulators would send patients to the old place
 LISTED = 500  # items kept per list of a report (the counts are whole)
-SITE_FIELDS = ("site_id", "practitioner", "address", "department_code", "location")
-STRUCTURE_FIELDS = ("finess", "name", "category_label", "category_code", "address", "department_code", "location")
+SITE_FIELDS = ("site_id", "practitioner", "address", "department_code", "location", "position")
+STRUCTURE_FIELDS = (
+    "finess",
+    "name",
+    "category_label",
+    "category_code",
+    "address",
+    "department_code",
+    "location",
+    "position",
+)
 
 
 def _address_key(doc: dict[str, Any]) -> tuple[str | None, ...]:
@@ -57,9 +69,18 @@ def _distance(before: dict[str, Any], after: dict[str, Any]) -> float | None:
     return round(haversine_km(old["lat"], old["lon"], new["lat"], new["lon"]), 3)
 
 
+def _precision(doc: dict[str, Any]) -> str | None:
+    return (doc.get("position") or {}).get("precision")
+
+
 def _moved(before: dict[str, Any], after: dict[str, Any]) -> tuple[bool, float | None]:
+    """Whether a site moved, and how far. Its position alone moving is a move only when both were placed the same
+    way: a site placed at its commune because the geocoder was away, at the same address, has not moved."""
     distance = _distance(before, after)
-    return (_address_key(before) != _address_key(after) or (distance or 0.0) > MOVE_KM), distance
+    if _address_key(before) != _address_key(after):
+        return True, distance
+    same_way = _precision(before) is not None and _precision(before) == _precision(after)
+    return same_way and (distance or 0.0) > MOVE_KM, distance
 
 
 def _commune(doc: dict[str, Any]) -> str | None:
@@ -76,6 +97,8 @@ class _Tally:
     departments: dict[str, DepartmentChanges] = field(default_factory=dict)
     added: Counter[str] = field(default_factory=Counter)
     removed: Counter[str] = field(default_factory=Counter)
+    farthest: list[tuple[float, int, SiteMove]] = field(default_factory=list)  # a heap of the `listed` farthest
+    order: Iterator[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
         self.report = ChangeReport(compared_with=self.compared_with, listed=self.listed)
@@ -90,6 +113,14 @@ class _Tally:
         if len(items) < self.listed:
             items.append(item)
 
+    def move(self, move: SiteMove) -> None:
+        """Kept if among the farthest `listed` moves so far."""
+        entry = (move.distance_km, next(self.order), move)
+        if len(self.farthest) < self.listed:
+            heapq.heappush(self.farthest, entry)
+        else:
+            heapq.heappushpop(self.farthest, entry)
+
     def alert(self, alert: SasAlert) -> None:
         self.report.sas_alerts.append(alert)  # never capped: each one is a maintainer's task
         self.department(alert.department).sas_alerts += 1
@@ -99,7 +130,7 @@ class _Tally:
         r.added_by_profession = dict(self.added.most_common())
         r.removed_by_profession = dict(self.removed.most_common())
         r.by_department = [self.departments[k] for k in sorted(self.departments)]
-        r.moves.sort(key=lambda m: -m.distance_km)
+        r.moves = [m for _, _, m in sorted(self.farthest, key=lambda e: (-e[0], e[1]))]
         r.duration_s = round(time.perf_counter() - started, 3)
         return r
 
@@ -181,6 +212,8 @@ def compare_sites(
                 tally.department(code).removed += 1
             if who.idnps in taking_part:
                 tally.alert(SasAlert(alert="participant_removed", participant=who.idnps, department=_first(who)))
+                for code in who.departments[1:]:  # one alert, counted in each department they practised in
+                    tally.department(code).sas_alerts += 1
         elif _specialties(before) != _specialties(after):
             r.specialty_changes += 1
             tally.keep(
@@ -229,7 +262,7 @@ def _compare_group(tally: _Tally, before: list[dict], after: list[dict], taking_
             distance_km=distance if distance is not None else 0.0,
             from_commune=_commune(old[site_id]),
         )
-        tally.keep(r.moves, move)
+        tally.move(move)
         tally.department(doc.get("department_code")).sites_moved += 1
         idnps = doc["practitioner"]["idnps"]
         if idnps in taking_part and (distance is None or distance > SAS_MOVE_KM):
@@ -287,7 +320,7 @@ def compare_structures(
                 move = SiteMove(
                     **_structure(after[0]).model_dump(), distance_km=distance or 0.0, from_commune=_commune(before[0])
                 )
-                tally.keep(r.moves, move)
+                tally.move(move)
                 tally.department(after[0].get("department_code")).sites_moved += 1
     return tally.done(started)
 

@@ -1,7 +1,8 @@
 """Fetching a national file: downloaded over HTTPS with progress, resumed where a download stopped, bounded in size and
 time, checked (size, checksum when given), unzipped when published as a zip, the latest few kept.
 
-    <data_dir>/downloads/<kind>/<name>.part                 a download under way (resumed by the next try)
+    <data_dir>/downloads/<kind>/<name>.part                 a download under way (resumed by the next try), and
+    <data_dir>/downloads/<kind>/<name>.part.validator       which file it is (ETag or Last-Modified)
     <data_dir>/downloads/<kind>/<YYYYmmddTHHMMSSffffff>-<name>   a download complete (its zip's data file beside it)
 
 A server is asked to resume with a byte range; one that answers the whole file again is read from the start. What
@@ -30,6 +31,7 @@ from core.settings import Settings
 
 Progress = Callable[[int, int | None], None]  # bytes so far, total when known
 DATED = re.compile(r"(20\d{2})(\d{2})(\d{2})(?:[-_T]?(\d{2})(\d{2}))?")
+STAMP = re.compile(r"^\d{8}T\d{12}-")  # the download's own stamp before a kept file's name (not the extraction's)
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 # The data file inside a published zip: the RPPS extraction's text file, FINESS's CSV.
 MEMBERS = {"rpps": re.compile(r"(?i)personne_activite.*\.(txt|csv)$"), "finess": re.compile(r"(?i)\.csv$")}
@@ -56,7 +58,7 @@ class Fetched:
 
 def published_from_name(name: str) -> datetime | None:
     """The extraction's date a register's file name carries: `..._202612010845.txt`, `...-20261201-0334.csv`."""
-    found = list(DATED.finditer(name))
+    found = list(DATED.finditer(STAMP.sub("", name)))
     if not found:
         return None
     year, month, day, hour, minute = found[-1].groups()
@@ -115,6 +117,7 @@ def fetch(
     except FetchError as exc:
         if exc.discard:
             part.unlink(missing_ok=True)
+            part.with_name(part.name + ".validator").unlink(missing_ok=True)
         raise
     digest = _sha256(part)
     if sha256 is not None and digest != sha256.lower():
@@ -131,9 +134,11 @@ def fetch(
         url=url,
         published=published_from_name(name) or last_modified,
     )
-    path = _unzipped(done, kind, settings) if zipfile.is_zipfile(done) else done
-    if path is not done:
-        source = source.model_copy(update={"published": published_from_name(path.name) or source.published})
+    if zipfile.is_zipfile(done):
+        path, member = _unzipped(done, kind, settings)
+        source = source.model_copy(update={"published": published_from_name(member) or source.published})
+    else:
+        path = done
     _prune(folder, settings.import_keep_files)
     return Fetched(path, source)
 
@@ -141,65 +146,72 @@ def fetch(
 def _download(
     url: str, part: Path, settings: Settings, progress: Progress | None, transport: httpx.BaseTransport | None
 ) -> datetime | None:
-    """The file into `part`, from where an earlier try stopped; the server's Last-Modified, if it gave one."""
+    """The file into `part`, from where an earlier try stopped; the server's Last-Modified, if it gave one.
+
+    A resumed download asks for the rest only if the file is still the one begun (`If-Range` with its ETag or
+    Last-Modified, kept beside the part): a file replaced since (the registers publish at a fixed address) comes
+    whole, and the part is started over."""
     cap = settings.import_max_bytes
     deadline = time.monotonic() + settings.import_download_timeout_s
-    have = part.stat().st_size if part.exists() else 0
+    validator_file = part.with_name(part.name + ".validator")
+    validator = validator_file.read_text(encoding="utf-8").strip() if validator_file.exists() else ""
+    have = part.stat().st_size if part.exists() and validator else 0
     # The file's own bytes (a compressed transfer would make a byte range mean something else).
-    headers = {"Accept-Encoding": "identity"} | ({"Range": f"bytes={have}-"} if have else {})
+    headers = {"Accept-Encoding": "identity"}
+    if have:
+        headers |= {"Range": f"bytes={have}-", "If-Range": validator}
     timeout = httpx.Timeout(settings.import_read_timeout_s, connect=10.0)
+    again = "run the import again: it resumes where it stopped"
     try:
         with (
             httpx.Client(timeout=timeout, follow_redirects=True, transport=transport) as client,
             client.stream("GET", url, headers=headers) as response,
         ):
             if response.status_code == 416 and have:  # nothing past what we have: it was complete
-                total = _range_total(response.headers.get("content-range"))
-                if total == have:
+                if _range_total(response.headers.get("content-range")) == have:
                     return _last_modified(response)
                 raise FetchError(f"{url}: the server refused to resume", "retry: the download starts again", True)
             if response.status_code not in (200, 206):
                 raise FetchError(
                     f"{url}: the server answered {response.status_code}", "check the address, or retry later"
                 )
+            if response.headers.get("content-encoding", "identity").lower() not in ("identity", ""):
+                raise FetchError(f"{url}: the server compressed the transfer", "retry later", True)
             resumed = response.status_code == 206 and have > 0
+            if resumed and _range_start(response.headers.get("content-range")) != have:
+                raise FetchError(f"{url}: the server resumed elsewhere than asked", "retry: it starts again", True)
             if not resumed:
-                have = 0  # the whole file again: start over
+                have = 0  # the whole file: start over, and remember which file it is
+                found = response.headers.get("etag") or response.headers.get("last-modified") or ""
+                validator_file.write_text(found if not found.startswith("W/") else "", encoding="utf-8")
             length = response.headers.get("content-length")
             total = have + int(length) if length and length.isdigit() else None
+            too_big = f"raise DISPO_IMPORT_MAX_BYTES if the file is right (the limit is {cap:,} bytes)"
             if total is not None and total > cap:
-                raise FetchError(
-                    f"{url}: {total:,} bytes, more than the {cap:,} allowed",
-                    "raise DISPO_IMPORT_MAX_BYTES if the file is right",
-                    discard=True,
-                )
+                raise FetchError(f"{url}: {total:,} bytes, more than the {cap:,} allowed", too_big, True)
             with part.open("ab" if resumed else "wb") as out:
                 done = have
-                for block in response.iter_bytes():  # as it comes: what arrived before a cut is kept
+                for block in response.iter_raw():  # as it comes: what arrived before a cut is kept
                     done += len(block)
                     if done > cap:
-                        raise FetchError(
-                            f"{url}: more than the {cap:,} bytes allowed",
-                            "raise DISPO_IMPORT_MAX_BYTES if the file is right",
-                            discard=True,
-                        )
+                        raise FetchError(f"{url}: more than the {cap:,} bytes allowed", too_big, True)
                     out.write(block)
                     if progress is not None:
                         progress(done, total)
                     if time.monotonic() > deadline:
-                        raise FetchError(
-                            f"{url}: the download took more than {settings.import_download_timeout_s:.0f} s",
-                            "run the import again: it resumes where it stopped",
-                        )
+                        limit = settings.import_download_timeout_s
+                        raise FetchError(f"{url}: the download took more than {limit:.0f} s", again)
             if total is not None and done != total:
-                raise FetchError(
-                    f"{url}: {done:,} bytes received of {total:,}", "run the import again: it resumes where it stopped"
-                )
+                raise FetchError(f"{url}: {done:,} bytes received of {total:,}", again)
+            validator_file.unlink(missing_ok=True)
             return _last_modified(response)
     except httpx.HTTPError as exc:
-        raise FetchError(
-            f"{url}: {type(exc).__name__}: {exc}", "run the import again: it resumes where it stopped"
-        ) from exc
+        raise FetchError(f"{url}: {type(exc).__name__}: {exc}", again) from exc
+
+
+def _range_start(content_range: str | None) -> int | None:
+    found = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", content_range or "")
+    return int(found.group(1)) if found else None
 
 
 def _range_total(content_range: str | None) -> int | None:
@@ -225,37 +237,49 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _unzipped(archive: Path, kind: str, settings: Settings) -> Path:
+def _unzipped(archive: Path, kind: str, settings: Settings) -> tuple[Path, str]:
     """The one data file of a published zip, unpacked beside it, its size bounded (what the zip says is not trusted:
-    the bytes written are counted)."""
-    with zipfile.ZipFile(archive) as zf:
-        members = [m for m in zf.infolist() if not m.is_dir() and MEMBERS[kind].search(m.filename)]
-        if len(members) != 1:
-            names = ", ".join(m.filename for m in zf.infolist()[:10]) or "nothing"
-            raise FetchError(
-                f"{archive.name}: {len(members)} {kind} data files in the zip ({names})",
-                "give the URL of the register's own extraction",
-            )
-        (member,) = members
-        target = archive.with_name(f"{archive.name.split('-', 1)[0]}-{Path(member.filename).name}")
-        written = 0
-        with zf.open(member) as src, target.open("wb") as out:
-            while block := src.read(BLOCK):
-                written += len(block)
-                if written > settings.import_max_bytes:
-                    out.close()
-                    target.unlink()
-                    raise FetchError(
-                        f"{member.filename}: unpacks to more than the {settings.import_max_bytes:,} bytes allowed",
-                        "raise DISPO_IMPORT_MAX_BYTES if the file is right",
-                    )
-                out.write(block)
-    return target
+    the bytes written are counted); with its name in the zip."""
+    target: Path | None = None
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir() and MEMBERS[kind].search(m.filename)]
+            if len(members) != 1:
+                names = ", ".join(m.filename for m in zf.infolist()[:10]) or "nothing"
+                raise FetchError(
+                    f"{archive.name}: {len(members)} {kind} data files in the zip ({names})",
+                    "give the URL of the register's own extraction",
+                )
+            (member,) = members
+            # The member's own name only, never its folders: nothing is written outside the downloads' folder.
+            target = archive.with_name(f"{archive.name.split('-', 1)[0]}-{Path(member.filename).name}")
+            written = 0
+            with zf.open(member) as src, target.open("wb") as out:
+                while block := src.read(BLOCK):
+                    written += len(block)
+                    if written > settings.import_max_bytes:
+                        raise FetchError(
+                            f"{member.filename}: unpacks to more than the {settings.import_max_bytes:,} bytes allowed",
+                            "raise DISPO_IMPORT_MAX_BYTES if the file is right",
+                        )
+                    out.write(block)
+            return target, Path(member.filename).name
+    except FetchError:
+        if target is not None:
+            target.unlink(missing_ok=True)
+        raise
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, OSError) as exc:
+        if target is not None:
+            target.unlink(missing_ok=True)
+        archive.unlink(missing_ok=True)
+        raise FetchError(
+            f"{archive.name}: the zip cannot be read ({exc})", "run the import again: it downloads anew"
+        ) from exc
 
 
 def _prune(folder: Path, keep: int) -> None:
     """Keep the latest `keep` downloads (each with the file unpacked from it)."""
-    stamps = sorted({p.name.split("-", 1)[0] for p in folder.iterdir() if not p.name.endswith(".part")}, reverse=True)
+    stamps = sorted({p.name.split("-", 1)[0] for p in folder.iterdir() if STAMP.match(p.name)}, reverse=True)
     for stamp in stamps[keep:]:
         for p in folder.glob(f"{stamp}-*"):
             if p.is_dir():

@@ -13,7 +13,10 @@ announced (`rpps_import.alerts`).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +38,7 @@ from rpps_import.participations import ParticipationReader
 from rpps_import.rpps import RppsReader
 
 T = TypeVar("T")
+log = logging.getLogger("dispo.imports")
 
 
 def _report_dir(settings: Settings) -> Path:
@@ -63,6 +67,7 @@ def _publish(
     force: bool,
     progress: Callable[[int], None] | None,
     compare: Callable[[Backend, str, str], ChangeReport] | None = None,
+    guard: Callable[[], None] | None = None,
 ) -> ImportSummary:
     """Records chunk by chunk into documents, then through the index lifecycle, reporting progress."""
 
@@ -78,8 +83,33 @@ def _publish(
         return compare(backend, live, new)
 
     return publish(
-        backend, kind, batches(), report, settings.max_drop_ratio, force, compare=changes if compare else None
+        backend,
+        kind,
+        batches(),
+        report,
+        settings.max_drop_ratio,
+        force,
+        compare=changes if compare else None,
+        guard=guard,
     )
+
+
+@contextlib.contextmanager
+def import_lease(backend: Backend, settings: Settings, kind: str) -> Iterator[Callable[[], None]]:
+    """Hold the import lease of a kind while the block runs (renewed); raises ImportBusy when another holds it.
+    Gives the guard that raises once the lease is lost (`indexer.lease.LeaseLost`)."""
+    leases = Leases(backend, settings.import_lease_s)
+    key = f"import:{kind}"
+    if not leases.claim(key):
+        raise ImportBusy(f"an import of {kind} is already running: wait for it to end (`dispo imports list`)")
+    try:
+        with leases.kept_sync(key):
+            yield partial(leases.check, key)
+    finally:
+        try:
+            leases.release(key)
+        except Exception:  # it runs out by itself; the import's outcome stands
+            log.exception("giving back the lease of the %s import failed", kind)
 
 
 def _kept(
@@ -89,16 +119,17 @@ def _kept(
     backend: Backend,
     settings: Settings,
     force: bool,
-    run: Callable[[ImportReport], ImportSummary],
+    run: Callable[[ImportReport, Callable[[], None]], ImportSummary],
+    guard: Callable[[], None] | None,
 ) -> ImportSummary:
-    """An import of a national file as maintainers rely on it: alone of its kind, never older than the live file, its
-    report kept whatever happens, its SAS alerts announced."""
-    leases = Leases(backend, settings.import_lease_s)
-    key = f"import:{kind}"
-    if not leases.claim(key):
-        raise ImportBusy(f"an import of {kind} is already running: wait for it to end (`dispo imports list`)")
-    report = ImportReport(kind, str(path), _report_dir(settings))
+    """An import of a national file as maintainers rely on it: alone of its kind (the caller's lease, `guard`, or one
+    taken here), never older than the live file, its report kept whatever happens, its SAS alerts announced."""
+    if guard is None:
+        with import_lease(backend, settings, kind) as held:
+            return _kept(kind, path, source, backend, settings, force, run, held)
+    report: ImportReport | None = None
     try:
+        report = ImportReport(kind, str(path), _report_dir(settings))
         report.summary.file = source or describe(path)
         live = history.live_file(backend, kind)
         published, live_published = report.summary.file.published, live.published if live else None
@@ -108,19 +139,27 @@ def _kept(
                 f"({live_published:%Y-%m-%d %H:%M}): the live index is kept; re-run with --force to go back to it"
             )
             raise ImportRefused(report.finish("refused", message))
-        with leases.kept_sync(key):
-            summary = run(report)
-    except BaseException:
-        if report.summary.outcome == "running":
-            report.finish("failed", "interrupted")
-        history.record_import(backend, report.summary)
-        alerts.announce(settings, report.summary)
+        summary = run(report, guard)
+    except BaseException as exc:
+        if report is not None:
+            if report.summary.outcome == "running":
+                report.finish("failed", f"{type(exc).__name__}: {exc}"[:500])
+            _keep(backend, settings, report.summary)
         raise
-    finally:
-        leases.release(key)
-    history.record_import(backend, summary)
-    alerts.announce(settings, summary)
+    _keep(backend, settings, summary)
     return summary
+
+
+def _keep(backend: Backend, settings: Settings, summary: ImportSummary) -> None:
+    """The import's report kept and its alerts announced; a failure here is logged, never raised over the outcome."""
+    try:
+        history.record_import(backend, summary)
+    except Exception:
+        log.exception("import %s: its report could not be kept (%s)", summary.import_id, summary.outcome)
+    try:
+        alerts.announce(settings, summary)
+    except Exception:
+        log.exception("import %s: its SAS alerts could not be announced", summary.import_id)
 
 
 def import_rpps(
@@ -131,8 +170,11 @@ def import_rpps(
     geocoder: Geocoder | None = None,
     progress: Callable[[int], None] | None = None,
     source: SourceFile | None = None,
+    guard: Callable[[], None] | None = None,
 ) -> ImportSummary:
-    def run(report: ImportReport) -> ImportSummary:
+    """Import an RPPS extraction (`guard`: the import lease, when the caller holds it already)."""
+
+    def run(report: ImportReport, held: Callable[[], None]) -> ImportSummary:
         reader = RppsReader(path, report, chunk_size=settings.import_chunk_lines)
         positioner = Positioner(
             establishments=establishment_positions(backend),
@@ -146,9 +188,11 @@ def import_rpps(
             return [site_document(site) for site in sites]
 
         chunks = reader.chunks()
-        return _publish("practice_sites", chunks, to_docs, report, backend, settings, force, progress, compare_sites)
+        return _publish(
+            "practice_sites", chunks, to_docs, report, backend, settings, force, progress, compare_sites, held
+        )
 
-    return _kept("rpps", path, source, backend, settings, force, run)
+    return _kept("rpps", path, source, backend, settings, force, run, guard)
 
 
 def import_finess(
@@ -158,8 +202,11 @@ def import_finess(
     force: bool = False,
     progress: Callable[[int], None] | None = None,
     source: SourceFile | None = None,
+    guard: Callable[[], None] | None = None,
 ) -> ImportSummary:
-    def run(report: ImportReport) -> ImportSummary:
+    """Import a FINESS file (`guard`: the import lease, when the caller holds it already)."""
+
+    def run(report: ImportReport, held: Callable[[], None]) -> ImportSummary:
         reader = FinessReader(path, report, chunk_size=settings.import_chunk_lines)
         communes = CommuneGeocoder()
 
@@ -171,9 +218,11 @@ def import_finess(
             return [structure_document(structure) for structure in structures]
 
         chunks = reader.chunks()
-        return _publish("structures", chunks, to_docs, report, backend, settings, force, progress, compare_structures)
+        return _publish(
+            "structures", chunks, to_docs, report, backend, settings, force, progress, compare_structures, held
+        )
 
-    return _kept("finess", path, source, backend, settings, force, run)
+    return _kept("finess", path, source, backend, settings, force, run, guard)
 
 
 def load_participations(

@@ -15,7 +15,7 @@ from indexer.backend import Backend
 from indexer.lifecycle import ImportRefused
 from rpps_import import history
 from rpps_import.fetch import FetchError, fetch
-from rpps_import.pipeline import ImportBusy, import_finess, import_rpps
+from rpps_import.pipeline import ImportBusy, import_finess, import_lease, import_rpps
 
 log = logging.getLogger("dispo.imports")
 KINDS = ("rpps", "finess")
@@ -42,14 +42,16 @@ def run_import(kind: str, backend: Backend, settings: Settings) -> ImportSummary
         return None
     started = datetime.now(PARIS)
     try:
-        fetched = fetch(url, kind, settings)
-        live = history.live_file(backend, kind)
-        if live is not None and live.sha256 == fetched.source.sha256:
-            # The publisher has not replaced it yet (or another scheduler imported it just now).
-            log.info("scheduled %s import: %s is the live file already", kind, fetched.source.name)
-            return None
-        load = import_rpps if kind == "rpps" else import_finess
-        summary = load(fetched.path, backend, settings, source=fetched.source)
+        # The lease from the download on: two schedulers never fetch into the same file, nor import it twice.
+        with import_lease(backend, settings, kind) as guard:
+            fetched = fetch(url, kind, settings)
+            live = history.live_file(backend, kind)
+            if live is not None and live.sha256 == fetched.source.sha256:
+                # The publisher has not replaced it yet (or another scheduler imported it just now).
+                log.info("scheduled %s import: %s is the live file already", kind, fetched.source.name)
+                return None
+            load = import_rpps if kind == "rpps" else import_finess
+            summary = load(fetched.path, backend, settings, source=fetched.source, guard=guard)
     except ImportBusy as exc:
         log.warning("scheduled %s import not started: %s", kind, exc)
         return None

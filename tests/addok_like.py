@@ -22,6 +22,7 @@ class AddokLike(BaseHTTPRequestHandler):
     calls: ClassVar[list[dict]] = []
     fail_next = 0  # the next requests answered with `fail_status`
     fail_status = 503
+    north_deg = 0.001  # how far north of the commune's centre the house-number positions are
 
     def failing(self) -> bool:
         if type(self).fail_next <= 0:
@@ -100,7 +101,7 @@ class AddokLike(BaseHTTPRequestHandler):
                 writer.writerow(
                     {
                         **row,
-                        "latitude": commune.lat + 0.001,
+                        "latitude": commune.lat + AddokLike.north_deg,
                         "longitude": commune.lon,
                         "result_score": "0.93",
                         "result_type": "housenumber",
@@ -120,6 +121,7 @@ def serving() -> Iterator[str]:
     AddokLike.calls = []
     AddokLike.fail_next = 0
     AddokLike.fail_status = 503
+    AddokLike.north_deg = 0.001
     server = ThreadingHTTPServer(("127.0.0.1", 0), AddokLike)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

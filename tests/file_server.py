@@ -42,7 +42,8 @@ class FileServer(BaseHTTPRequestHandler):
         body = path.read_bytes()
         start = 0
         asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        if asked and self.ranges:
+        still = self.headers.get("If-Range") in (None, self.last_modified)  # the file asked for is the one served
+        if asked and self.ranges and still:
             start = int(asked.group(1))
             if start >= len(body):
                 self.send_response(416)
@@ -74,6 +75,7 @@ def serving(files: dict[str, Path]) -> Iterator[str]:
     """The server's base URL while it serves these files; its faults and log reset."""
     FileServer.files, FileServer.cut_after, FileServer.ranges, FileServer.requests = dict(files), None, True, []
     FileServer.posted, FileServer.post_status = [], []
+    FileServer.last_modified = "Tue, 01 Dec 2026 04:30:00 GMT"
     server = ThreadingHTTPServer(("127.0.0.1", 0), FileServer)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -82,6 +82,22 @@ def test_a_server_that_cannot_resume_sends_the_whole_file_again(settings: Settin
     assert done.path.read_bytes() == FINESS_RAW.read_bytes()
 
 
+def test_a_file_replaced_since_the_cut_is_fetched_whole(settings: Settings, tmp_path: Path) -> None:
+    served = tmp_path / "f.csv"
+    served.write_bytes(FINESS_FLAT.read_bytes())
+    with serving({"/f.csv": served}) as base:
+        FileServer.cut_after = 3000
+        with pytest.raises(FetchError):
+            fetch(f"{base}/f.csv", "finess", settings)
+        # The next day's file at the same address: resuming yesterday's bytes would mix two files.
+        served.write_bytes(FINESS_RAW.read_bytes())
+        FileServer.last_modified = "Wed, 02 Dec 2026 04:30:00 GMT"
+        done = fetch(f"{base}/f.csv", "finess", settings)
+    assert [r["range"] for r in FileServer.requests] == [None, "bytes=3000-"]
+    assert done.path.read_bytes() == FINESS_RAW.read_bytes()
+    assert done.source.published == datetime(2026, 12, 2, 4, 30, tzinfo=UTC)
+
+
 def test_too_large_corrupted_or_unsafe_downloads_are_refused(settings: Settings, tmp_path: Path) -> None:
     small = settings.model_copy(update={"import_max_bytes": 2000})
     two = tmp_path / "two.zip"
@@ -103,6 +119,13 @@ def test_too_large_corrupted_or_unsafe_downloads_are_refused(settings: Settings,
             fetch(f"{base}/two.zip", "finess", settings)
         with pytest.raises(FetchError, match="404"):
             fetch(f"{base}/missing.csv", "finess", settings)
+    broken = zipped(tmp_path, "etalab-cs1100507-stock-20261201-0334.csv", FINESS_RAW)
+    data = bytearray(broken.read_bytes())
+    data[200:260] = b"\xff" * 60  # inside the member's compressed bytes: its checksum no longer matches
+    broken.write_bytes(bytes(data))
+    with serving({"/broken.zip": broken}) as base, pytest.raises(FetchError, match="the zip cannot be read"):
+        fetch(f"{base}/broken.zip", "finess", settings)
+    assert not [p for p in (settings.data_dir / "downloads" / "finess").iterdir() if "etalab" in p.name]
     with pytest.raises(FetchError, match="not an HTTPS address"):
         fetch("http://files.example.org/f.csv", "finess", settings)
 

@@ -9,8 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from addok_like import AddokLike
 from fastapi.testclient import TestClient
-from support import FINESS_FLAT, FINESS_RAW, api_settings, headers
+from support import FINESS_FLAT, FINESS_RAW, RPPS_SAMPLE, api_settings, headers
 from test_cli import env, run  # noqa: F401 - `env`, the command line's fixture
 
 from api.app import create_app
@@ -18,11 +19,12 @@ from api.auth import Role
 from bench.generate import generate, mutate_rpps
 from core.records import Vendor
 from core.settings import Settings
-from indexer.backend import Backend
-from indexer.lease import Leases
-from indexer.lifecycle import ImportRefused
+from indexer.backend import Backend, GeoQuery
+from indexer.lease import LeaseLost, Leases
+from indexer.lifecycle import ImportRefused, scan
 from indexer.registry import participants, save_vendor
-from rpps_import import history
+from rpps_import import history, pipeline
+from rpps_import.changes import compare_sites
 from rpps_import.pipeline import ImportBusy, import_finess, import_rpps, load_participations
 
 
@@ -208,3 +210,61 @@ def test_the_command_line_writes_the_next_extraction_and_prints_its_changes(tmp_
         if line.count("│") == 3
     }
     assert rows["added"] == "3" and rows["removed"] == "3" and rows["sites moved"] == "3"
+
+
+def test_sites_placed_otherwise_at_the_same_address_have_not_moved(
+    backend: Backend, settings: Settings, addok: str
+) -> None:
+    """The geocoder away for one import: its sites fall back to their communes, at the same addresses. Neither that
+    import nor the next, with the geocoder back, reports a move (nor, for participants, an alert)."""
+    geocoded = settings.model_copy(update={"geocoder_url": addok})
+    AddokLike.north_deg = 0.03  # house numbers 3 km from their commune's centre: farther than a move
+    import_finess(FINESS_FLAT, backend, settings)
+    first = import_rpps(RPPS_SAMPLE, backend, geocoded)
+    placed = {
+        h.doc["position"]["precision"] for h in scan(backend, "practice_sites", GeoQuery()) if h.doc.get("position")
+    }
+    assert "housenumber" in placed
+    away = import_rpps(RPPS_SAMPLE, backend, settings).changes
+    back = import_rpps(RPPS_SAMPLE, backend, geocoded).changes
+    assert first.changes is None and away is not None and back is not None
+    assert (away.sites_moved, back.sites_moved) == (0, 0) and not away.sas_alerts
+
+
+def test_the_farthest_moves_are_listed_whatever_the_cap(
+    backend: Backend, settings: Settings, two_versions: tuple
+) -> None:
+    files, after, mutation = two_versions
+    first = import_rpps(files["rpps"], backend, settings)
+    second = import_rpps(after, backend, settings)
+    capped = compare_sites(backend, first.index, second.index, listed=2)
+    farthest = sorted(mutation.moved, key=lambda site: -mutation.moved[site])[:2]
+    assert [m.site_id for m in capped.moves] == farthest and capped.sites_moved == len(mutation.moved)
+
+
+def test_a_comparison_that_fails_leaves_the_import_standing(
+    backend: Backend, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import_rpps(RPPS_SAMPLE, backend, settings)
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("disk read error")
+
+    monkeypatch.setattr(pipeline, "compare_sites", broken)
+    summary = import_rpps(RPPS_SAMPLE, backend, settings)
+    assert summary.outcome == "switched" and summary.changes is None
+    assert summary.warnings_by_reason["change report failed"] == 1
+
+
+def test_an_import_that_lost_its_lease_does_not_switch(backend: Backend, settings: Settings) -> None:
+    import_rpps(RPPS_SAMPLE, backend, settings)
+    live = backend.live_index("practice_sites")
+
+    def lost() -> None:
+        raise LeaseLost("lease import:rpps is no longer held")
+
+    with pytest.raises(LeaseLost):
+        import_rpps(RPPS_SAMPLE, backend, settings, guard=lost)
+    assert backend.live_index("practice_sites") == live
+    (failed, _) = history.list_imports(backend, "rpps")
+    assert failed.outcome == "failed" and "LeaseLost" in (failed.summary.message or "")
