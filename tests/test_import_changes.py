@@ -28,10 +28,12 @@ from rpps_import.changes import compare_sites
 from rpps_import.pipeline import ImportBusy, import_finess, import_rpps, load_participations
 
 
-@pytest.fixture
-def two_versions(tmp_path: Path) -> tuple[dict, Path, object]:
-    files = generate(tmp_path / "gen", "department", seed=3, n_vendors=2)
-    after = tmp_path / "PS_LibreAcces_Personne_activite_next.txt"
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, object]:
+    """Two extractions of the Ain and what differs between them: written once for the module (read only)."""
+    tmp = tmp_path_factory.mktemp("versions")
+    files = generate(tmp / "gen", "department", seed=3, n_vendors=2)
+    after = tmp / "PS_LibreAcces_Personne_activite_next.txt"
     with files["participations"].open(encoding="utf-8") as fh:
         taking_part = {row["idnps"] for row in csv.DictReader(fh)}
     mutation = mutate_rpps(files["rpps"], after, seed=3, added=4, removed=6, moved=5, specialties=3, among=taking_part)
@@ -91,10 +93,10 @@ def test_two_extractions_give_exactly_their_differences(
     assert history.sas_alert_totals(backend)[("rpps", "participant_removed")] == len(mutation.removed & taking_part)
 
 
-def test_the_same_file_again_changes_nothing(backend: Backend, settings: Settings, two_versions: tuple) -> None:
-    files, _, _ = two_versions
-    import_rpps(files["rpps"], backend, settings)
-    again = import_rpps(files["rpps"], backend, settings).changes
+def test_the_same_file_again_changes_nothing(backend: Backend, settings: Settings) -> None:
+    import_finess(FINESS_FLAT, backend, settings)
+    import_rpps(RPPS_SAMPLE, backend, settings)
+    again = import_rpps(RPPS_SAMPLE, backend, settings).changes
     assert again is not None
     assert (again.added_total, again.removed_total, again.sites_added, again.sites_removed, again.sites_moved) == (
         0,
@@ -107,12 +109,11 @@ def test_the_same_file_again_changes_nothing(backend: Backend, settings: Setting
 
 
 def test_a_refused_import_keeps_its_report_and_what_it_would_have_changed(
-    backend: Backend, settings: Settings, two_versions: tuple, tmp_path: Path
+    backend: Backend, settings: Settings, tmp_path: Path
 ) -> None:
-    files, _, _ = two_versions
-    import_rpps(files["rpps"], backend, settings)
+    import_rpps(RPPS_SAMPLE, backend, settings)
     halved = tmp_path / "PS_LibreAcces_Personne_activite_half.txt"
-    lines = files["rpps"].read_text(encoding="utf-8").splitlines()
+    lines = RPPS_SAMPLE.read_text(encoding="utf-8").splitlines()
     halved.write_text("\n".join(lines[: len(lines) // 2]) + "\n", encoding="utf-8")
     with pytest.raises(ImportRefused) as refused:
         import_rpps(halved, backend, settings)
@@ -150,16 +151,15 @@ def test_finess_imports_report_establishments_opened_and_closed(
     assert closed.site_id == lines[1].split(";")[0] == "010000024"
 
 
-def test_one_import_of_a_kind_at_a_time(backend: Backend, settings: Settings, two_versions: tuple) -> None:
-    files, _, _ = two_versions
+def test_one_import_of_a_kind_at_a_time(backend: Backend, settings: Settings) -> None:
     running = Leases(backend, settings.import_lease_s)
     assert running.claim("import:rpps")
     with pytest.raises(ImportBusy, match="already running"):
-        import_rpps(files["rpps"], backend, settings)
+        import_rpps(RPPS_SAMPLE, backend, settings)
     assert backend.live_index("practice_sites") is None
     assert import_finess(FINESS_FLAT, backend, settings).outcome == "switched"  # another kind goes ahead
     running.release("import:rpps")
-    assert import_rpps(files["rpps"], backend, settings).outcome == "switched"
+    assert import_rpps(RPPS_SAMPLE, backend, settings).outcome == "switched"
 
 
 def test_maintainers_read_the_imports_their_changes_and_rejected_lines(
