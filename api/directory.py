@@ -15,7 +15,7 @@ from access.roles import Principal, Role
 from aggregation.availability import SAS_VENDOR
 from api.deps import ADMINS, DIRECTORY_READERS, get_backend, get_settings, require
 from api.params import Finess, Idnps
-from api.participations import checked
+from api.participations import declared
 from api.problems import Problem, problems
 from booking import orientations
 from core.errors import DispoError
@@ -236,7 +236,6 @@ def put_sos_participation(
     if body.vendor == SAS_VENDOR:
         why = "An association's places come from its booking software: the SAS calendar is a practitioner's."
         raise Problem(422, "Unknown vendor", why, "unknown-vendor")
-    before = get_participation(backend, idnst)
     wanted = Participation(
         idnps=idnst,
         vendors=[body.vendor],
@@ -245,7 +244,4 @@ def put_sos_participation(
         er_redirection=body.er_redirection,
         active=body.active,
     )
-    saved = checked(backend, wanted)
-    was = before.model_dump(mode="json") if before else None
-    record_change(backend, principal, idnst, "participation", {"before": was, "after": saved.model_dump(mode="json")})
-    return saved
+    return declared(backend, principal, wanted)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
+from access.accounts import record_change
 from access.roles import Principal, Role
 from aggregation.availability import SAS_VENDOR
 from api.deps import ADMINS, get_backend, require
@@ -81,4 +82,15 @@ def checked(backend: Backend, participation: Participation) -> Participation:
     before = get_participation(backend, idnps)
     saved = save_participation(backend, participation)
     move_member(backend, idnps, before.cpts if before else None, participation.cpts)
+    return saved
+
+
+def declared(backend: Backend, principal: Principal, wanted: Participation) -> Participation:
+    """A participation declared by a person (a practitioner, their delegate, a structure's manager): saved as
+    `checked` saves it, the change kept in the audit log with who made it."""
+    before = get_participation(backend, wanted.idnps)
+    saved = checked(backend, wanted)
+    was = before.model_dump(mode="json") if before else None
+    change = {"before": was, "after": saved.model_dump(mode="json")}
+    record_change(backend, principal, wanted.idnps, "participation", change)
     return saved

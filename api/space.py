@@ -18,7 +18,7 @@ from aggregation.availability import SAS_VENDOR, ReconcileStats
 from aggregation.sas_calendar import SasCalendar
 from api.deps import ADMINS, get_backend, get_settings, require
 from api.params import Idnps
-from api.participations import checked
+from api.participations import declared
 from api.problems import Problem, problems
 from booking import orientations
 from booking.bookings import FollowedAppointment, appointments_of_practitioner
@@ -137,7 +137,6 @@ def put_participation(
     principal: Annotated[Principal, CALLER],
 ) -> Participation:
     _for(principal, idnps)
-    before = get_participation(backend, idnps)
     wanted = Participation(
         idnps=idnps,
         vendors=[body.vendor] if body.vendor else [SAS_VENDOR],
@@ -147,10 +146,7 @@ def put_participation(
         cpts=body.cpts,
         active=body.active,
     )
-    saved = checked(backend, wanted)
-    was = before.model_dump(mode="json") if before else None
-    record_change(backend, principal, idnps, "participation", {"before": was, "after": saved.model_dump(mode="json")})
-    return saved
+    return declared(backend, principal, wanted)
 
 
 class Published(BaseModel):
